@@ -1,0 +1,71 @@
+"""Adapter state in and out of the PEFT model, on the wire (safetensors bytes) and on disk (PEFT dirs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .models import MERGE_ADAPTER, TRAIN_ADAPTER
+from .taskvec import AdapterState, check_finite
+
+WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def get_state(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> AdapterState:
+    """A detached CPU copy of one adapter's trainable tensors (LoRA factors and saved modules)."""
+    state = get_peft_model_state_dict(model, adapter_name=adapter)
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTER) -> None:
+    result = set_peft_model_state_dict(model, state, adapter_name=adapter)
+    missing = [k for k in result.missing_keys if f".{adapter}." in k and ("lora_" in k or "modules_to_save" in k)]
+    if missing:
+        raise KeyError(f"adapter state is missing {len(missing)} tensors, e.g. {missing[0]}")
+
+
+def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
+    """The payload that travels: safetensors bytes (its length is what the byte counters measure)."""
+    cast = WIRE_DTYPES[dtype]
+    return st_save({k: v.to(cast).contiguous() for k, v in state.items()})
+
+
+def deserialize(payload: bytes, client: str = "?") -> AdapterState:
+    try:
+        state = st_load(payload)
+    except Exception as err:  # safetensors raises several error types for malformed bytes
+        raise ValueError(f"payload from client {client} is not a valid safetensors blob: {err}") from err
+    state = {k: v.to(torch.float32) for k, v in state.items()}
+    check_finite(state, f"payload from client {client}")
+    return state
+
+
+def export_peft_dir(model: PeftModel, state: AdapterState, out_dir: str | Path) -> Path:
+    """Write ``state`` (an exact merge, rank 2r, scale 1) as a standard PEFT adapter directory, atomically."""
+    out_dir = Path(out_dir)
+    set_state(model, state, MERGE_ADAPTER)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(str(tmp), selected_adapters=[MERGE_ADAPTER])
+        saved = tmp / MERGE_ADAPTER
+        _clear_inference_flag(saved / "adapter_config.json")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        saved.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _clear_inference_flag(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    config["inference_mode"] = True
+    config_path.write_text(json.dumps(config, indent=2))

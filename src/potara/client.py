@@ -1,0 +1,171 @@
+"""One client after the federation: its local adapters, merges, Fisher and losses, computed lazily once.
+
+Methods ask a :class:`ClientSession` for what they need; nothing here leaves the client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from peft import PeftModel
+
+from .adapters import get_state, set_state
+from .encoding import Encoded
+from .fisher import model_fisher
+from .models import MERGE_ADAPTER, TRAIN_ADAPTER
+from .taskvec import (
+    AdapterState,
+    Metric,
+    Weights,
+    extra_keys,
+    group_of,
+    lora_modules,
+    merge,
+    pad_rank,
+)
+from .training import Budget, Evaluation, predict, score, train
+
+
+@dataclass
+class ClientSplits:
+    name: str
+    train: Encoded
+    val: Encoded
+    test: Encoded
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    local_budget: Budget
+    local_init: str
+    scale: float
+    merge_rank: int
+    eval_batch_size: int = 64
+    fisher_mode: str = "auto"
+    fisher_samples: int = 1
+    fisher_max_examples: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Timers:
+    """Seconds spent per kind of work, and how many times (to report per-client means)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, kind: str, seconds: float, count: int = 1) -> None:
+        self.seconds[kind] += seconds
+        self.counts[kind] += count
+
+    def mean(self, kind: str) -> float:
+        return self.seconds[kind] / self.counts[kind] if self.counts[kind] else 0.0
+
+
+class ClientSession:
+    """Local adapters (per init), half-data adapters, Fisher and held-out losses of merges, cached."""
+
+    def __init__(
+        self, model: PeftModel, splits: ClientSplits, fed: AdapterState, pretrained: AdapterState,
+        settings: SessionSettings, timers: Timers,
+    ) -> None:
+        self.model, self.splits, self.fed, self.pretrained = model, splits, fed, pretrained
+        self.settings, self.timers = settings, timers
+        self._locals: dict[tuple, AdapterState] = {}
+        self._logits: dict[tuple, torch.Tensor] = {}
+        self._fisher: Metric | None = None
+
+    @property
+    def name(self) -> str:
+        return self.splits.name
+
+    def split(self, name: str) -> Encoded:
+        return getattr(self.splits, name)
+
+    def local(self, init: str | None = None) -> AdapterState:
+        """The client's local adapter trained on all its training data from ``init``."""
+        return self._local(init or self.settings.local_init, "all")
+
+    def halves(self, init: str | None = None) -> list[tuple[AdapterState, Encoded]]:
+        """Two local adapters on disjoint halves of the training data, each with the *other* half."""
+        init = init or self.settings.local_init
+        first, second = self._half_index()
+        train = self.splits.train
+        return [
+            (self._local(init, "half0", train.subset(first)), train.subset(second)),
+            (self._local(init, "half1", train.subset(second)), train.subset(first)),
+        ]
+
+    def _half_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self.splits.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.settings.seed + 17))
+        return order[: n // 2], order[n // 2 :]
+
+    def _local(self, init: str, part: str, data: Encoded | None = None) -> AdapterState:
+        key = (init, part)
+        if key not in self._locals:
+            start = self.fed if init == "federated" else self.pretrained
+            data = self.splits.train if data is None else data
+            set_state(self.model, start)
+            seed = self.settings.seed * 1_000_003 + hash((self.name, init, part)) % 100_000
+            began = time.perf_counter()
+            train(self.model, data, self.settings.local_budget, torch.Generator().manual_seed(seed))
+            if part == "all" and len(data):
+                self.timers.add("local_epoch", (time.perf_counter() - began) / self.settings.local_budget.epochs)
+            self._locals[key] = get_state(self.model)
+        return self._locals[key]
+
+    def merged(self, states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
+        """The exact merge, padded to the merge adapter's rank."""
+        scales = [self.settings.scale] * len(states)
+        return pad_rank(merge(states, weights, scales), self.settings.merge_rank)
+
+    def logits(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
+        key = (tuple(id(s) for s in states), _freeze(weights), id(data))
+        if key not in self._logits:
+            set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
+            self.model.set_adapter(MERGE_ADAPTER)
+            try:
+                self._logits[key] = predict(self.model, data, self.settings.eval_batch_size)
+            finally:
+                self.model.set_adapter(TRAIN_ADAPTER)
+        return self._logits[key]
+
+    def evaluate(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> Evaluation:
+        return score(self.logits(states, weights, data), data.tensors["labels"])
+
+    def fed_local_eval(self, lam: Weights, data: Encoded, local: AdapterState | None = None) -> Evaluation:
+        """Evaluation of ``λ τ_F + (1−λ) τ_L``."""
+        local = self.local() if local is None else local
+        return self.evaluate([self.fed, local], [lam, _complement(lam)], data)
+
+    def fisher(self) -> Metric:
+        """Diagonal model Fisher at the local adapter on (up to ``fisher_max_examples``) training inputs."""
+        if self._fisher is None:
+            local = self.local()
+            set_state(self.model, local)
+            data = self.splits.train
+            data = data.subset(torch.arange(min(len(data), self.settings.fisher_max_examples)))
+            extras: dict[str, list[str]] = defaultdict(list)
+            for key in extra_keys(local):
+                extras[group_of(key)].append(key)
+            began = time.perf_counter()
+            self._fisher = model_fisher(
+                self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), dict(extras),
+                mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
+                generator=torch.Generator().manual_seed(self.settings.seed + 5),
+            )
+            self.timers.add("fisher", time.perf_counter() - began)
+        return self._fisher
+
+
+def _freeze(weights: Sequence[Weights]) -> tuple:
+    return tuple(round(w, 10) if isinstance(w, (int, float)) else tuple(sorted(w.items())) for w in weights)
+
+
+def _complement(lam: Weights) -> Weights:
+    return 1.0 - lam if isinstance(lam, (int, float)) else {k: 1.0 - v for k, v in lam.items()}

@@ -1,0 +1,194 @@
+"""One dataclass tree for a whole run; files (YAML/JSON) and ``--set key=value`` parse into it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OFFLINE_MINILM = "offline:minilm"
+ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
+PARTITIONS = ("classes", "dirichlet", "task", "iid")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says which and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = OFFLINE_MINILM  # HF hub id, local path, or "offline:minilm" (the packaged MiniLM)
+    max_length: int = 48
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    modules_to_save: list[str] | None = None  # None: PEFT's default task head for sequence classification
+
+
+@dataclass
+class DataConfig:
+    source: str = "fortunes"  # "fortunes", "hf:<dataset id>", or a csv/json/parquet path
+    split: str = "train"
+    hf_config: str | None = None
+    text_column: str | None = None
+    label_column: str = "label"
+    group_column: str | None = None
+    num_clients: int = 10
+    partition: str = "classes"
+    alpha: float = 0.5
+    classes_per_client: int = 4
+    train_sizes: list[int] | None = field(default_factory=lambda: [15, 200])
+    test_size: int = 100
+    val_fraction: float = 0.2
+    min_val: int = 3
+
+
+@dataclass
+class FedConfig:
+    rounds: int = 8
+    fraction: float = 1.0
+    local_epochs: int = 1
+    local_steps: int | None = None  # overrides local_epochs when set
+    lr: float = 5e-3
+    batch_size: int = 16
+    aggregation: str = "factors"  # "factors" (FedIT) or "product" (exact FedAvg of B·A, re-factorized)
+    eval_every: int = 0  # personalize every k rounds as well as at the end (0: only at the end)
+
+
+@dataclass
+class LocalConfig:
+    init: str = "federated"  # "federated" (from the final federated adapter) or "pretrained"
+    epochs: int = 5
+    lr: float = 5e-3
+    batch_size: int = 16
+
+
+@dataclass
+class PotaraSettings:
+    estimator: str = "heldout"
+    fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
+    fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
+    fisher_max_examples: int = 64
+    damping: float = 1e-8
+    grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "local", "fedit", "fedit_ft", "fixed", "oracle_val", "oracle_test",
+            "potara", "potara_module", "potara_crossfit", "potara_fisher", "potara_folds",
+        ]
+    )
+    threads: int | None = None
+    eval_batch_size: int = 64
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    potara: PotaraSettings = field(default_factory=PotaraSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a dict, rejecting unknown keys with their full path."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        sub = _dataclass_type(fields[name])
+        kwargs[name] = _build(sub, value, f"{prefix}.{name}".strip(".")) if sub else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(f: dataclasses.Field) -> type | None:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+    return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    cfg = _build(RunConfig, values, "")
+    validate(cfg)
+    return cfg
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML/JSON config file (or the defaults) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {err}") from err
+    for item in overrides:
+        _apply_override(values, item)
+    return from_dict(values)
+
+
+def _apply_override(values: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got '{item}'")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = _parse_value(raw)
+
+
+def _parse_value(raw: str) -> Any:
+    if "," in raw and not raw.strip().startswith(("[", "{")):
+        return [yaml.safe_load(x) for x in raw.split(",") if x]
+    return yaml.safe_load(raw)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values that a type alone does not constrain."""
+    _check(cfg.data.partition in PARTITIONS, f"data.partition must be one of {PARTITIONS}, got '{cfg.data.partition}'")
+    _check(cfg.data.num_clients >= 1, "data.num_clients must be >= 1")
+    _check(cfg.data.alpha > 0, "data.alpha must be > 0")
+    _check(0 < cfg.fed.fraction <= 1, f"fed.fraction must be in (0, 1], got {cfg.fed.fraction}")
+    _check(cfg.fed.rounds >= 1, "fed.rounds must be >= 1")
+    _check(cfg.fed.aggregation in ("factors", "product"), "fed.aggregation must be 'factors' or 'product'")
+    _check(cfg.local.init in ("federated", "pretrained"), "local.init must be 'federated' or 'pretrained'")
+    _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
+    _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
+    _check(cfg.lora.r >= 1, "lora.r must be >= 1")
+    _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
+    _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def dumps(cfg: RunConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2)

@@ -1,0 +1,102 @@
+"""Estimators of the federated weight λ for one client (SPEC, "Estimating v_L and v_F").
+
+Each takes a :class:`ClientSession` and returns an :class:`Estimate`; none sends anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .client import ClientSession
+from .fisher import laplace_traces
+from .mixing import (
+    QuadraticFit,
+    closed_form_lambda,
+    fit_three_points,
+    moment_fed_variance,
+)
+from .taskvec import sq_distances, sum_by_group
+
+THREE_POINTS = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    lam: float
+    v_fed: float | None = None
+    v_local: float | None = None
+    note: str = ""
+
+
+def heldout(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Fit the bound's quadratic to the validation loss of the exact merge at λ = 0, ½, 1."""
+    val = session.split("val")
+    if len(val) == 0:
+        fallback = crossfit(session)
+        return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, "empty validation split: used crossfit")
+    f = [session.fed_local_eval(lam, val).loss for lam in THREE_POINTS]
+    return _from_fit(fit_three_points(*f))
+
+
+def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Pool held-out losses: each half-data local adapter scored on the other half, plus validation."""
+    pooled = [0.0, 0.0, 0.0]
+    count = 0
+    parts = [(local, heldout_half) for local, heldout_half in session.halves()]
+    parts.append((session.local(), session.split("val")))
+    for local, data in parts:
+        for i, lam in enumerate(THREE_POINTS):
+            ev = session.fed_local_eval(lam, data, local)
+            pooled[i] += ev.loss * ev.n if ev.n else 0.0
+        count += len(data)
+    if count == 0:
+        return Estimate(1.0, note="no held-out examples")
+    return _from_fit(fit_three_points(*(f / count for f in pooled)))
+
+
+def fisher(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Laplace: ``v_L = Σ_j F_j / (n F_j + δ)`` at the local adapter, ``v_F`` by moments."""
+    n = len(session.split("train"))
+    if n == 0:
+        return Estimate(1.0, note="no training data")
+    metric = session.fisher()
+    v_local = sum(laplace_traces(metric, n, damping).values())
+    dist = sum(sq_distances(session.fed, session.local(), session.settings.scale, metric).values())
+    return _from_variances(moment_fed_variance(dist, v_local), v_local)
+
+
+def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """``v_L = ‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` from two half-data local adapters, ``v_F`` by moments."""
+    if len(session.split("train")) < 2:
+        return Estimate(1.0, note="fewer than two training examples")
+    metric = session.fisher()
+    (first, _), (second, _) = session.halves()
+    scale = session.settings.scale
+    v_local = sum(sq_distances(first, second, scale, metric).values()) / 4.0
+    dist = sum(sq_distances(session.fed, session.local(), scale, metric).values())
+    return _from_variances(moment_fed_variance(dist, v_local), v_local)
+
+
+def _from_fit(fit: QuadraticFit) -> Estimate:
+    note = "" if fit.curved else "no positive curvature: took the better endpoint"
+    return Estimate(fit.lam, fit.v_fed, fit.v_local, note)
+
+
+def _from_variances(v_fed: float, v_local: float) -> Estimate:
+    return Estimate(closed_form_lambda(v_fed, v_local), v_fed, v_local)
+
+
+def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-module Laplace traces (the shape of ``v_L``) and Fisher distances ``‖τ_F − τ_L‖²_D``."""
+    metric = session.fisher()
+    local = session.local()
+    n = max(1, len(session.split("train")))
+    traces = sum_by_group(laplace_traces(metric, n, damping), local)
+    dist = sum_by_group(sq_distances(session.fed, local, session.settings.scale, metric), local)
+    return traces, dist
+
+
+ESTIMATORS: dict[str, Callable[..., Estimate]] = {
+    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds,
+}

@@ -1,0 +1,27 @@
+"""What a method is: a rule that turns one client's session into a personalized model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..client import ClientSession
+from ..taskvec import AdapterState, Weights
+
+
+@dataclass
+class Choice:
+    """A personalized model as an exact merge of adapters, and the λ to report (None if not a merge)."""
+
+    states: list[AdapterState]
+    weights: list[Weights]
+    lam: float | dict[str, float] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    personalize: Callable[[ClientSession], Choice]
+    federated: bool = True  # its clients take part in the federation (bytes and rounds are FedIT's)
+    estimates_lambda: bool = False  # its λ choice is timed as the mixing cost

@@ -1,0 +1,44 @@
+"""Potara: merge the federated and the local adapter with a closed-form, per-client λ.
+
+``λ* = v_L / (v_F + v_L)`` minimises the variance-trace bound ``½[λ² v_F + (1−λ)² v_L]`` on the
+client's loss (SPEC, "The bound and the closed form"); the variances come from the estimator in
+``potara.estimator`` (see :mod:`potara.estimators`). ``potara_module`` gives every module its own λ:
+the Fisher's shape across modules with the pooled estimate's scale.
+"""
+
+from __future__ import annotations
+
+from ..client import ClientSession
+from ..config import RunConfig
+from ..estimators import ESTIMATORS, module_shape
+from ..mixing import module_lambdas
+from .base import Choice, Method
+
+
+def build_estimator(estimator: str, name: str):
+    def build(cfg: RunConfig) -> Method:
+        estimate = ESTIMATORS[estimator]
+
+        def personalize(session: ClientSession) -> Choice:
+            if len(session.split("train")) == 0:
+                return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
+            est = estimate(session, cfg.potara.damping)
+            return Choice([session.fed, session.local()], [est.lam, 1 - est.lam], lam=est.lam, note=est.note)
+
+        return Method(name, personalize, estimates_lambda=True)
+
+    return build
+
+
+def build_module(cfg: RunConfig) -> Method:
+    estimate = ESTIMATORS[cfg.potara.estimator]
+
+    def personalize(session: ClientSession) -> Choice:
+        if len(session.split("train")) == 0:
+            return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
+        pooled = estimate(session, cfg.potara.damping).lam
+        traces, dist = module_shape(session, cfg.potara.damping)
+        lams = module_lambdas(traces, dist, pooled)
+        return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)
+
+    return Method("potara_module", personalize, estimates_lambda=True)

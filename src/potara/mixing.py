@@ -1,0 +1,130 @@
+"""Closed-form mixing weights from the variance-trace bound. Pure arithmetic, no tensors needed.
+
+For ``τ(λ) = λ τ_F + (1−λ) τ_L`` the bound ``½[λ² v_F + (1−λ)² v_L]`` is minimised at
+``λ* = v_L / (v_F + v_L)``, where it equals ``½ v_F v_L / (v_F + v_L) < ½ min(v_F, v_L)``.
+With M models and independent errors, ``w_i ∝ 1 / v_i``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+EPS = 1e-12
+
+
+def closed_form_lambda(v_fed: float, v_local: float) -> float:
+    """``λ* = v_L / (v_F + v_L)``: the federated model's weight. Both zero: equal weights."""
+    _check_variances(v_fed, v_local)
+    total = v_fed + v_local
+    return 0.5 if total <= EPS else v_local / total
+
+
+def bound(lam: float, v_fed: float, v_local: float) -> float:
+    return 0.5 * (lam**2 * v_fed + (1 - lam) ** 2 * v_local)
+
+
+def inverse_variance_weights(variances: Sequence[float]) -> list[float]:
+    """``w_i ∝ 1/v_i`` normalised to one; zero-variance models share all the weight."""
+    for v in variances:
+        _check_variances(v)
+    zeros = [v <= EPS for v in variances]
+    if any(zeros):
+        return [z / sum(zeros) for z in zeros]
+    inv = [1.0 / v for v in variances]
+    return [w / sum(inv) for w in inv]
+
+
+def moment_fed_variance(sq_distance: float, v_local: float, eps: float = EPS) -> float:
+    """``E‖τ_F − τ_L‖²_D = v_F + v_L`` so ``v_F = max(‖τ_F − τ_L‖²_D − v_L, ε)`` (independent errors)."""
+    return max(sq_distance - v_local, eps)
+
+
+@dataclass(frozen=True)
+class QuadraticFit:
+    """``f(λ) = f* + ½[λ² v_F + (1−λ)² v_L]`` through three held-out losses at λ = 0, ½, 1."""
+
+    v_fed: float
+    v_local: float
+    lam: float
+    curved: bool
+
+
+def fit_three_points(f0: float, f_half: float, f1: float) -> QuadraticFit:
+    """Fit the bound's quadratic; without positive curvature take the endpoint with the lower loss."""
+    for f in (f0, f_half, f1):
+        if not math.isfinite(f):
+            raise ValueError(f"held-out losses must be finite, got {(f0, f_half, f1)}")
+    curvature = 4.0 * (f0 - 2.0 * f_half + f1)  # = v_F + v_L
+    v_local = 3.0 * f0 - 4.0 * f_half + f1
+    if curvature <= EPS:
+        return QuadraticFit(0.0, 0.0, 1.0 if f1 < f0 else 0.0, False)
+    lam = min(max(v_local / curvature, 0.0), 1.0)
+    return QuadraticFit(curvature - v_local, v_local, lam, True)
+
+
+def fit_quadratic(lams: Sequence[float], losses: Sequence[float]) -> QuadraticFit:
+    """Least-squares quadratic in λ through any ≥ 3 points; same reading as :func:`fit_three_points`."""
+    if len(lams) < 3 or len(set(lams)) < 3:
+        raise ValueError("a quadratic fit needs losses at three or more distinct λ")
+    sums = [sum(x**p for x in lams) for p in range(5)]
+    rhs = [sum(y * x**p for x, y in zip(lams, losses)) for p in range(3)]
+    c0, c1, c2 = _solve3([[sums[i + j] for j in range(3)] for i in range(3)], rhs)
+    f0, f_half, f1 = c0, c0 + 0.5 * c1 + 0.25 * c2, c0 + c1 + c2
+    return fit_three_points(f0, f_half, f1)
+
+
+def _solve3(a: list[list[float]], b: list[float]) -> list[float]:
+    """Cramer's rule for the 3x3 normal equations."""
+    det = _det3(a)
+    if abs(det) < EPS:
+        raise ValueError("degenerate λ design for a quadratic fit")
+    out = []
+    for col in range(3):
+        m = [row[:] for row in a]
+        for r in range(3):
+            m[r][col] = b[r]
+        out.append(_det3(m) / det)
+    return out
+
+
+def _det3(m: list[list[float]]) -> float:
+    return (
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    )
+
+
+def module_lambdas(
+    v_local: Mapping[str, float], sq_dist: Mapping[str, float], pooled_lambda: float
+) -> dict[str, float]:
+    """Per-module λ with the Fisher's *shape* across modules and a pooled fit's *scale*.
+
+    ``v_{L,m} = c · u_m`` with ``u_m`` the Fisher (Laplace) traces; ``v_{F,m} = max(d_m − c u_m, ε)``.
+    ``c`` is chosen by bisection so that the pooled ``Σ v_L / Σ (v_F + v_L)`` equals ``pooled_lambda``.
+    """
+    keys = list(v_local)
+    if pooled_lambda <= 0.0 or pooled_lambda >= 1.0 or not keys:
+        return {k: pooled_lambda for k in keys}
+
+    def pooled(c: float) -> float:
+        vl = [c * v_local[k] for k in keys]
+        vf = [moment_fed_variance(sq_dist[k], v) for k, v in zip(keys, vl)]
+        return sum(vl) / (sum(vl) + sum(vf))
+
+    lo, hi = 0.0, 1.0
+    while pooled(hi) < pooled_lambda and hi < 1e30:
+        hi *= 10.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if pooled(mid) < pooled_lambda else (lo, mid)
+    c = 0.5 * (lo + hi)
+    return {k: closed_form_lambda(moment_fed_variance(sq_dist[k], c * v_local[k]), c * v_local[k]) for k in keys}
+
+
+def _check_variances(*values: float) -> None:
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"variances must be finite and non-negative, got {v}")

@@ -1,0 +1,150 @@
+"""Results on disk (atomic), the printed table, and the plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .engine import RunResult
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
+    methods = {
+        name: {
+            "mean_acc": r.mean_acc(), "worst_acc": r.worst_acc(), "bytes_up": r.bytes_up,
+            "bytes_down": r.bytes_down, "rounds": r.rounds, "per_client": r.per_client,
+        }
+        for name, r in result.methods.items()
+    }
+    return {"config": config, "methods": methods, "timing": result.timing}
+
+
+def table(summary_: dict[str, Any]) -> str:
+    """A markdown table: one row per method."""
+    lines = [
+        "| method | mean acc | worst acc | bytes up | bytes down | rounds | mean λ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary_["methods"].items():
+        lines.append(
+            f"| {name} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
+            f"| {m['rounds']} | {_mean_lambda(m['per_client'])} |"
+        )
+    t = summary_["timing"]
+    lines.append("")
+    lines.append(
+        f"local epoch {t['local_epoch_s']:.3f} s/client · Fisher {t['fisher_s']:.3f} s/client · "
+        f"mixing {t['mixing_s']:.3f} s/client · federation {t.get('federation_s', 0):.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def _mean_lambda(rows: list[dict]) -> str:
+    values = [_scalar(r["lambda"]) for r in rows if r.get("lambda") is not None]
+    return f"{sum(values) / len(values):.2f}" if values else "–"
+
+
+def _scalar(lam: float | dict | list) -> float:
+    if isinstance(lam, dict):
+        return sum(lam.values()) / len(lam)
+    if isinstance(lam, list):
+        return sum(lam) / len(lam)
+    return float(lam)
+
+
+def write_outputs(out_dir: str | Path, summary_: dict[str, Any], rounds: list[dict]) -> None:
+    out = Path(out_dir)
+    atomic_write(out / "summary.json", json.dumps(_finite(summary_), indent=2))
+    atomic_write(out / "rounds.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in rounds))
+    plot_accuracy_vs_bytes(summary_, rounds, out / "accuracy_vs_bytes.png")
+    plot_lambda_vs_size(summary_, out / "lambda_vs_train_size.png")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    atomic_write(path, buf.getvalue())
+
+
+def plot_accuracy_vs_bytes(summary_: dict[str, Any], rounds: list[dict], path: Path) -> None:
+    """FedIT after every round, every method where it was measured, against cumulative bytes (up + down)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [(r["cum_bytes_up"] + r["cum_bytes_down"]) / 1e6 for r in rounds]
+    ax.plot(xs, [r["fedit_mean_acc"] for r in rounds], "o-", label="fedit (per round)", color="gray")
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r, x in zip(rounds, xs):
+        for name, acc in r.get("methods", {}).items():
+            series.setdefault(name, []).append((x, acc))
+    final_x = xs[-1] if xs else 0.0
+    for name, m in summary_["methods"].items():
+        x_end = (m["bytes_up"] + m["bytes_down"]) / 1e6 if m["rounds"] else 0.0
+        points = series.get(name, []) + [(x_end if m["rounds"] else 0.0, m["mean_acc"])]
+        ax.plot(*zip(*points), "s--" if name.startswith("oracle") else "^-", label=name, alpha=0.8)
+    ax.set_xlabel("cumulative communication (MB, up + down)")
+    ax.set_ylabel("mean personalized test accuracy")
+    ax.set_xlim(left=-0.02 * max(final_x, 1e-9))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_lambda_vs_size(summary_: dict[str, Any], path: Path) -> None:
+    """Per-client λ (federated weight) against the client's training size, for every merging method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in summary_["methods"].items():
+        rows = [r for r in m["per_client"] if r.get("lambda") is not None]
+        if not rows or name in ("fedit", "fedit_ft", "fixed"):
+            continue
+        ax.scatter([r["n_train"] for r in rows], [_scalar(r["lambda"]) for r in rows], label=name, alpha=0.7, s=18)
+    ax.set_xscale("log")
+    ax.set_xlabel("client training examples (log)")
+    ax.set_ylabel("λ (weight of the federated adapter)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
