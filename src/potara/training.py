@@ -50,7 +50,7 @@ def train(
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
-            steps, total = steps + 1, total + float(loss)
+            steps, total = steps + 1, total + loss.item()
             if budget.steps is not None and steps >= budget.steps:
                 return total / steps
     return total / max(steps, 1)

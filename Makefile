@@ -1,0 +1,30 @@
+# Quick start: `make run` (set up + the default run), `make test` (set up + the test suite).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+FORTUNES := /usr/share/games/fortunes
+
+.PHONY: setup run test lint
+
+setup: $(VENV)/.installed $(FORTUNES)
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+# The offline default corpus: Debian's fortunes (real quotes in ~40 categories).
+$(FORTUNES):
+	@command -v apt-get >/dev/null || { echo "install Debian's 'fortunes' package, or run with --set data.source=..."; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq fortunes
+
+run: setup
+	$(VENV)/bin/potara run
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny random BERT (offline, seconds to train) and a small synthetic corpus."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore")
+
+WORDS = {
+    0: "apple banana cherry grape lemon mango melon peach pear plum",
+    1: "engine wheel brake clutch gear piston axle tire chassis motor",
+    2: "violin piano guitar drum flute cello harp trumpet oboe bass",
+    3: "river lake ocean stream pond creek bay delta lagoon harbor",
+    4: "python kernel compiler socket thread mutex buffer cache stack heap",
+    5: "tiger lion zebra giraffe eagle falcon otter badger wolf bear",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved like a hub checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from potara.models import resolve_model_path
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("offline:minilm"))
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def synthetic_rows(n_per_label: int, seed: int = 0) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in WORDS.items():
+        vocab = words.split()
+        for _ in range(n_per_label):
+            rows.append((" ".join(rng.choice(vocab) for _ in range(rng.randint(3, 8))), label))
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def synthetic_csv(tmp_path_factory) -> Path:
+    """A labelled text corpus with 6 topics, written as csv."""
+    import csv
+
+    path = tmp_path_factory.mktemp("corpus") / "topics.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(synthetic_rows(60))
+    return path
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model_dir, synthetic_csv) -> list[str]:
+    """``--set`` overrides for a whole run in a few seconds."""
+    return [
+        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
+        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
+        "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
+    ]

@@ -1,0 +1,90 @@
+"""A whole run on a tiny model: outputs, bytes, methods side by side, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from potara import config, engine, reporting
+from potara.methods import available
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, synthetic_csv, tmp_path_factory):
+    overrides = [
+        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
+        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
+        "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
+        "fed.eval_every=1",
+    ]
+    cfg = config.load(None, overrides)
+    out = tmp_path_factory.mktemp("run")
+    result = engine.run(cfg, export_dir=out / "adapters")
+    summary = reporting.summary(cfg.to_dict(), result)
+    reporting.write_outputs(out, summary, result.rounds)
+    return cfg, result, summary, out
+
+
+def test_every_method_reports_in_the_documented_schema(tiny_run):
+    cfg, _, summary, _ = tiny_run
+    assert list(summary["methods"]) == cfg.methods
+    for name, m in summary["methods"].items():
+        assert 0.0 <= m["mean_acc"] <= 1.0 and m["worst_acc"] <= m["mean_acc"]
+        assert len(m["per_client"]) == 3
+        for row in m["per_client"]:
+            assert set(row) >= {"client", "n_train", "acc", "lambda"}
+    assert set(summary["timing"]) >= {"local_epoch_s", "fisher_s", "mixing_s"}
+
+
+def test_bytes_are_measured_and_potara_adds_none(tiny_run):
+    _, result, summary, _ = tiny_run
+    m = summary["methods"]
+    assert m["potara"]["bytes_up"] == m["fedit"]["bytes_up"] > 0
+    assert m["potara"]["bytes_down"] == m["fedit"]["bytes_down"] > 0
+    assert m["local"]["bytes_up"] == 0 and m["local"]["rounds"] == 0
+    assert sum(r["bytes_up"] for r in result.rounds) == m["fedit"]["bytes_up"]
+
+
+def test_oracles_bound_the_grid(tiny_run):
+    _, _, summary, _ = tiny_run
+    m = summary["methods"]
+    assert m["oracle_test"]["mean_acc"] >= max(m["fixed"]["mean_acc"], m["potara"]["mean_acc"]) - 1e-9
+    lams = [r["lambda"] for r in m["oracle_val"]["per_client"]]
+    assert all(lam in [round(0.1 * i, 1) for i in range(11)] for lam in lams)
+
+
+def test_outputs_on_disk(tiny_run):
+    _, _, summary, out = tiny_run
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["methods"]["potara"]["mean_acc"] == pytest.approx(summary["methods"]["potara"]["mean_acc"])
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert "methods" in rounds[0]  # personalized at an intermediate round (eval_every=1)
+    assert (out / "accuracy_vs_bytes.png").stat().st_size > 1000
+    assert (out / "lambda_vs_train_size.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == ["client_00", "client_01", "client_02"]
+    assert (out / "adapters" / "client_00" / "adapter_config.json").is_file()
+
+
+def test_same_seed_same_numbers(tiny_run):
+    cfg, result, _, _ = tiny_run
+    again = engine.run(config.load(None, _overrides_of(cfg)))
+    for name in ("fedit", "potara", "local"):
+        assert [r["acc"] for r in again.methods[name].per_client] == [r["acc"] for r in result.methods[name].per_client]
+
+
+def _overrides_of(cfg) -> list[str]:
+    d = cfg.to_dict()
+    return [
+        f"model.name={d['model']['name']}", f"data.source={d['data']['source']}", "data.num_clients=3",
+        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
+        "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
+        "fed.eval_every=1",
+    ]
+
+
+def test_method_names_cover_every_estimator():
+    names = set(available(config.RunConfig()))
+    assert {"potara", "potara_module", "potara_crossfit", "potara_fisher", "potara_folds"} <= names
+    assert "potara_heldout" not in names  # the default estimator is plain "potara"
