@@ -84,6 +84,17 @@ class PotaraSettings:
 
 
 @dataclass
+class ValidationConfig:
+    """Checks on every client update before aggregation (see potara.validation)."""
+
+    dtypes: list[str] = field(default_factory=lambda: ["fp32"])  # wire dtypes an update may use
+    max_norm: float | None = None  # absolute bound on an update's L2 norm (None: off)
+    max_norm_ratio: float | None = 10.0  # bound relative to the global adapter's L2 norm (None: off)
+    max_payload_bytes: int | None = None  # None: twice the size of the global adapter's payload
+    min_updates: int = 1  # fewer valid updates in a round: keep the previous global adapter
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     methods: list[str] = field(
@@ -100,6 +111,7 @@ class RunConfig:
     fed: FedConfig = field(default_factory=FedConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     potara: PotaraSettings = field(default_factory=PotaraSettings)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,6 +195,11 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")
     _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
+    _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")
+    _check(
+        bool(cfg.validation.dtypes) and all(d in ("fp32", "bf16", "fp16") for d in cfg.validation.dtypes),
+        "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
+    )
 
 
 def _check(ok: bool, message: str) -> None:

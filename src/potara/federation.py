@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,10 +11,14 @@ import torch
 from peft import PeftModel
 
 from .adapters import deserialize, get_state, serialize, set_state
+from .config import ValidationConfig
 from .encoding import Encoded
 from .strategies import FedAvg
 from .taskvec import AdapterState
 from .training import Budget, train
+from .validation import screen
+
+log = logging.getLogger("potara.federation")
 
 
 @dataclass
@@ -33,10 +38,39 @@ def client_step(
     return ClientUpdate(client, serialize(get_state(model)), len(data), loss)
 
 
-def server_step(strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate]) -> AdapterState:
-    """Deserialize (validating) the uploads and aggregate them weighted by n_k."""
-    states = [(deserialize(u.payload, u.client), u.n) for u in updates]
-    return strategy.aggregate(states, current)
+@dataclass
+class RoundOutcome:
+    """The new global adapter, who was aggregated, who was rejected and why."""
+
+    state: AdapterState
+    accepted: list[str]
+    rejected: dict[str, str]
+    kept_previous: bool
+
+
+def aggregate_round(
+    strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate],
+    limits: ValidationConfig | None = None, where: str = "round",
+) -> RoundOutcome:
+    """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so."""
+    limits = limits or ValidationConfig()
+    screened = screen(updates, current, limits, where)
+    names = [name for name, _, _ in screened.accepted]
+    if len(names) < limits.min_updates:
+        log.warning(
+            "%s: %d of %d updates valid, %d needed (validation.min_updates): keeping the previous global adapter",
+            where, len(names), len(updates), limits.min_updates,
+        )
+        return RoundOutcome(current, names, screened.rejected, True)
+    state = strategy.aggregate([(s, n) for _, s, n in screened.accepted], current)
+    return RoundOutcome(state, names, screened.rejected, False)
+
+
+def server_step(
+    strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate], limits: ValidationConfig | None = None
+) -> AdapterState:
+    """Validate the uploads (rejecting bad ones with a logged reason) and aggregate the rest weighted by n_k."""
+    return aggregate_round(strategy, current, updates, limits).state
 
 
 def sample_clients(names: Sequence[str], fraction: float, seed: int, round_idx: int) -> list[str]:
@@ -64,22 +98,35 @@ def run_rounds(
     fraction: float,
     budget: Budget,
     seed: int,
+    start_round: int = 1,
+    limits: ValidationConfig | None = None,
     on_round: Callable[[RoundLog, AdapterState], None] | None = None,
     progress: Callable | None = None,
 ) -> AdapterState:
-    """FedAvg rounds; bytes are the lengths of the serialized payloads that cross the wire."""
+    """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
+    the wire (rejected uploads included). Every round depends only on ``seed``, its index and the state it
+    starts from, so a run resumed from a checkpoint at round r continues exactly as the uninterrupted one."""
     state = initial
-    for r in range(1, rounds + 1):
+    for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state)
         updates = []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             updates.append(client_step(model, name, down, clients[name], budget, seed * 7919 + r * 131 + i))
-        state = server_step(strategy, state, updates)
-        log = RoundLog(
-            r, chosen, sum(len(u.payload) for u in updates), len(down) * len(chosen),
-            sum(u.train_loss * u.n for u in updates) / max(1, sum(u.n for u in updates)),
-        )
+        outcome = aggregate_round(strategy, state, updates, limits, f"round {r}")
+        state = outcome.state
         if on_round:
-            on_round(log, state)
+            on_round(_round_log(r, chosen, down, updates, outcome), state)
     return state
+
+
+def _round_log(r: int, chosen: list[str], down: bytes, updates: list[ClientUpdate], outcome: RoundOutcome) -> RoundLog:
+    """Bytes of every payload; the training loss of the accepted updates; rejections when there were any."""
+    kept = [u for u in updates if u.client in outcome.accepted]
+    extra: dict = {"rejected": outcome.rejected} if outcome.rejected else {}
+    if outcome.kept_previous:
+        extra["kept_previous"] = True
+    return RoundLog(
+        r, chosen, sum(len(u.payload) for u in updates), len(down) * len(chosen),
+        sum(u.train_loss * u.n for u in kept) / max(1, sum(u.n for u in kept)), extra,
+    )
