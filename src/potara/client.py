@@ -71,11 +71,11 @@ class ClientSession:
 
     def __init__(
         self, model: PeftModel, splits: ClientSplits, fed: AdapterState, pretrained: AdapterState,
-        settings: SessionSettings, timers: Timers,
+        settings: SessionSettings, timers: Timers, local: AdapterState | None = None,
     ) -> None:
         self.model, self.splits, self.fed, self.pretrained = model, splits, fed, pretrained
         self.settings, self.timers = settings, timers
-        self._locals: dict[tuple, AdapterState] = {}
+        self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
         self._logits: dict[tuple, torch.Tensor] = {}
         self._fisher: Metric | None = None
 
