@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML/JSON config file (see configs/)")
     run.add_argument("--out", help="output folder (default runs/<timestamp>); must not exist or be empty")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument(
+        "--resume", metavar="DIR", help="continue the interrupted run whose --out was DIR (state in .DIR.partial/)"
+    )
     run.set_defaults(func=cmd_run)
     merge = sub.add_parser("merge", help="merge a federated and a local PEFT adapter for one client's data")
     merge.add_argument("--federated", required=True, help="federated adapter directory (PEFT)")
@@ -58,28 +61,82 @@ def _publish(staging: Path, out: Path) -> None:
     staging.rename(out)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from . import engine, reporting
+def _partial_of(out: Path) -> Path:
+    """The stable folder a run writes to until it is complete: ``.<out>.partial`` beside ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _start(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
+    """Config, output folder and partial folder of a new run; the config is saved for ``--resume``."""
+    from .reporting import atomic_write
 
     cfg = config_mod.load(args.config, args.set)
     from .methods import resolve
 
     resolve(cfg)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    staging = _staging(out)
+    partial = _partial_of(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder '{out}' is not empty; choose another --out")
+    if partial.exists():
+        raise FileExistsError(f"an interrupted run is in '{partial}': continue it with --resume {out}, or delete it")
+    atomic_write(partial / "config.json", config_mod.dumps(cfg))
+    return cfg, out, partial
+
+
+def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
+    """Config, output folder and partial folder of the interrupted run ``--resume`` names."""
+    if args.config or args.set or args.out:
+        raise config_mod.ConfigError("--resume continues the run with its saved config; drop --config/--set/--out")
+    out = Path(args.resume)
+    partial = _partial_of(out)
+    if not partial.is_dir():
+        done = (out / "summary.json").is_file()
+        raise FileNotFoundError(
+            f"run in '{out}' is already complete" if done else f"no interrupted run for '{out}' (looked for '{partial}')"
+        )
+    path = partial / "config.json"
+    try:
+        cfg = config_mod.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        raise config_mod.ConfigError(f"saved config '{path}' is missing, truncated or altered: {err}") from err
+    from .methods import resolve
+
+    resolve(cfg)
+    return cfg, out, partial
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import engine, reporting
+    from .checkpoint import CheckpointError
+
+    cfg, out, staging = _resumed(args) if args.resume else _start(args)
     try:
         began = time.perf_counter()
-        result = engine.run(cfg, log=_print_round, export_dir=staging / "adapters")
+        result = engine.run(
+            cfg, log=_print_round, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint"
+        )
         summary = reporting.summary(cfg.to_dict(), result)
         summary["timing"]["wall_s"] = time.perf_counter() - began
         reporting.write_outputs(staging, summary, result.rounds)
         _publish(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as err:
+        _keep_if_resumable(staging, out, hint=not isinstance(err, CheckpointError))
         raise
     print(reporting.table(summary))
     print(f"\nwrote {out}/summary.json, rounds.jsonl, accuracy_vs_bytes.png, lambda_vs_train_size.png, adapters/")
     return 0
+
+
+def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
+    """After a failure, keep a partial run that has a checkpoint (and say how to resume it); drop any other."""
+    from .checkpoint import rounds
+
+    if rounds(partial / "checkpoint"):
+        if hint:
+            print(f"potara: the run stopped; continue it with: potara run --resume {out}", file=sys.stderr)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _print_round(record: dict) -> None:

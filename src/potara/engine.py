@@ -11,6 +11,7 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from . import data as data_mod
 from .adapters import export_peft_dir, get_state, set_state
 from .client import ClientSession, ClientSplits, SessionSettings, Timers
@@ -112,9 +113,12 @@ def personalize(
     return out
 
 
-def run(cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None) -> RunResult:
+def run(
+    cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None, checkpoint_dir: Path | None = None
+) -> RunResult:
     """Federate, then personalize with every method; ``log`` gets per-round records; potara's merged
-    adapters go to ``export_dir/<client>`` as PEFT adapter directories."""
+    adapters go to ``export_dir/<client>`` as PEFT adapter directories. With ``checkpoint_dir`` the run
+    state is saved there after every round, and a run that finds a checkpoint there continues from it."""
     methods = resolve(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -122,10 +126,11 @@ def run(cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None) 
     clients = encode_clients(cfg, fed_data)
     model = load_peft_classifier(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
     pretrained = get_state(model)
+    resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
     settings, timers = session_settings(cfg), Timers()
     federated = [m for m in methods if m.federated]
-    rounds_log: list[dict] = []
-    totals = {"up": 0, "down": 0}
+    rounds_log: list[dict] = list(resumed.records) if resumed else []
+    totals = dict(resumed.totals) if resumed else {"up": 0, "down": 0}
 
     def on_round(entry: RoundLog, state: AdapterState) -> None:
         totals["up"] += entry.bytes_up
@@ -134,16 +139,20 @@ def run(cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None) 
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
             per = personalize(model, clients, state, pretrained, federated, settings, Timers(), f"round {entry.round}")
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
+        record.update(entry.extra)
         rounds_log.append(record)
         if log:
             log(record)
+        if checkpoint_dir:
+            checkpoint.save(checkpoint_dir, checkpoint.RoundState(entry.round, state, rounds_log, totals, cfg.to_dict()))
 
     began = time.perf_counter()
     fed_state = run_rounds(
-        model, {c.name: c.train for c in clients}, pretrained, strategy_for(cfg),
+        model, {c.name: c.train for c in clients}, resumed.adapter if resumed else pretrained, strategy_for(cfg),
         rounds=cfg.fed.rounds, fraction=cfg.fed.fraction,
         budget=Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size),
-        seed=cfg.seed, on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False),
+        seed=cfg.seed, start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation,
+        on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False),
     )
     fed_seconds = time.perf_counter() - began
     per = personalize(model, clients, fed_state, pretrained, methods, settings, timers, export_dir=export_dir)

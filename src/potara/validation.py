@@ -69,7 +69,7 @@ def payload_limit(expect: Expectation, limits: ValidationConfig) -> int:
 
 def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationConfig) -> AdapterState:
     """The update's tensors as float32, or :class:`InvalidUpdate` with the first failed check."""
-    fail = lambda reason: InvalidUpdate(update.client, reason)  # noqa: E731
+    fail = lambda reason: InvalidUpdate(update.client, reason)
     limit = payload_limit(expect, limits)
     if len(update.payload) > limit:
         raise fail(f"payload of {len(update.payload):,} bytes exceeds the limit of {limit:,} bytes")
