@@ -1,0 +1,179 @@
+"""The ClientApp: the core's client step on the node, then local adapter, λ and merge, all on the node.
+
+Replies carry only the federated adapter (train) and metrics; local adapters and Fisher stay here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+
+from ..adapters import deserialize, set_state
+from ..client import Timers
+from ..engine import personalize, session_settings
+from ..federation import client_step
+from ..methods import resolve
+from ..training import Budget, evaluate
+from .node import Node, node_for, partition_of
+from .settings import FlowerSettings, from_run_config
+from .wire import FED_KEY, from_record, to_payload, to_record
+
+ROWS_KEY = (
+    "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
+)
+
+
+def build_client_app(
+    defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
+) -> ClientApp:
+    """A ClientApp whose settings are ``context.run_config`` over ``defaults``; ``mods`` wrap every handler."""
+    app = ClientApp(mods=list(mods))
+
+    @app.query("register")
+    def register(msg: Message, context: Context) -> Message:
+        _, node = _setup(context, defaults)
+        metrics = MetricRecord(
+            {
+                "partition-id": node.partition,
+                "n-train": len(node.splits.train),
+                "num-labels": node.num_labels,
+            }
+        )
+        return Message(
+            reply_to=msg,
+            content=RecordDict(
+                {"node": metrics, "client": ConfigRecord({"name": node.name})}
+            ),
+        )
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        settings, node = _setup(context, defaults)
+        update = client_step(
+            node.model,
+            node.name,
+            to_payload(msg.content[FED_KEY]),
+            node.splits.train,
+            fed_budget(settings),
+            int(msg.content["config"]["seed"]),
+        )
+        metrics = MetricRecord(
+            {"num-examples": update.n, "train-loss": update.train_loss}
+        )
+        return Message(
+            reply_to=msg,
+            content=RecordDict(
+                {FED_KEY: _record_of(update.payload, node.name), "metrics": metrics}
+            ),
+        )
+
+    @app.evaluate()
+    def fedit_eval(msg: Message, context: Context) -> Message:
+        settings, node = _setup(context, defaults)
+        set_state(node.model, from_record(msg.content[FED_KEY], "server"))
+        ev = evaluate(node.model, node.splits.test, settings.run.eval_batch_size)
+        metrics = MetricRecord(
+            {
+                "num-examples": len(node.splits.test),
+                "fedit-acc": ev.acc,
+                "fedit-loss": ev.loss,
+            }
+        )
+        return Message(reply_to=msg, content=RecordDict({"metrics": metrics}))
+
+    @app.query("personalize")
+    def personalize_here(msg: Message, context: Context) -> Message:
+        settings, node = _setup(context, defaults)
+        rows, timers = _personalize(
+            settings, node, from_record(msg.content[FED_KEY], "server"), context
+        )
+        return Message(
+            reply_to=msg,
+            content=RecordDict(
+                {
+                    "metrics": _metrics(rows, timers, len(node.splits.train)),
+                    "report": ConfigRecord({ROWS_KEY: json.dumps(rows)}),
+                }
+            ),
+        )
+
+    return app
+
+
+def fed_budget(settings: FlowerSettings) -> Budget:
+    """The federated rounds' local budget, as the embedded engine builds it."""
+    fed = settings.run.fed
+    return Budget(fed.local_epochs, fed.local_steps, fed.lr, fed.batch_size)
+
+
+def _setup(
+    context: Context, defaults: Mapping[str, Any] | None
+) -> tuple[FlowerSettings, Node]:
+    settings = from_run_config(context.run_config, defaults)
+    return settings, node_for(
+        settings.run, partition_of(context.node_config, settings.run)
+    )
+
+
+def _record_of(payload: bytes, client: str) -> ArrayRecord:
+    return to_record(deserialize(payload, client))
+
+
+def _personalize(
+    settings: FlowerSettings, node: Node, fed: dict, context: Context
+) -> tuple[dict[str, dict], Timers]:
+    """Every configured method on this client (the core's ``personalize``); merged adapters stay on the node."""
+    cfg, timers = settings.run, Timers()
+    export = str(context.node_config.get("adapter-dir", ""))
+    per = personalize(
+        node.model,
+        [node.splits],
+        fed,
+        node.pretrained,
+        resolve(cfg),
+        session_settings(cfg),
+        timers,
+        desc=f"personalize {node.name}",
+        export_dir=Path(export) if export else None,
+    )
+    return {name: rows[0] for name, rows in per.items()}, timers
+
+
+def _metrics(rows: dict[str, dict], timers: Timers, n_train: int) -> MetricRecord:
+    """Flat numbers for Flower users: ``<method>.acc`` and ``<method>.lambda`` (mean over modules if per-module)."""
+    values: dict[str, float | int] = {"n-train": n_train}
+    for name, row in rows.items():
+        values[f"{name}.acc"] = float(row["acc"])
+        if row.get("lambda") is not None:
+            values[f"{name}.lambda"] = mean_lambda(row["lambda"])
+    for kind in ("local_epoch", "fisher", "mixing"):
+        values[f"{kind}-s"] = timers.mean(kind)
+    return MetricRecord(values)
+
+
+def mean_lambda(lam: float | dict[str, float] | list[float]) -> float:
+    """One number for a λ that may be per module."""
+    values = (
+        list(lam.values())
+        if isinstance(lam, dict)
+        else lam
+        if isinstance(lam, list)
+        else [lam]
+    )
+    return float(sum(values) / len(values))
+
+
+app = build_client_app()

@@ -1,0 +1,87 @@
+"""A Grid that meters and audits every Message the ServerApp sends and receives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from .wire import array_bytes, record_keys
+
+
+class MeteredGrid(Grid):
+    """Delegates to a real Grid; logs, per Message, its phase, node, type, array bytes and record keys."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+        self.phase: tuple[str, int] = ("setup", 0)
+        self.log: list[dict[str, Any]] = []
+
+    def set_run(self, run: Any) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self.inner.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        return self.inner.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._meter(messages, "down")
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self.inner.pull_messages(message_ids))
+        self._meter(replies, "up")
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self._meter(messages, "down")
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        self._meter(replies, "up")
+        return replies
+
+    def _meter(self, messages: list[Message], direction: str) -> None:
+        kind, round_ = self.phase
+        for msg in messages:
+            meta = msg.metadata
+            self.log.append(
+                {
+                    "phase": kind,
+                    "round": round_,
+                    "direction": direction,
+                    "type": meta.message_type,
+                    "node": meta.dst_node_id
+                    if direction == "down"
+                    else meta.src_node_id,
+                    "bytes": array_bytes(msg),
+                    "error": msg.error.reason if msg.has_error() else None,
+                    "records": record_keys(msg),
+                }
+            )
+
+    def bytes(
+        self,
+        direction: str,
+        phases: Iterable[str] | None = None,
+        round_: int | None = None,
+    ) -> int:
+        """Array bytes logged in one direction, optionally for some phases and one round."""
+        wanted = set(phases) if phases is not None else None
+        return sum(
+            e["bytes"]
+            for e in self.log
+            if e["direction"] == direction
+            and (wanted is None or e["phase"] in wanted)
+            and (round_ is None or e["round"] == round_)
+        )

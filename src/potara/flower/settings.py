@@ -1,0 +1,74 @@
+"""The Flower run config (flat TOML keys) read into the project's ``RunConfig`` plus Flower-only settings."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import config as config_mod
+from ..config import ConfigError, RunConfig
+
+#: Flower run-config keys (``[tool.flwr.app.config]`` / ``flwr run --run-config``) and their defaults.
+DEFAULTS: dict[str, Any] = {
+    "config-file": "",  # a Potara YAML/JSON config ("" = defaults)
+    "overrides": "",  # space-separated key=value Potara overrides, as ``potara run --set``
+    "out-dir": "",  # where the ServerApp writes summary.json etc. ("" = runs/flower-<run id>)
+    "min-train-nodes": 1,  # fewer valid train replies than this aborts the run
+    "min-available-nodes": 0,  # nodes to wait for before round 1 (0 = data.num_clients)
+    "wait-nodes-timeout": 120.0,  # seconds to wait for those nodes
+    "round-timeout": 600.0,  # seconds to wait for the replies of one round
+    "evaluate-every": 1,  # FedIT accuracy on the nodes every k rounds (0 = never)
+}
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """Everything the Flower apps need: the Potara config and how the federation is driven."""
+
+    run: RunConfig
+    out_dir: str = ""
+    min_train_nodes: int = 1
+    min_available_nodes: int = 0
+    wait_nodes_timeout: float = 120.0
+    round_timeout: float = 600.0
+    evaluate_every: int = 1
+
+    @property
+    def expected_nodes(self) -> int:
+        return self.min_available_nodes or self.run.data.num_clients
+
+
+def from_run_config(
+    run_config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> FlowerSettings:
+    """Settings from Flower's ``context.run_config`` over ``defaults`` (e.g. the simulation's)."""
+    values = {**DEFAULTS, **(defaults or {}), **dict(run_config)}
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"unknown Flower setting '{unknown[0]}'; valid: {', '.join(sorted(DEFAULTS))}"
+        )
+    overrides = shlex.split(str(values["overrides"]))
+    run = config_mod.load(str(values["config-file"]) or None, overrides)
+    settings = FlowerSettings(
+        run=run,
+        out_dir=str(values["out-dir"]),
+        min_train_nodes=int(values["min-train-nodes"]),
+        min_available_nodes=int(values["min-available-nodes"]),
+        wait_nodes_timeout=float(values["wait-nodes-timeout"]),
+        round_timeout=float(values["round-timeout"]),
+        evaluate_every=int(values["evaluate-every"]),
+    )
+    _check(settings)
+    return settings
+
+
+def _check(settings: FlowerSettings) -> None:
+    if settings.min_train_nodes < 1:
+        raise ConfigError("min-train-nodes must be >= 1")
+    if settings.round_timeout <= 0 or settings.wait_nodes_timeout <= 0:
+        raise ConfigError("round-timeout and wait-nodes-timeout must be > 0 seconds")
+    if settings.evaluate_every < 0:
+        raise ConfigError("evaluate-every must be >= 0")

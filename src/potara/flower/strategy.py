@@ -1,0 +1,332 @@
+"""A Flower strategy whose sampling, per-client seeds and aggregation are the embedded engine's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from typing import Any
+
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from ..engine import strategy_for
+from ..federation import ClientUpdate, aggregate_round, sample_clients
+from ..taskvec import AdapterState
+from .client_app import ROWS_KEY
+from .settings import FlowerSettings
+from .wire import FED_KEY, to_payload, to_record
+
+PERSONALIZE = f"{MessageType.QUERY}.personalize"
+
+
+class FederationError(RuntimeError):
+    """The federation cannot go on (e.g. fewer valid updates than the configured minimum)."""
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A registered client: its name (from its partition), the node that holds it, its training size."""
+
+    name: str
+    node_id: int
+    partition: int
+    n_train: int
+
+
+@dataclass(frozen=True)
+class Personal:
+    """One client's personalization report: a row per method and the node's timings (seconds)."""
+
+    rows: dict[str, dict]
+    timings: dict[str, float]
+
+
+def client_seed(seed: int, round_idx: int, index: int) -> int:
+    """The seed of the ``index``-th sampled client in a round (the formula of ``federation.run_rounds``)."""
+    return seed * 7919 + round_idx * 131 + index
+
+
+class PotaraFedAvg(FedAvg):
+    """FedAvg of the federated adapter through the core's ``aggregate_round`` (what ``server_step`` runs).
+
+    Clients are sampled by ``potara.federation.sample_clients`` among the registered clients whose node is
+    connected, so with every node up the rounds see the same clients, seeds and order as the embedded engine.
+    """
+
+    def __init__(
+        self, settings: FlowerSettings, clients: list[ClientInfo], initial: AdapterState
+    ) -> None:
+        super().__init__(
+            fraction_train=settings.run.fed.fraction,
+            fraction_evaluate=1.0 if settings.evaluate_every else 0.0,
+            min_train_nodes=settings.min_train_nodes,
+            min_evaluate_nodes=0,
+            min_available_nodes=settings.min_train_nodes,
+            arrayrecord_key=FED_KEY,
+        )
+        self.settings = settings
+        self.clients = sorted(clients, key=lambda c: c.partition)
+        self.state = initial
+        self.aggregator = strategy_for(settings.run)
+        self.rounds: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
+        self._sent: dict[int, str] = {}
+
+    def summary(self) -> None:
+        log(
+            INFO,
+            "\t├──> Potara FedAvg (potara.federation.aggregate_round), aggregation '%s'",
+            self.settings.run.fed.aggregation,
+        )
+        log(
+            INFO,
+            "\t└──> %d registered clients, min-train-nodes %d",
+            len(self.clients),
+            self.min_train_nodes,
+        )
+
+    def connected(self, grid: Grid) -> list[ClientInfo]:
+        """Registered clients whose node the SuperLink still lists, in partition order."""
+        online = set(grid.get_node_ids())
+        return [c for c in self.clients if c.node_id in online]
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """The engine's sample of clients; each gets the global adapter and its own seed."""
+        by_name = {c.name: c for c in self.connected(grid)}
+        chosen = sample_clients(
+            list(by_name),
+            self.settings.run.fed.fraction,
+            self.settings.run.seed,
+            server_round,
+        )
+        _set_phase(grid, "train", server_round)
+        self._sent = {by_name[name].node_id: name for name in chosen}
+        self.rounds.append({"round": server_round, "clients": chosen})
+        log(
+            INFO,
+            "configure_train: round %d, clients %s",
+            server_round,
+            ", ".join(chosen),
+        )
+        return [
+            _message(
+                {
+                    FED_KEY: arrays,
+                    "config": ConfigRecord(
+                        {
+                            **dict(config),
+                            "server-round": server_round,
+                            "seed": client_seed(
+                                self.settings.run.seed, server_round, i
+                            ),
+                        }
+                    ),
+                },
+                by_name[name].node_id,
+                MessageType.TRAIN,
+            )
+            for i, name in enumerate(chosen)
+        ]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The core's ``aggregate_round`` (validation, then FedAvg) over the replies in the sampled order."""
+        valid = self._valid(list(replies), "train", server_round)
+        updates = [
+            u for u in (self._update(m, server_round) for m in valid) if u is not None
+        ]
+        order = list(self._sent.values())
+        updates.sort(key=lambda u: order.index(u.client))
+        outcome = aggregate_round(
+            self.aggregator,
+            self.state,
+            updates,
+            self.settings.run.validation,
+            f"round {server_round}",
+        )
+        by_name = {name: node for node, name in self._sent.items()}
+        for name, reason in outcome.rejected.items():
+            self._fault("train", server_round, by_name[name], "rejected", reason)
+        record = self.rounds[-1]
+        record.update(self._round_faults(server_round))
+        if len(outcome.accepted) < self.min_train_nodes:
+            raise FederationError(
+                f"round {server_round}: {len(outcome.accepted)} of {len(order)} clients returned a valid update, "
+                f"fewer than min-train-nodes={self.min_train_nodes}; missing {record['missing']}, "
+                f"errors {record['errors']}"
+            )
+        self.state = outcome.state
+        kept = [u for u in updates if u.client in outcome.accepted]
+        record["train_loss"] = sum(u.train_loss * u.n for u in kept) / max(
+            1, sum(u.n for u in kept)
+        )
+        record["aggregated"] = [u.client for u in kept]
+        if outcome.kept_previous:
+            record["kept_previous"] = True
+        return to_record(self.state), MetricRecord(
+            {"train-loss": record["train_loss"], "clients": len(kept)}
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Every connected client evaluates the global adapter (FedIT) every ``evaluate-every`` rounds."""
+        every = self.settings.evaluate_every
+        if not every or server_round % every:
+            self._sent = {}
+            return []
+        _set_phase(grid, "evaluate", server_round)
+        clients = self.connected(grid)
+        self._sent = {c.node_id: c.name for c in clients}
+        content = {
+            FED_KEY: arrays,
+            "config": ConfigRecord({**dict(config), "server-round": server_round}),
+        }
+        return [_message(content, c.node_id, MessageType.EVALUATE) for c in clients]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """The mean over clients of FedIT's test accuracy (as the embedded engine's ``fedit_mean_acc``)."""
+        valid = self._valid(list(replies), "evaluate", server_round)
+        if not valid:
+            return None
+        accs = {
+            self._sent[m.metadata.src_node_id]: float(m.content["metrics"]["fedit-acc"])
+            for m in valid
+        }
+        record = self.rounds[-1]
+        record["fedit_mean_acc"] = sum(accs.values()) / len(accs)
+        record["fedit_acc"] = accs
+        return MetricRecord(
+            {"fedit-mean-acc": record["fedit_mean_acc"], "clients": len(accs)}
+        )
+
+    def configure_personalize(self, arrays: ArrayRecord, grid: Grid) -> list[Message]:
+        """The final global adapter to every connected client, which personalizes on its own data."""
+        _set_phase(grid, "personalize", len(self.rounds))
+        clients = self.connected(grid)
+        self._sent = {c.node_id: c.name for c in clients}
+        return [_message({FED_KEY: arrays}, c.node_id, PERSONALIZE) for c in clients]
+
+    def aggregate_personalize(self, replies: Iterable[Message]) -> dict[str, Personal]:
+        """Per reporting client, every method's row (accuracy, λ, ...) and timings; the others become faults."""
+        valid = self._valid(list(replies), "personalize", len(self.rounds))
+        return {
+            self._sent[m.metadata.src_node_id]: Personal(
+                json.loads(str(m.content["report"][ROWS_KEY])),
+                {
+                    k: float(v)
+                    for k, v in m.content["metrics"].items()
+                    if k.endswith("-s")
+                },
+            )
+            for m in valid
+        }
+
+    def _valid(self, replies: list[Message], phase: str, round_: int) -> list[Message]:
+        """Replies without error; errors and messages without reply become faults naming client and node."""
+        replied = {m.metadata.src_node_id for m in replies}
+        for msg in replies:
+            if msg.has_error():
+                self._fault(
+                    phase, round_, msg.metadata.src_node_id, "error", msg.error.reason
+                )
+        for node_id in self._sent:
+            if node_id not in replied:
+                self._fault(
+                    phase,
+                    round_,
+                    node_id,
+                    "missing",
+                    "no reply before the round timeout (node lost?)",
+                )
+        return [
+            m
+            for m in replies
+            if not m.has_error() and m.metadata.src_node_id in self._sent
+        ]
+
+    def _update(self, msg: Message, round_: int) -> ClientUpdate | None:
+        """The reply as the core's ClientUpdate; a reply without a readable adapter is a fault."""
+        name = self._sent[msg.metadata.src_node_id]
+        try:
+            metrics = msg.content["metrics"]
+            return ClientUpdate(
+                name,
+                to_payload(msg.content[FED_KEY]),
+                int(metrics["num-examples"]),
+                float(metrics["train-loss"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            self._fault(
+                "train",
+                round_,
+                msg.metadata.src_node_id,
+                "invalid",
+                f"malformed reply: {err!r}",
+            )
+            return None
+
+    def _fault(
+        self, phase: str, round_: int, node_id: int, kind: str, reason: str
+    ) -> None:
+        client = self._sent.get(node_id, "?")
+        self.faults.append(
+            {
+                "phase": phase,
+                "round": round_,
+                "client": client,
+                "node_id": node_id,
+                "kind": kind,
+                "reason": reason,
+            }
+        )
+        log(
+            WARNING,
+            "%s round %d: client %s (node %d) %s: %s",
+            phase,
+            round_,
+            client,
+            node_id,
+            kind,
+            reason,
+        )
+
+    def _round_faults(self, round_: int) -> dict[str, list]:
+        faults = [
+            f for f in self.faults if f["phase"] == "train" and f["round"] == round_
+        ]
+        return {
+            "missing": [f["client"] for f in faults if f["kind"] == "missing"],
+            "errors": [
+                {k: f[k] for k in ("client", "node_id", "reason")}
+                for f in faults
+                if f["kind"] != "missing"
+            ],
+        }
+
+
+def _message(content: dict[str, Any], node_id: int, message_type: str) -> Message:
+    return Message(
+        content=RecordDict(content), dst_node_id=node_id, message_type=message_type
+    )
+
+
+def _set_phase(grid: Grid, phase: str, round_: int) -> None:
+    if hasattr(grid, "phase"):
+        grid.phase = (phase, round_)

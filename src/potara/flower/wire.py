@@ -1,0 +1,46 @@
+"""Adapter state in Flower records, and the bytes a Message carries."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Message
+
+from ..adapters import deserialize, serialize
+from ..taskvec import AdapterState
+
+FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
+
+
+def to_record(state: AdapterState) -> ArrayRecord:
+    """The federated adapter as an ArrayRecord (one fp32 array per tensor, same names)."""
+    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
+def to_payload(record: ArrayRecord) -> bytes:
+    """The core's wire format (safetensors bytes) for a received ArrayRecord."""
+    return serialize({k: v.float() for k, v in record.to_torch_state_dict().items()})
+
+
+def from_record(record: ArrayRecord, sender: str) -> AdapterState:
+    """A received ArrayRecord as adapter state, validated (finite, well-formed) like any payload."""
+    return deserialize(to_payload(record), sender)
+
+
+def array_bytes(message: Message) -> int:
+    """Bytes of every array a Message carries (Flower's ``ArrayRecord.count_bytes``: data + key names)."""
+    if not message.has_content():
+        return 0
+    return sum(
+        record.count_bytes() for record in message.content.array_records.values()
+    )
+
+
+def record_keys(message: Message) -> dict[str, dict[str, list[str]]]:
+    """Names of every record, and of every entry in it, that a Message carries (for audits)."""
+    if not message.has_content():
+        return {"arrays": {}, "metrics": {}, "configs": {}}
+    content = message.content
+    return {
+        "arrays": {k: sorted(r.keys()) for k, r in content.array_records.items()},
+        "metrics": {k: sorted(r.keys()) for k, r in content.metric_records.items()},
+        "configs": {k: sorted(r.keys()) for k, r in content.config_records.items()},
+    }
