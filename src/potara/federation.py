@@ -16,7 +16,7 @@ from .encoding import Encoded
 from .strategies import FedAvg
 from .taskvec import AdapterState
 from .training import Budget, train
-from .validation import screen
+from .validation import Expectation, Screened, admit, screen
 
 log = logging.getLogger("potara.federation")
 
@@ -54,12 +54,18 @@ def aggregate_round(
 ) -> RoundOutcome:
     """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so."""
     limits = limits or ValidationConfig()
-    screened = screen(updates, current, limits, where)
+    return conclude_round(strategy, current, screen(updates, current, limits, where), len(updates), limits, where)
+
+
+def conclude_round(
+    strategy: FedAvg, current: AdapterState, screened: Screened, offered: int, limits: ValidationConfig, where: str
+) -> RoundOutcome:
+    """Aggregate the screened updates, or keep ``current`` when fewer than ``limits.min_updates`` passed."""
     names = [name for name, _, _ in screened.accepted]
     if len(names) < limits.min_updates:
         log.warning(
             "%s: %d of %d updates valid, %d needed (validation.min_updates): keeping the previous global adapter",
-            where, len(names), len(updates), limits.min_updates,
+            where, len(names), offered, limits.min_updates,
         )
         return RoundOutcome(current, names, screened.rejected, True)
     state = strategy.aggregate([(s, n) for _, s, n in screened.accepted], current)
@@ -104,29 +110,42 @@ def run_rounds(
     progress: Callable | None = None,
 ) -> AdapterState:
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
-    the wire (rejected uploads included). Every round depends only on ``seed``, its index and the state it
-    starts from, so a run resumed from a checkpoint at round r continues exactly as the uninterrupted one."""
-    state = initial
+    the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
+    from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped."""
+    state, limits = initial, limits or ValidationConfig()
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state)
-        updates = []
+        expect, screened, sent = Expectation.of(state), Screened(), []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
-            updates.append(client_step(model, name, down, clients[name], budget, seed * 7919 + r * 131 + i))
-        outcome = aggregate_round(strategy, state, updates, limits, f"round {r}")
+            update = client_step(model, name, down, clients[name], budget, seed * 7919 + r * 131 + i)
+            admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
+            sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
+        outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")
         state = outcome.state
         if on_round:
-            on_round(_round_log(r, chosen, down, updates, outcome), state)
+            on_round(_round_log(r, chosen, down, sent, outcome), state)
     return state
 
 
-def _round_log(r: int, chosen: list[str], down: bytes, updates: list[ClientUpdate], outcome: RoundOutcome) -> RoundLog:
+@dataclass(frozen=True)
+class Sent:
+    """What the round log keeps of an upload once it has been checked."""
+
+    client: str
+    n: int
+    train_loss: float
+    nbytes: int
+
+
+def _round_log(r: int, chosen: list[str], down: bytes, sent: list[Sent], outcome: RoundOutcome) -> RoundLog:
     """Bytes of every payload; the training loss of the accepted updates; rejections when there were any."""
-    kept = [u for u in updates if u.client in outcome.accepted]
+    kept = [u for u in sent if u.client in outcome.accepted]
     extra: dict = {"rejected": outcome.rejected} if outcome.rejected else {}
     if outcome.kept_previous:
         extra["kept_previous"] = True
     return RoundLog(
-        r, chosen, sum(len(u.payload) for u in updates), len(down) * len(chosen),
+        r, chosen, sum(u.nbytes for u in sent), len(down) * len(chosen),
         sum(u.train_loss * u.n for u in kept) / max(1, sum(u.n for u in kept)), extra,
     )

@@ -118,15 +118,20 @@ def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConf
         )
 
 
+def admit(update: ClientUpdate, expect: Expectation, limits: ValidationConfig, into: Screened, where: str) -> None:
+    """Check one update: its tensors join ``into.accepted``, or its reason ``into.rejected`` (and the log)."""
+    try:
+        into.accepted.append((update.client, check_update(update, expect, limits), update.n))
+    except InvalidUpdate as err:
+        into.rejected[update.client] = err.reason
+        log.warning("%s: %s", where, err)
+
+
 def screen(
     updates: Sequence[ClientUpdate], current: AdapterState, limits: ValidationConfig, where: str = "round"
 ) -> Screened:
     """Check every update against ``current``; log each rejection with its reason and the client's name."""
     expect, out = Expectation.of(current), Screened()
     for update in updates:
-        try:
-            out.accepted.append((update.client, check_update(update, expect, limits), update.n))
-        except InvalidUpdate as err:
-            out.rejected[update.client] = err.reason
-            log.warning("%s: %s", where, err)
+        admit(update, expect, limits, out, where)
     return out
