@@ -70,6 +70,7 @@ class LocalGrid(Grid):
         self.replies[node] += 1
         context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=RecordDict(),
                           run_config=self.run_config)
+        msg.metadata.__dict__["_message_id"] = msg.object_id  # as the real grids do when pushing
         TaskIdentity.node_id = node
         try:
             return self.app(msg, context)

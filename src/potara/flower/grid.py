@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from .wire import array_bytes, record_keys
+from .wire import array_bytes, origin, record_keys
 
 
 class MeteredGrid(Grid):
@@ -46,12 +46,14 @@ class MeteredGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         messages = list(messages)
-        self._meter(messages, "down")
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
-        self._meter(replies, "up")
+        self._meter(messages, "down")
+        self._meter(replies, "up", messages)
         return replies
 
-    def _meter(self, messages: list[Message], direction: str) -> None:
+    def _meter(
+        self, messages: list[Message], direction: str, sent: Sequence[Message] = ()
+    ) -> None:
         kind, round_ = self.phase
         for msg in messages:
             meta = msg.metadata
@@ -63,7 +65,7 @@ class MeteredGrid(Grid):
                     "type": meta.message_type,
                     "node": meta.dst_node_id
                     if direction == "down"
-                    else meta.src_node_id,
+                    else origin(msg, sent),
                     "bytes": array_bytes(msg),
                     "error": msg.error.reason if msg.has_error() else None,
                     "records": record_keys(msg),

@@ -25,7 +25,7 @@ from ..federation import ClientUpdate, aggregate_round, sample_clients
 from ..taskvec import AdapterState
 from .client_app import ROWS_KEY
 from .settings import FlowerSettings
-from .wire import FED_KEY, to_payload, to_record
+from .wire import FED_KEY, origin, to_payload, to_record
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
 
@@ -82,6 +82,7 @@ class PotaraFedAvg(FedAvg):
         self.rounds: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self._sent: dict[int, str] = {}
+        self._outbox: list[Message] = []
 
     def summary(self) -> None:
         log(
@@ -121,25 +122,27 @@ class PotaraFedAvg(FedAvg):
             server_round,
             ", ".join(chosen),
         )
-        return [
-            _message(
-                {
-                    FED_KEY: arrays,
-                    "config": ConfigRecord(
-                        {
-                            **dict(config),
-                            "server-round": server_round,
-                            "seed": client_seed(
-                                self.settings.run.seed, server_round, i
-                            ),
-                        }
-                    ),
-                },
-                by_name[name].node_id,
-                MessageType.TRAIN,
-            )
-            for i, name in enumerate(chosen)
-        ]
+        return self._post(
+            [
+                _message(
+                    {
+                        FED_KEY: arrays,
+                        "config": ConfigRecord(
+                            {
+                                **dict(config),
+                                "server-round": server_round,
+                                "seed": client_seed(
+                                    self.settings.run.seed, server_round, i
+                                ),
+                            }
+                        ),
+                    },
+                    by_name[name].node_id,
+                    MessageType.TRAIN,
+                )
+                for i, name in enumerate(chosen)
+            ]
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -187,7 +190,7 @@ class PotaraFedAvg(FedAvg):
         """Every connected client evaluates the global adapter (FedIT) every ``evaluate-every`` rounds."""
         every = self.settings.evaluate_every
         if not every or server_round % every:
-            self._sent = {}
+            self._sent, self._outbox = {}, []
             return []
         _set_phase(grid, "evaluate", server_round)
         clients = self.connected(grid)
@@ -196,7 +199,9 @@ class PotaraFedAvg(FedAvg):
             FED_KEY: arrays,
             "config": ConfigRecord({**dict(config), "server-round": server_round}),
         }
-        return [_message(content, c.node_id, MessageType.EVALUATE) for c in clients]
+        return self._post(
+            [_message(content, c.node_id, MessageType.EVALUATE) for c in clients]
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -206,7 +211,7 @@ class PotaraFedAvg(FedAvg):
         if not valid:
             return None
         accs = {
-            self._sent[m.metadata.src_node_id]: float(m.content["metrics"]["fedit-acc"])
+            self._sent[self._node(m)]: float(m.content["metrics"]["fedit-acc"])
             for m in valid
         }
         record = self.rounds[-1]
@@ -221,13 +226,15 @@ class PotaraFedAvg(FedAvg):
         _set_phase(grid, "personalize", len(self.rounds))
         clients = self.connected(grid)
         self._sent = {c.node_id: c.name for c in clients}
-        return [_message({FED_KEY: arrays}, c.node_id, PERSONALIZE) for c in clients]
+        return self._post(
+            [_message({FED_KEY: arrays}, c.node_id, PERSONALIZE) for c in clients]
+        )
 
     def aggregate_personalize(self, replies: Iterable[Message]) -> dict[str, Personal]:
         """Per reporting client, every method's row (accuracy, λ, ...) and timings; the others become faults."""
         valid = self._valid(list(replies), "personalize", len(self.rounds))
         return {
-            self._sent[m.metadata.src_node_id]: Personal(
+            self._sent[self._node(m)]: Personal(
                 json.loads(str(m.content["report"][ROWS_KEY])),
                 {
                     k: float(v)
@@ -238,14 +245,20 @@ class PotaraFedAvg(FedAvg):
             for m in valid
         }
 
+    def _post(self, messages: list[Message]) -> list[Message]:
+        """Keep the outgoing messages: the grid gives them ids, which replies (and SuperLink errors) refer to."""
+        self._outbox = messages
+        return messages
+
+    def _node(self, reply: Message) -> int:
+        return origin(reply, self._outbox)
+
     def _valid(self, replies: list[Message], phase: str, round_: int) -> list[Message]:
         """Replies without error; errors and messages without reply become faults naming client and node."""
-        replied = {m.metadata.src_node_id for m in replies}
+        replied = {self._node(m) for m in replies}
         for msg in replies:
             if msg.has_error():
-                self._fault(
-                    phase, round_, msg.metadata.src_node_id, "error", msg.error.reason
-                )
+                self._fault(phase, round_, self._node(msg), "error", msg.error.reason)
         for node_id in self._sent:
             if node_id not in replied:
                 self._fault(
@@ -255,15 +268,11 @@ class PotaraFedAvg(FedAvg):
                     "missing",
                     "no reply before the round timeout (node lost?)",
                 )
-        return [
-            m
-            for m in replies
-            if not m.has_error() and m.metadata.src_node_id in self._sent
-        ]
+        return [m for m in replies if not m.has_error() and self._node(m) in self._sent]
 
     def _update(self, msg: Message, round_: int) -> ClientUpdate | None:
         """The reply as the core's ClientUpdate; a reply without a readable adapter is a fault."""
-        name = self._sent[msg.metadata.src_node_id]
+        name = self._sent[self._node(msg)]
         try:
             metrics = msg.content["metrics"]
             return ClientUpdate(
@@ -276,7 +285,7 @@ class PotaraFedAvg(FedAvg):
             self._fault(
                 "train",
                 round_,
-                msg.metadata.src_node_id,
+                self._node(msg),
                 "invalid",
                 f"malformed reply: {err!r}",
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flwr.app import ArrayRecord, Message
 
 from ..adapters import deserialize, serialize
@@ -44,3 +46,14 @@ def record_keys(message: Message) -> dict[str, dict[str, list[str]]]:
         "metrics": {k: sorted(r.keys()) for k, r in content.metric_records.items()},
         "configs": {k: sorted(r.keys()) for k, r in content.config_records.items()},
     }
+
+
+def origin(reply: Message, sent: Sequence[Message]) -> int:
+    """The node a reply answers for: its sender, or, for an error the SuperLink writes on behalf of a lost
+    node (sent from the SuperLink's own id), the destination of the message it replies to."""
+    to = {
+        m.metadata.message_id: m.metadata.dst_node_id
+        for m in sent
+        if m.metadata.message_id
+    }
+    return to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
