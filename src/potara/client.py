@@ -6,6 +6,7 @@ Methods ask a :class:`ClientSession` for what they need; nothing here leaves the
 from __future__ import annotations
 
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ class ClientSession:
             start = self.fed if init == "federated" else self.pretrained
             data = self.splits.train if data is None else data
             set_state(self.model, start)
-            seed = self.settings.seed * 1_000_003 + hash((self.name, init, part)) % 100_000
+            seed = self.settings.seed * 1_000_003 + zlib.crc32(f"{self.name}/{init}/{part}".encode()) % 100_000
             began = time.perf_counter()
             train(self.model, data, self.settings.local_budget, torch.Generator().manual_seed(seed))
             if part == "all" and len(data):

@@ -129,10 +129,26 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(fields))}"
         )
     kwargs = {}
+    defaults = cls()
     for name, value in values.items():
         sub = _dataclass_type(fields[name])
-        kwargs[name] = _build(sub, value, f"{prefix}.{name}".strip(".")) if sub else value
+        path = f"{prefix}.{name}".strip(".")
+        kwargs[name] = _build(sub, value, path) if sub else _coerce(value, getattr(defaults, name), path)
     return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, path: str) -> Any:
+    """Numbers written as YAML 1.1 strings (``5e-3``) become floats; other type mismatches are errors."""
+    if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{path} must be a number, got '{value}'") from None
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{path} must be true or false, got '{value}'")
+    if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+        raise ConfigError(f"{path} must be an integer, got '{value}'")
+    return value
 
 
 def _dataclass_type(f: dataclasses.Field) -> type | None:

@@ -77,6 +77,11 @@ def strategy_for(cfg: RunConfig) -> FedAvg:
     return ProductFedAvg() if cfg.fed.aggregation == "product" else FedAvg()
 
 
+def fed_budget(cfg: RunConfig) -> Budget:
+    """The local budget of a federated round (shared with the Flower app)."""
+    return Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size)
+
+
 def session_settings(cfg: RunConfig) -> SessionSettings:
     return SessionSettings(
         local_budget=Budget(cfg.local.epochs, None, cfg.local.lr, cfg.local.batch_size),
@@ -150,7 +155,7 @@ def run(
     fed_state = run_rounds(
         model, {c.name: c.train for c in clients}, resumed.adapter if resumed else pretrained, strategy_for(cfg),
         rounds=cfg.fed.rounds, fraction=cfg.fed.fraction,
-        budget=Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size),
+        budget=fed_budget(cfg),
         seed=cfg.seed, start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation,
         on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False),
     )

@@ -79,6 +79,11 @@ def server_step(
     return aggregate_round(strategy, current, updates, limits).state
 
 
+def client_seed(seed: int, round_idx: int, index: int) -> int:
+    """The training seed of the ``index``-th sampled client in a round (shared with the Flower app)."""
+    return seed * 7919 + round_idx * 131 + index
+
+
 def sample_clients(names: Sequence[str], fraction: float, seed: int, round_idx: int) -> list[str]:
     k = max(1, round(fraction * len(names)))
     return sorted(random.Random(seed * 100_003 + round_idx).sample(list(names), k))
@@ -119,7 +124,7 @@ def run_rounds(
         down = serialize(state)
         expect, screened, sent = Expectation.of(state), Screened(), []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
-            update = client_step(model, name, down, clients[name], budget, seed * 7919 + r * 131 + i)
+            update = client_step(model, name, down, clients[name], budget, client_seed(seed, r, i))
             admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
         outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")

@@ -35,7 +35,12 @@ def trainable(model: nn.Module, adapter: str = TRAIN_ADAPTER) -> dict[str, nn.Pa
 def train(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, proximal: Proximal | None = None
 ) -> float:
-    """Train the active adapter in place with AdamW; return the mean training loss."""
+    """Train the active adapter in place with AdamW; return the mean training loss.
+
+    Dropout draws from torch's global generator, so it is reseeded from ``generator`` first: the same
+    call gives the same adapter in any process (embedded engine or a Flower node).
+    """
+    torch.manual_seed(generator.initial_seed())
     params = trainable(model)
     if len(data) == 0:
         return 0.0

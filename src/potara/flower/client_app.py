@@ -23,10 +23,10 @@ from flwr.clientapp.typing import Mod
 
 from ..adapters import deserialize, set_state
 from ..client import Timers
-from ..engine import personalize, session_settings
+from ..engine import fed_budget, personalize, session_settings
 from ..federation import client_step
 from ..methods import resolve
-from ..training import Budget, evaluate
+from ..training import evaluate
 from .node import Node, node_for, partition_of
 from .settings import FlowerSettings, from_run_config
 from .wire import FED_KEY, from_record, to_payload, to_record
@@ -67,7 +67,7 @@ def build_client_app(
             node.name,
             to_payload(msg.content[FED_KEY]),
             node.splits.train,
-            fed_budget(settings),
+            fed_budget(settings.run),
             int(msg.content["config"]["seed"]),
         )
         metrics = MetricRecord(
@@ -111,12 +111,6 @@ def build_client_app(
         )
 
     return app
-
-
-def fed_budget(settings: FlowerSettings) -> Budget:
-    """The federated rounds' local budget, as the embedded engine builds it."""
-    fed = settings.run.fed
-    return Budget(fed.local_epochs, fed.local_steps, fed.lr, fed.batch_size)
 
 
 def _setup(

@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ..engine import strategy_for
-from ..federation import ClientUpdate, aggregate_round, sample_clients
+from ..federation import ClientUpdate, aggregate_round, client_seed, sample_clients
 from ..taskvec import AdapterState
 from .client_app import ROWS_KEY
 from .settings import FlowerSettings
@@ -50,11 +50,6 @@ class Personal:
 
     rows: dict[str, dict]
     timings: dict[str, float]
-
-
-def client_seed(seed: int, round_idx: int, index: int) -> int:
-    """The seed of the ``index``-th sampled client in a round (the formula of ``federation.run_rounds``)."""
-    return seed * 7919 + round_idx * 131 + index
 
 
 class PotaraFedAvg(FedAvg):
