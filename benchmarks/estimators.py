@@ -20,7 +20,6 @@ SETTINGS = {
     "dirichlet alpha=0.3, seed 2": ["data.partition=dirichlet", "data.alpha=0.3", "seed=2"],
 }
 QUICK = ["data.num_clients=6", "fed.rounds=4", "local.epochs=3"]
-COMPARED = ["local", "fedit", "fedit_ft", "fixed", "oracle_val", "oracle_test"]
 
 
 def lambda_gap(rows: list[dict], oracle: list[dict]) -> float | None:
@@ -58,10 +57,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer clients/rounds (a smoke run)")
     parser.add_argument("--out", default="runs/estimators")
     parser.add_argument("--set", action="append", default=[], help="extra key=value for every setting")
+    parser.add_argument("--only", type=int, nargs="*", help="indices of the settings to run (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
     parts = []
     for i, (name, overrides) in enumerate(SETTINGS.items()):
+        if args.only is not None and i not in args.only:
+            continue
         extra = overrides + (QUICK if args.quick else []) + args.set
         summary = run_setting(extra, out / f"setting{i}.json")
         parts.append(table(name, summary))

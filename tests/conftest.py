@@ -20,24 +20,28 @@ WORDS = {
 }
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved like a hub checkpoint."""
+def save_tiny_bert(out: Path, **config) -> Path:
+    """Save a 2-layer, 32-wide random BERT with the MiniLM tokenizer, like a hub checkpoint."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from potara.models import resolve_model_path
 
-    out = tmp_path_factory.mktemp("tiny_bert")
     tok = AutoTokenizer.from_pretrained(resolve_model_path("offline:minilm"))
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        intermediate_size=64, max_position_embeddings=64, **config,
     )
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny BERT used by fast whole-run tests."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def synthetic_rows(n_per_label: int, seed: int = 0) -> list[tuple[str, int]]:

@@ -86,5 +86,4 @@ def _overrides_of(cfg) -> list[str]:
 
 def test_method_names_cover_every_estimator():
     names = set(available(config.RunConfig()))
-    assert {"potara", "potara_module", "potara_crossfit", "potara_fisher", "potara_folds"} <= names
-    assert "potara_heldout" not in names  # the default estimator is plain "potara"
+    assert {"potara", "potara_module", "potara_heldout", "potara_crossfit", "potara_fisher", "potara_folds"} <= names

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_bert
 from flwr.app import Array, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -83,20 +84,9 @@ class LocalGrid(Grid):
 @pytest.fixture(scope="module")
 def nodrop_model(tmp_path_factory) -> Path:
     """The tiny BERT of conftest without dropout: training is then a function of the seeds alone."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from potara.models import resolve_model_path
-
-    out = tmp_path_factory.mktemp("tiny_nodrop")
-    tok = AutoTokenizer.from_pretrained(resolve_model_path("offline:minilm"))
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny_nodrop"), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
-    BertModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def potara_overrides(model_dir: Path, csv: Path) -> list[str]:

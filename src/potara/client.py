@@ -22,6 +22,7 @@ from .taskvec import (
     AdapterState,
     Metric,
     Weights,
+    check_finite,
     extra_keys,
     group_of,
     lora_modules,
@@ -118,6 +119,7 @@ class ClientSession:
             if part == "all" and len(data):
                 self.timers.add("local_epoch", (time.perf_counter() - began) / self.settings.local_budget.epochs)
             self._locals[key] = get_state(self.model)
+            check_finite(self._locals[key], f"local adapter ({init}, {part}) of client {self.name}")
         return self._locals[key]
 
     def merged(self, states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
@@ -155,11 +157,14 @@ class ClientSession:
             for key in extra_keys(local):
                 extras[group_of(key)].append(key)
             began = time.perf_counter()
-            self._fisher = model_fisher(
-                self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), dict(extras),
-                mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
-                generator=torch.Generator().manual_seed(self.settings.seed + 5),
-            )
+            try:
+                self._fisher = model_fisher(
+                    self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), dict(extras),
+                    mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
+                    generator=torch.Generator().manual_seed(self.settings.seed + 5),
+                )
+            except ValueError as err:
+                raise ValueError(f"client {self.name}: {err}") from err
             self.timers.add("fisher", time.perf_counter() - began)
         return self._fisher
 

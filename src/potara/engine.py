@@ -105,7 +105,10 @@ def personalize(
         session.local()
         for method in ordered:
             began = time.perf_counter()
-            choice = method.personalize(session)
+            try:
+                choice = method.personalize(session)
+            except ValueError as err:
+                raise ValueError(f"method {method.name}, client {split.name}: {err}") from err
             if method.name == "potara":
                 timers.add("mixing", time.perf_counter() - began)
             ev = session.evaluate(choice.states, choice.weights, split.test)

@@ -88,13 +88,15 @@ def _from_variances(v_fed: float, v_local: float) -> Estimate:
 
 
 def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-module Laplace traces (the shape of ``v_L``) and Fisher distances ``‖τ_F − τ_L‖²_D``."""
+    """Per module: the local estimator's spread ``‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` (the shape of ``v_L``) and the
+    Fisher distance ``‖τ_F − τ_L‖²_D``. The Laplace traces are no shape: they are ~P_m/n everywhere."""
     metric = session.fisher()
     local = session.local()
-    n = max(1, len(session.split("train")))
-    traces = sum_by_group(laplace_traces(metric, n, damping), local)
-    dist = sum_by_group(sq_distances(session.fed, local, session.settings.scale, metric), local)
-    return traces, dist
+    scale = session.settings.scale
+    (first, _), (second, _) = session.halves()
+    spread = sum_by_group({k: v / 4.0 for k, v in sq_distances(first, second, scale, metric).items()}, local)
+    dist = sum_by_group(sq_distances(session.fed, local, scale, metric), local)
+    return spread, dist
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {

@@ -100,9 +100,9 @@ def _det3(m: list[list[float]]) -> float:
 def module_lambdas(
     v_local: Mapping[str, float], sq_dist: Mapping[str, float], pooled_lambda: float
 ) -> dict[str, float]:
-    """Per-module λ with the Fisher's *shape* across modules and a pooled fit's *scale*.
+    """Per-module λ with a variance *shape* across modules and a pooled estimate's *scale*.
 
-    ``v_{L,m} = c · u_m`` with ``u_m`` the Fisher (Laplace) traces; ``v_{F,m} = max(d_m − c u_m, ε)``.
+    ``v_{L,m} = c · u_m`` with ``u_m`` a per-module shape of the local variance; ``v_{F,m} = max(d_m − c u_m, ε)``.
     ``c`` is chosen by bisection so that the pooled ``Σ v_L / Σ (v_F + v_L)`` equals ``pooled_lambda``.
     """
     keys = list(v_local)

@@ -18,12 +18,11 @@ _FIXED_NAMES = {
 
 
 def available(cfg: RunConfig) -> dict:
-    """Every method name valid under ``cfg``: ``potara`` is the configured estimator."""
+    """Every method name valid under ``cfg``: ``potara`` is the configured estimator, ``potara_<name>`` any."""
     builders = dict(_FIXED_NAMES)
     builders["potara"] = potara.build_estimator(cfg.potara.estimator, "potara")
     for est in ESTIMATORS:
-        if est != cfg.potara.estimator:
-            builders[f"potara_{est}"] = potara.build_estimator(est, f"potara_{est}")
+        builders[f"potara_{est}"] = potara.build_estimator(est, f"potara_{est}")
     return builders
 
 
