@@ -74,10 +74,15 @@ class Evaluation:
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
-    """Logits for every example, in order."""
+    """Logits for every example, in order; batches are formed by length so little padding is computed."""
     model.eval()
-    out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in data.batches(batch_size)]
-    return torch.cat(out) if out else torch.empty(0)
+    order = torch.argsort(data.lengths, stable=True) if data.lengths is not None else torch.arange(len(data))
+    sorted_data = data.subset(order)
+    out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in sorted_data.batches(batch_size)]
+    if not out:
+        return torch.empty(0)
+    logits = torch.cat(out)
+    return torch.empty_like(logits).index_copy_(0, order, logits)
 
 
 def score(logits: Tensor, labels: Tensor) -> Evaluation:
