@@ -37,11 +37,19 @@ def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
     return st_save({k: v.to(cast).contiguous() for k, v in state.items()})
 
 
+def parse_payload(payload: bytes) -> AdapterState:
+    """The tensors of a payload as sent (dtype kept); ``ValueError`` when the bytes are not safetensors."""
+    try:
+        return st_load(payload)
+    except Exception as err:  # safetensors raises several error types for malformed bytes
+        raise ValueError(f"not a valid safetensors blob ({err})") from err
+
+
 def deserialize(payload: bytes, client: str = "?") -> AdapterState:
     try:
-        state = st_load(payload)
-    except Exception as err:  # safetensors raises several error types for malformed bytes
-        raise ValueError(f"payload from client {client} is not a valid safetensors blob: {err}") from err
+        state = parse_payload(payload)
+    except ValueError as err:
+        raise ValueError(f"payload from client {client} is {err}") from err
     state = {k: v.to(torch.float32) for k, v in state.items()}
     check_finite(state, f"payload from client {client}")
     return state
@@ -56,7 +64,7 @@ def export_peft_dir(model: PeftModel, state: AdapterState, out_dir: str | Path) 
     try:
         model.save_pretrained(str(tmp), selected_adapters=[MERGE_ADAPTER])
         saved = tmp / MERGE_ADAPTER
-        _clear_inference_flag(saved / "adapter_config.json")
+        _mark_inference_mode(saved / "adapter_config.json")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         saved.rename(out_dir)
@@ -65,7 +73,7 @@ def export_peft_dir(model: PeftModel, state: AdapterState, out_dir: str | Path) 
     return out_dir
 
 
-def _clear_inference_flag(config_path: Path) -> None:
+def _mark_inference_mode(config_path: Path) -> None:
     config = json.loads(config_path.read_text())
     config["inference_mode"] = True
     config_path.write_text(json.dumps(config, indent=2))

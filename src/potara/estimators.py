@@ -43,7 +43,7 @@ def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
     """Pool held-out losses: each half-data local adapter scored on the other half, plus validation."""
     pooled = [0.0, 0.0, 0.0]
     count = 0
-    parts = [(local, heldout_half) for local, heldout_half in session.halves()]
+    parts = list(session.halves())
     parts.append((session.local(), session.split("val")))
     for local, data in parts:
         for i, lam in enumerate(THREE_POINTS):

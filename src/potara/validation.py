@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load as st_load
 
-from .adapters import WIRE_DTYPES, serialize
+from .adapters import WIRE_DTYPES, parse_payload, serialize
 from .config import ValidationConfig
 from .taskvec import AdapterState
 
@@ -76,9 +75,9 @@ def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationCo
     if not isinstance(update.n, int) or update.n < 1:
         raise fail(f"example count must be a positive integer, got {update.n!r}")
     try:
-        raw = st_load(update.payload)
-    except Exception as err:  # safetensors raises several error types for malformed bytes
-        raise fail(f"payload is not a valid safetensors blob ({err})") from err
+        raw = parse_payload(update.payload)
+    except ValueError as err:
+        raise fail(f"payload is {err}") from err
     _check_names(raw, expect, fail)
     _check_tensors(raw, expect, limits, fail)
     state = {k: v.to(torch.float32) for k, v in raw.items()}
