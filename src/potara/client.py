@@ -128,6 +128,9 @@ class ClientSession:
         return pad_rank(merge(states, weights, scales), self.settings.merge_rank)
 
     def logits(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
+        """Logits of the merge on ``data``; zero-weight adapters are dropped, so equal functions share a pass."""
+        kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
+        states, weights = [s for s, _ in kept], [w for _, w in kept]
         key = (tuple(id(s) for s in states), _freeze(weights), id(data))
         if key not in self._logits:
             set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
