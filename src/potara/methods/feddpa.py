@@ -38,7 +38,7 @@ def dual_weights(state: AdapterState, alpha: float) -> list[dict[str, float]]:
 def instance_weights(session: ClientSession, data: Encoded) -> Tensor:
     """``α(x)`` for every input of ``data``: mean cosine similarity to the client's training inputs, in [0, 1]."""
     batch = session.settings.eval_batch_size
-    unit = lambda reps: torch.nn.functional.normalize(reps, dim=-1)  # noqa: E731
+    unit = lambda reps: torch.nn.functional.normalize(reps, dim=-1)
     reference = unit(base_representations(session.model, session.split("train"), batch)).mean(0)
     if len(data) == 0:
         return torch.empty(0)
@@ -61,16 +61,17 @@ def build(cfg: RunConfig) -> Method:
         local = {k: t.detach() for k, t in local.items()}
 
         def logits(data: Encoded) -> Tensor:
+            """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
             alpha = torch.round(instance_weights(session, data) * (levels - 1)) / (levels - 1)
-            out = torch.empty(0)
-            for level in alpha.unique().tolist():
-                index = (alpha == level).nonzero().squeeze(1)
-                part = session.predict_merged([fed, local], dual_weights(fed, level), data.subset(index))
-                out = part.new_empty(len(data), part.shape[1]) if out.numel() == 0 else out
-                out[index] = part
-            return out
+            parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
+            out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index))
+                   for index in parts]
+            if not out:
+                return torch.empty(0)
+            return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))
 
-        mean_alpha = float(instance_weights(session, session.split("test")).mean()) if len(session.split("test")) else 0.0
+        test = session.split("test")
+        mean_alpha = float(instance_weights(session, test).mean()) if len(test) else 0.0
         return Choice([fed, local], dual_weights(fed, mean_alpha), lam=1 - mean_alpha, logits=logits)
 
     return Method("feddpa", personalize)
