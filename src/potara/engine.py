@@ -115,10 +115,10 @@ def personalize(
                 raise ValueError(f"method {method.name}, client {split.name}: {err}") from err
             if method.name == "potara":
                 timers.add("mixing", time.perf_counter() - began)
-            labels = split.test.tensors["labels"]
-            ev = score(choice.logits(split.test), labels) if choice.logits else session.evaluate(
-                choice.states, choice.weights, split.test
-            )
+            if choice.logits is not None:
+                ev = score(choice.logits(split.test), split.test.tensors["labels"])
+            else:
+                ev = session.evaluate(choice.states, choice.weights, split.test)
             if export_dir is not None and method.name == "potara":
                 export_peft_dir(model, session.merged(choice.states, choice.weights), export_dir / split.name)
             out[method.name].append(
