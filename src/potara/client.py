@@ -29,7 +29,7 @@ from .taskvec import (
     merge,
     pad_rank,
 )
-from .training import Budget, Evaluation, predict, score, train
+from .training import Budget, Evaluation, Proximal, predict, score, train
 
 
 @dataclass
@@ -113,14 +113,24 @@ class ClientSession:
             start = self.fed if init == "federated" else self.pretrained
             data = self.splits.train if data is None else data
             set_state(self.model, start)
-            seed = self.settings.seed * 1_000_003 + zlib.crc32(f"{self.name}/{init}/{part}".encode()) % 100_000
             began = time.perf_counter()
-            train(self.model, data, self.settings.local_budget, torch.Generator().manual_seed(seed))
+            train(self.model, data, self.settings.local_budget, self.generator(init, part))
             if part == "all" and len(data):
                 self.timers.add("local_epoch", (time.perf_counter() - began) / self.settings.local_budget.epochs)
             self._locals[key] = get_state(self.model)
             check_finite(self._locals[key], f"local adapter ({init}, {part}) of client {self.name}")
         return self._locals[key]
+
+    def generator(self, init: str, part: str = "all") -> torch.Generator:
+        """The seeded generator of the local training ``(init, part)`` (peers reuse it to see the same batches)."""
+        seed = self.settings.seed * 1_000_003 + zlib.crc32(f"{self.name}/{init}/{part}".encode()) % 100_000
+        return torch.Generator().manual_seed(seed)
+
+    def fine_tuned(self, start: AdapterState, proximal: Proximal | None = None) -> AdapterState:
+        """``start`` trained on all training data with the local budget and the batches of ``local("federated")``."""
+        set_state(self.model, start)
+        train(self.model, self.splits.train, self.settings.local_budget, self.generator("federated"), proximal)
+        return get_state(self.model)
 
     def merged(self, states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
         """The exact merge, padded to the merge adapter's rank."""
@@ -133,13 +143,17 @@ class ClientSession:
         states, weights = [s for s, _ in kept], [w for _, w in kept]
         key = (tuple(id(s) for s in states), _freeze(weights), id(data))
         if key not in self._logits:
-            set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
-            self.model.set_adapter(MERGE_ADAPTER)
-            try:
-                self._logits[key] = predict(self.model, data, self.settings.eval_batch_size)
-            finally:
-                self.model.set_adapter(TRAIN_ADAPTER)
+            self._logits[key] = self.predict_merged(states, weights, data)
         return self._logits[key]
+
+    def predict_merged(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
+        """Logits of the exact merge on ``data`` (not cached)."""
+        set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
+        self.model.set_adapter(MERGE_ADAPTER)
+        try:
+            return predict(self.model, data, self.settings.eval_batch_size)
+        finally:
+            self.model.set_adapter(TRAIN_ADAPTER)
 
     def evaluate(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> Evaluation:
         return score(self.logits(states, weights, data), data.tensors["labels"])

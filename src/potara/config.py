@@ -84,6 +84,15 @@ class PotaraSettings:
 
 
 @dataclass
+class PeersConfig:
+    """Settings of the personalized-FL peers (README, "Peers")."""
+
+    ditto_mu: float = 0.1  # Ditto's proximal weight μ/2 ‖v − w_F‖²: mid-range of the values Ditto tunes over
+    apfl_alpha_lr: float = 0.1  # AdamW lr of APFL's mixing logit s (α = sigmoid(s), from α = ½)
+    feddpa_levels: int = 21  # FedDPA's per-instance weight α(x) is evaluated on this many levels of [0, 1]
+
+
+@dataclass
 class ValidationConfig:
     """Checks on every client update before aggregation (see potara.validation)."""
 
@@ -111,6 +120,7 @@ class RunConfig:
     fed: FedConfig = field(default_factory=FedConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     potara: PotaraSettings = field(default_factory=PotaraSettings)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +221,9 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")
     _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
+    _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
+    _check(cfg.peers.apfl_alpha_lr > 0, f"peers.apfl_alpha_lr must be > 0, got {cfg.peers.apfl_alpha_lr}")
+    _check(cfg.peers.feddpa_levels >= 2, f"peers.feddpa_levels must be >= 2, got {cfg.peers.feddpa_levels}")
     _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")
     _check(
         bool(cfg.validation.dtypes) and all(d in ("fp32", "bf16", "fp16") for d in cfg.validation.dtypes),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +20,10 @@ from .encoding import encode_text
 from .federation import RoundLog, run_rounds
 from .methods import Method, resolve
 from .models import load_peft_classifier, load_tokenizer
-from .strategies import FedAvg, ProductFedAvg
+from .recipes import FEDIT, FedIT
+from .strategies import FedAvg
 from .taskvec import AdapterState
-from .training import Budget, evaluate
+from .training import Budget, evaluate, score
 
 Log = Callable[[dict], None]
 
@@ -74,7 +75,7 @@ def encode_clients(cfg: RunConfig, fed_data: data_mod.FederatedData) -> list[Cli
 
 
 def strategy_for(cfg: RunConfig) -> FedAvg:
-    return ProductFedAvg() if cfg.fed.aggregation == "product" else FedAvg()
+    return FEDIT.strategy(cfg.fed.aggregation)
 
 
 def fed_budget(cfg: RunConfig) -> Budget:
@@ -95,14 +96,17 @@ def session_settings(cfg: RunConfig) -> SessionSettings:
 def personalize(
     model: PeftModel, clients: list[ClientSplits], fed: AdapterState, pretrained: AdapterState,
     methods: list[Method], settings: SessionSettings, timers: Timers, desc: str = "personalize",
-    export_dir: Path | None = None,
+    export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None,
 ) -> dict[str, list[dict]]:
-    """Every method on every client; potara-style methods first so their timing sees a cold cache."""
+    """Every method on every client; potara-style methods first so their timing sees a cold cache.
+    ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client)."""
     ordered = sorted(methods, key=lambda m: not m.estimates_lambda)
     out: dict[str, list[dict]] = {m.name: [] for m in methods}
     for split in tqdm(clients, desc=desc, leave=False):
-        session = ClientSession(model, split, fed, pretrained, settings, timers)
-        session.local()
+        client_fed = fed_of[split.name] if fed_of is not None else fed
+        session = ClientSession(model, split, client_fed, pretrained, settings, timers)
+        if any(m.estimates_lambda for m in methods):
+            session.local()
         for method in ordered:
             began = time.perf_counter()
             try:
@@ -111,7 +115,10 @@ def personalize(
                 raise ValueError(f"method {method.name}, client {split.name}: {err}") from err
             if method.name == "potara":
                 timers.add("mixing", time.perf_counter() - began)
-            ev = session.evaluate(choice.states, choice.weights, split.test)
+            if choice.logits is not None:
+                ev = score(choice.logits(split.test), split.test.tensors["labels"])
+            else:
+                ev = session.evaluate(choice.states, choice.weights, split.test)
             if export_dir is not None and method.name == "potara":
                 export_peft_dir(model, session.merged(choice.states, choice.weights), export_dir / split.name)
             out[method.name].append(
@@ -121,12 +128,30 @@ def personalize(
     return out
 
 
+@dataclass
+class Federated:
+    """One federation's outcome: the global tensors, what each client kept, measured bytes, per-round records."""
+
+    state: AdapterState
+    kept: dict[str, AdapterState]
+    totals: dict[str, int]
+    records: list[dict]
+
+    def of(self, client: str) -> AdapterState:
+        """Client ``client``'s model: the global tensors with its own kept ones."""
+        return {**self.kept.get(client, {}), **self.state}
+
+
 def run(
     cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None, checkpoint_dir: Path | None = None
 ) -> RunResult:
     """Federate, then personalize with every method; ``log`` gets per-round records; potara's merged
     adapters go to ``export_dir/<client>`` as PEFT adapter directories. With ``checkpoint_dir`` the run
-    state is saved there after every round, and a run that finds a checkpoint there continues from it."""
+    state is saved there after every round, and a run that finds a checkpoint there continues from it.
+
+    FedIT's federation always runs (it is every merging method's and the per-round records'); a peer with
+    its own recipe (ffa_lora, fedsa_lora) gets its own federation after it, checkpointed in
+    ``checkpoint_dir/<recipe>``, its per-round records under its name in FedIT's records."""
     methods = resolve(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -134,38 +159,37 @@ def run(
     clients = encode_clients(cfg, fed_data)
     model = load_peft_classifier(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
     pretrained = get_state(model)
-    resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
     settings, timers = session_settings(cfg), Timers()
-    federated = [m for m in methods if m.federated]
-    rounds_log: list[dict] = list(resumed.records) if resumed else []
-    totals = dict(resumed.totals) if resumed else {"up": 0, "down": 0}
+    fedit_methods = [m for m in methods if m.federation is FEDIT]
+    federated = [m for m in fedit_methods if m.federated]
+    peers = list(dict.fromkeys(m.federation for m in methods if m.federation is not FEDIT))
 
-    def on_round(entry: RoundLog, state: AdapterState) -> None:
-        totals["up"] += entry.bytes_up
-        totals["down"] += entry.bytes_down
-        record = _round_record(model, clients, state, entry, totals, cfg)
+    def fedit_record(entry: RoundLog, fed: Federated) -> dict:
+        record = _round_record(model, clients, fed, entry, cfg, "fedit_mean_acc")
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
-            per = personalize(model, clients, state, pretrained, federated, settings, Timers(), f"round {entry.round}")
+            per = personalize(model, clients, fed.state, pretrained, federated, settings, Timers(), f"round {entry.round}")
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
-        record.update(entry.extra)
-        rounds_log.append(record)
-        if log:
-            log(record)
-        if checkpoint_dir:
-            checkpoint.save(checkpoint_dir, checkpoint.RoundState(entry.round, state, rounds_log, totals, cfg.to_dict()))
+        return record
+
+    def peer_record(entry: RoundLog, fed: Federated) -> dict:
+        return _round_record(model, clients, fed, entry, cfg, "mean_acc")
 
     began = time.perf_counter()
-    fed_state = run_rounds(
-        model, {c.name: c.train for c in clients}, resumed.adapter if resumed else pretrained, strategy_for(cfg),
-        rounds=cfg.fed.rounds, fraction=cfg.fed.fraction,
-        budget=fed_budget(cfg),
-        seed=cfg.seed, start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation,
-        on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False),
-    )
+    feds = {FEDIT.name: _federate(FEDIT, model, clients, pretrained, cfg, fedit_record, log, checkpoint_dir)}
+    for recipe in peers:
+        where = checkpoint_dir / recipe.name if checkpoint_dir else None
+        feds[recipe.name] = _federate(recipe, model, clients, pretrained, cfg, peer_record, None, where)
     fed_seconds = time.perf_counter() - began
-    per = personalize(model, clients, fed_state, pretrained, methods, settings, timers, export_dir=export_dir)
+    per = personalize(
+        model, clients, feds[FEDIT.name].state, pretrained, fedit_methods, settings, timers, export_dir=export_dir
+    )
+    for recipe in peers:
+        fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
+        fed_of = {c.name: fed.of(c.name) for c in clients}
+        per.update(personalize(model, clients, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
     results = {}
     for m in methods:
+        totals = feds[m.federation.name].totals
         results[m.name] = MethodResult(
             per[m.name], totals["up"] if m.federated else 0, totals["down"] if m.federated else 0,
             cfg.fed.rounds if m.federated else 0,
@@ -174,7 +198,7 @@ def run(
         "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("fisher") if _uses_fisher(cfg) else 0.0,
         "mixing_s": timers.mean("mixing"), "federation_s": fed_seconds,
     }
-    return RunResult(results, rounds_log, timing)
+    return RunResult(results, _joined_records(feds), timing)
 
 
 def _uses_fisher(cfg: RunConfig) -> bool:
@@ -185,14 +209,65 @@ def _mean(rows: list[dict]) -> float:
     return sum(r["acc"] for r in rows) / max(1, len(rows))
 
 
+def _federate(
+    recipe: FedIT, model: PeftModel, clients: list[ClientSplits], pretrained: AdapterState, cfg: RunConfig,
+    record_of: Callable[[RoundLog, Federated], dict], log: Log | None, checkpoint_dir: Path | None,
+) -> Federated:
+    """One federation of ``recipe`` from the pretrained adapter (or its checkpoint in ``checkpoint_dir``)."""
+    resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
+    shared, kept = recipe.split(pretrained)
+    fed = Federated(
+        resumed.adapter if resumed else shared,
+        dict(resumed.clients) if resumed else {c.name: kept for c in clients if kept},
+        dict(resumed.totals) if resumed else {"up": 0, "down": 0},
+        list(resumed.records) if resumed else [],
+    )
+
+    def on_round(entry: RoundLog, state: AdapterState) -> None:
+        fed.state = state
+        fed.totals["up"] += entry.bytes_up
+        fed.totals["down"] += entry.bytes_down
+        record = record_of(entry, fed)
+        record.update(entry.extra)
+        fed.records.append(record)
+        if log:
+            log(record)
+        if checkpoint_dir:
+            checkpoint.save(
+                checkpoint_dir,
+                checkpoint.RoundState(entry.round, state, fed.records, fed.totals, cfg.to_dict(), fed.kept),
+            )
+
+    fed.state = run_rounds(
+        model, {c.name: c.train for c in clients}, fed.state, recipe.strategy(cfg.fed.aggregation),
+        rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=fed_budget(cfg), seed=cfg.seed,
+        start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
+        progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe, kept=fed.kept,
+    )
+    return fed
+
+
+def _joined_records(feds: dict[str, Federated]) -> list[dict]:
+    """FedIT's per-round records, each with the other federations' record of the same round under their name."""
+    records = [dict(r) for r in feds[FEDIT.name].records]
+    for name, fed in feds.items():
+        by_round = {r["round"]: r for r in fed.records}
+        for record in records if name != FEDIT.name else []:
+            if record["round"] in by_round:
+                record[name] = {k: v for k, v in by_round[record["round"]].items() if k != "round"}
+    return records
+
+
 def _round_record(
-    model: PeftModel, clients: list[ClientSplits], state: AdapterState, entry: RoundLog, totals: dict, cfg: RunConfig
+    model: PeftModel, clients: list[ClientSplits], fed: Federated, entry: RoundLog, cfg: RunConfig, acc_key: str
 ) -> dict:
-    """Per-round metrics: bytes, training loss, and FedIT's accuracy on every client's test split."""
-    set_state(model, state)
-    accs = [evaluate(model, c.test, cfg.eval_batch_size).acc for c in clients]
+    """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split."""
+    accs = []
+    for c in clients:
+        set_state(model, fed.of(c.name))
+        accs.append(evaluate(model, c.test, cfg.eval_batch_size).acc)
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,
-        "cum_bytes_up": totals["up"], "cum_bytes_down": totals["down"], "train_loss": entry.train_loss,
-        "fedit_mean_acc": sum(accs) / len(accs),
+        "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"], "train_loss": entry.train_loss,
+        acc_key: sum(accs) / len(accs),
     }

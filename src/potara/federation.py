@@ -13,6 +13,7 @@ from peft import PeftModel
 from .adapters import deserialize, get_state, serialize, set_state
 from .config import ValidationConfig
 from .encoding import Encoded
+from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
 from .taskvec import AdapterState
 from .training import Budget, train
@@ -27,15 +28,19 @@ class ClientUpdate:
     payload: bytes
     n: int
     train_loss: float
+    kept: AdapterState = field(default_factory=dict)  # the tensors that stay on the client (never serialized)
 
 
 def client_step(
-    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int
+    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int,
+    *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
 ) -> ClientUpdate:
-    """Receive the global adapter, train it on local data, return the serialized update."""
-    set_state(model, deserialize(payload, "server"))
-    loss = train(model, data, budget, torch.Generator().manual_seed(seed))
-    return ClientUpdate(client, serialize(get_state(model)), len(data), loss)
+    """Receive the global tensors, join the client's ``kept`` ones, train what ``recipe`` trains on local data;
+    return the serialized tensors that travel and, apart, those that stay."""
+    set_state(model, {**(kept or {}), **deserialize(payload, "server")})
+    loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
+    sent, stays = recipe.split(get_state(model))
+    return ClientUpdate(client, serialize(sent), len(data), loss, stays)
 
 
 @dataclass
@@ -113,18 +118,27 @@ def run_rounds(
     limits: ValidationConfig | None = None,
     on_round: Callable[[RoundLog, AdapterState], None] | None = None,
     progress: Callable | None = None,
+    recipe: FedIT = FEDIT,
+    kept: dict[str, AdapterState] | None = None,
 ) -> AdapterState:
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
     from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
-    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped."""
-    state, limits = initial, limits or ValidationConfig()
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped.
+
+    ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
+    tensors) what stays on each client, updated in place after each of its rounds."""
+    state, limits, kept = initial, limits or ValidationConfig(), {} if kept is None else kept
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state)
         expect, screened, sent = Expectation.of(state), Screened(), []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
-            update = client_step(model, name, down, clients[name], budget, client_seed(seed, r, i))
+            update = client_step(
+                model, name, down, clients[name], budget, client_seed(seed, r, i), recipe=recipe, kept=kept.get(name)
+            )
+            if update.kept:
+                kept[name] = update.kept
             admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
         outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")

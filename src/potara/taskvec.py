@@ -50,8 +50,10 @@ def task_vector(state: AdapterState, scale: float, reference: AdapterState) -> d
     return vec
 
 
-def _weight(weights: Weights, group: str) -> float:
-    return float(weights if isinstance(weights, (int, float)) else weights[group])
+def _weight(weights: Weights, group: str) -> float | Tensor:
+    """A group's weight; a tensor weight stays a tensor, so a merge is differentiable in its weights."""
+    weight = weights if isinstance(weights, (int, float, Tensor)) else weights[group]
+    return weight if isinstance(weight, Tensor) else float(weight)
 
 
 def merge(states: Sequence[AdapterState], weights: Sequence[Weights], scales: Sequence[float]) -> AdapterState:

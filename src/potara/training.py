@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from .encoding import Encoded
-from .models import TRAIN_ADAPTER
+from .models import MERGE_ADAPTER, TRAIN_ADAPTER
 from .taskvec import AdapterState
 
 
@@ -32,26 +34,70 @@ def trainable(model: nn.Module, adapter: str = TRAIN_ADAPTER) -> dict[str, nn.Pa
     return {n: p for n, p in model.named_parameters() if p.requires_grad and f".{adapter}." in n}
 
 
+def state_key(name: str, adapter: str = TRAIN_ADAPTER) -> str:
+    """The PEFT state-dict key (as in :func:`potara.adapters.get_state`) of parameter ``name`` of ``adapter``."""
+    return name.replace(f".{adapter}.", ".").replace(".modules_to_save.", ".")
+
+
 def train(
-    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, proximal: Proximal | None = None
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, proximal: Proximal | None = None,
+    trains: Callable[[str], bool] | None = None,
 ) -> float:
     """Train the active adapter in place with AdamW; return the mean training loss.
 
-    Dropout draws from torch's global generator, so it is reseeded from ``generator`` first: the same
-    call gives the same adapter in any process (embedded engine or a Flower node).
+    ``trains(key)`` false keeps tensor ``key`` (state-dict key) frozen for this call. Dropout draws from
+    torch's global generator, so it is reseeded from ``generator`` first: the same call gives the same
+    adapter in any process (embedded engine or a Flower node).
     """
     torch.manual_seed(generator.initial_seed())
     params = trainable(model)
     if len(data) == 0:
         return 0.0
+    frozen = [p for n, p in params.items() if trains is not None and not trains(state_key(n))]
+    params = {n: p for n, p in params.items() if trains is None or trains(state_key(n))}
     optim = torch.optim.AdamW(params.values(), lr=budget.lr, weight_decay=0.0)
+
+    def loss_of(batch: dict[str, Tensor]) -> Tensor:
+        loss = model(**batch).loss
+        return loss if proximal is None else loss + _proximal_term(params, proximal)
+
+    with _no_grad_for(frozen):
+        return _descend(model, data, budget, generator, optim, loss_of)
+
+
+def train_through_merge(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, groups: list[dict],
+    merged: Callable[[], AdapterState],
+) -> float:
+    """Train the tensors of ``groups`` (AdamW parameter groups; lr defaults to ``budget.lr``) by the loss of the
+    model whose merge adapter holds ``merged()``, a differentiable function of them (``torch.func``)."""
+    torch.manual_seed(generator.initial_seed())
+    if len(data) == 0:
+        return 0.0
+    names = {state_key(n, MERGE_ADAPTER): n for n, _ in model.named_parameters() if f".{MERGE_ADAPTER}." in n}
+    optim = torch.optim.AdamW(groups, lr=budget.lr, weight_decay=0.0)
+
+    def loss_of(batch: dict[str, Tensor]) -> Tensor:
+        params = {names[k]: v for k, v in merged().items()}
+        return torch.func.functional_call(model, params, args=(), kwargs=batch, strict=False).loss
+
+    model.set_adapter(MERGE_ADAPTER)
+    try:
+        return _descend(model, data, budget, generator, optim, loss_of)
+    finally:
+        model.set_adapter(TRAIN_ADAPTER)
+
+
+def _descend(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
+    loss_of: Callable[[dict[str, Tensor]], Tensor],
+) -> float:
+    """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss."""
     model.train()
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
         for batch in data.batches(budget.batch_size, generator):
-            loss = model(**batch).loss
-            if proximal is not None:
-                loss = loss + _proximal_term(params, proximal)
+            loss = loss_of(batch)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -59,6 +105,18 @@ def train(
             if budget.steps is not None and steps >= budget.steps:
                 return total / steps
     return total / max(steps, 1)
+
+
+@contextmanager
+def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
+    """Switch ``requires_grad`` off for ``params`` during the block (no gradient, no update)."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _proximal_term(params: dict[str, nn.Parameter], prox: Proximal) -> Tensor:
@@ -99,9 +157,18 @@ def evaluate(model: nn.Module, data: Encoded, batch_size: int) -> Evaluation:
 
 def state_as_params(state: AdapterState, model: nn.Module) -> dict[str, Tensor]:
     """Map a PEFT state dict onto the trainable parameter names (for proximal anchors)."""
-    names = trainable(model)
-    out = {}
-    for name in names:
-        key = name.replace(f".{TRAIN_ADAPTER}.", ".").replace(".modules_to_save.", ".")
-        out[name] = state[key]
-    return out
+    return {name: state[state_key(name)] for name in trainable(model)}
+
+
+@torch.inference_mode()
+def base_representations(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
+    """Mean-pooled last hidden states of the frozen base model (a PEFT model with its adapters off), in order."""
+    model.eval()
+    rows = []
+    with model.disable_adapter():
+        for batch in data.batches(batch_size):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1].float()
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(rows) if rows else torch.empty(0)

@@ -9,6 +9,8 @@ from typing import Any
 
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
+from ..methods import resolve
+from ..recipes import FEDIT
 
 #: Flower run-config keys (``[tool.flwr.app.config]`` / ``flwr run --run-config``) and their defaults.
 DEFAULTS: dict[str, Any] = {
@@ -72,3 +74,9 @@ def _check(settings: FlowerSettings) -> None:
         raise ConfigError("round-timeout and wait-nodes-timeout must be > 0 seconds")
     if settings.evaluate_every < 0:
         raise ConfigError("evaluate-every must be >= 0")
+    own = [m.name for m in resolve(settings.run) if m.federation is not FEDIT]
+    if own:
+        raise ConfigError(
+            f"method(s) {', '.join(own)} need their own federation, which only the embedded engine runs: "
+            "use `potara run`, or drop them from methods"
+        )

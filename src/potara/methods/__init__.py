@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ESTIMATORS, ConfigError, RunConfig
-from . import fedit, fedit_ft, fixed, local, oracle, potara
+from . import apfl, ditto, feddpa, fedit, fedit_ft, fedsa_lora, ffa_lora, fixed, local, oracle, potara
 from .base import Choice, Method
 
 _FIXED_NAMES = {
@@ -14,6 +14,11 @@ _FIXED_NAMES = {
     "oracle_val": oracle.build_on("val"),
     "oracle_test": oracle.build_on("test"),
     "potara_module": potara.build_module,
+    "ffa_lora": ffa_lora.build,
+    "fedsa_lora": fedsa_lora.build,
+    "ditto": ditto.build,
+    "apfl": apfl.build,
+    "feddpa": feddpa.build,
 }
 
 

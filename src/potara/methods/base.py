@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from ..client import ClientSession
+from ..encoding import Encoded
+from ..recipes import FEDIT, FedIT
 from ..taskvec import AdapterState, Weights
 
 
@@ -17,11 +21,13 @@ class Choice:
     weights: list[Weights]
     lam: float | dict[str, float] | None = None
     note: str = ""
+    logits: Callable[[Encoded], Tensor] | None = None  # a per-instance model: its logits on a split (else the merge)
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     personalize: Callable[[ClientSession], Choice]
-    federated: bool = True  # its clients take part in the federation (bytes and rounds are FedIT's)
+    federated: bool = True  # its clients take part in the federation (bytes and rounds are its federation's)
     estimates_lambda: bool = False  # its λ choice is timed as the mixing cost
+    federation: FedIT = FEDIT  # the federation it personalizes from (a recipe: what is trained, sent, kept)

@@ -1,0 +1,42 @@
+"""APFL (Deng et al., "Adaptive Personalized Federated Learning", 2020): a learned per-client mixture.
+
+Client ``k`` holds a local adapter ``v`` and a mixing weight ``α`` and uses ``α v + (1 − α) w_F``, with
+both ``v`` and ``α`` trained by gradient descent on the loss *of the mixture*. Here ``w_F`` is the final FedIT
+adapter (frozen), ``v`` starts from it and ``α`` from ½ (APFL's initial value), parametrised as
+``α = sigmoid(s)`` (lr ``peers.apfl_alpha_lr``); they train jointly with the local budget (``local.*``, the
+batches of ``fedit_ft``). The mixture is the exact merge in task-vector space (which, for the base weights,
+is the parameter mixture APFL writes). Reported ``lambda`` is the federated weight, ``1 − α``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..client import ClientSession
+from ..config import RunConfig
+from ..training import train_through_merge
+from .base import Choice, Method
+
+
+def build(cfg: RunConfig) -> Method:
+    alpha_lr = cfg.peers.apfl_alpha_lr
+
+    def personalize(session: ClientSession) -> Choice:
+        fed = session.fed
+        local = {k: t.clone().requires_grad_(True) for k, t in fed.items()}
+        logit = torch.zeros((), requires_grad=True)  # α = sigmoid(0) = ½
+
+        def mixture() -> dict[str, torch.Tensor]:
+            alpha = torch.sigmoid(logit)
+            return session.merged([local, fed], [alpha, 1 - alpha])
+
+        groups = [{"params": list(local.values())}, {"params": [logit], "lr": alpha_lr}]
+        train_through_merge(
+            session.model, session.split("train"), session.settings.local_budget, session.generator("federated"),
+            groups, mixture,
+        )
+        alpha = float(torch.sigmoid(logit))
+        local = {k: t.detach() for k, t in local.items()}
+        return Choice([fed, local], [1 - alpha, alpha], lam=1 - alpha)
+
+    return Method("apfl", personalize)

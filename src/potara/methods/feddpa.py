@@ -1,0 +1,77 @@
+"""A dual-adapter peer in the spirit of FedDPA (Yang et al., "Dual-Personalizing Adapter for Federated
+Foundation Models", NeurIPS 2024): a global adapter, a local adapter, and an instance-wise weight.
+
+- Global adapter: the final FedIT adapter ``τ_F`` (FedDPA's global adapter is FedAvg-trained LoRA).
+- Local adapter ``τ_L``: a fresh LoRA (the shared initialisation, ``B = 0``) trained on the client's data with
+  the global one frozen and added, model ``W0 + τ_F + τ_L`` (FedDPA-F), with the local budget (``local.*``,
+  the batches of ``fedit_ft``). The head belongs to the local adapter: it starts at the global head, so its
+  task vector is ``P_L − P_F``.
+- Instance-wise weight: at inference an input ``x`` gets ``W0 + τ_F + α(x) τ_L``, where ``α(x)`` is the
+  mean cosine similarity between ``x``'s representation and those of the client's training inputs
+  (FedDPA's rule, over all of them instead of 5 sampled), clipped to [0, 1]. Representations: the frozen
+  base model's last hidden states, mean-pooled over tokens. ``α(x)`` is rounded to ``peers.feddpa_levels``
+  levels and each level is one exact merge run over its examples.
+- Reported ``lambda`` = ``1 − mean α(x)`` over the test inputs: ``τ_F + α τ_L = (1 − α) τ_F + α (τ_F + τ_L)``,
+  so it is the federated weight against the dual model, as λ is everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..client import ClientSession
+from ..config import RunConfig
+from ..encoding import Encoded
+from ..taskvec import AdapterState, extra_keys, groups, lora_modules
+from ..training import base_representations, train_through_merge
+from .base import Choice, Method
+
+
+def dual_weights(state: AdapterState, alpha: float) -> list[dict[str, float]]:
+    """Merge weights of ``[global, local]`` for ``τ_F + α τ_L``: LoRA modules ``[1, α]``, saved modules
+    ``[1 − α, α]`` (the local head is a full copy starting at the global one)."""
+    lora = set(lora_modules(state))
+    return [{g: 1.0 if g in lora else 1.0 - alpha for g in groups(state)}, {g: alpha for g in groups(state)}]
+
+
+def instance_weights(session: ClientSession, data: Encoded) -> Tensor:
+    """``α(x)`` for every input of ``data``: mean cosine similarity to the client's training inputs, in [0, 1]."""
+    batch = session.settings.eval_batch_size
+    unit = lambda reps: torch.nn.functional.normalize(reps, dim=-1)
+    reference = unit(base_representations(session.model, session.split("train"), batch)).mean(0)
+    if len(data) == 0:
+        return torch.empty(0)
+    return (unit(base_representations(session.model, data, batch)) @ reference).clamp(0.0, 1.0)
+
+
+def build(cfg: RunConfig) -> Method:
+    levels = cfg.peers.feddpa_levels
+
+    def personalize(session: ClientSession) -> Choice:
+        fed = session.fed
+        if len(session.split("train")) == 0:
+            return Choice([fed], [1.0], lam=1.0, note="no training data: federated model")
+        start = {**session.pretrained, **{k: fed[k] for k in extra_keys(fed)}}
+        local = {k: t.clone().requires_grad_(True) for k, t in start.items()}
+        train_through_merge(
+            session.model, session.split("train"), session.settings.local_budget, session.generator("federated"),
+            [{"params": list(local.values())}], lambda: session.merged([fed, local], dual_weights(fed, 1.0)),
+        )
+        local = {k: t.detach() for k, t in local.items()}
+
+        def logits(data: Encoded) -> Tensor:
+            """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
+            alpha = torch.round(instance_weights(session, data) * (levels - 1)) / (levels - 1)
+            parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
+            out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index))
+                   for index in parts]
+            if not out:
+                return torch.empty(0)
+            return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))
+
+        test = session.split("test")
+        mean_alpha = float(instance_weights(session, test).mean()) if len(test) else 0.0
+        return Choice([fed, local], dual_weights(fed, mean_alpha), lam=1 - mean_alpha, logits=logits)
+
+    return Method("feddpa", personalize)

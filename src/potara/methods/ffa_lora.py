@@ -1,0 +1,19 @@
+"""FFA-LoRA (Sun et al., "Improving LoRA in Privacy-preserving Federated Learning", ICLR 2024).
+
+Its own federation (:class:`potara.recipes.FFALoRA`): every ``A`` stays frozen at the shared random
+initialisation, only ``B`` and the head are trained, sent and averaged. Every client uses the final model.
+"""
+
+from __future__ import annotations
+
+from ..client import ClientSession
+from ..config import RunConfig
+from ..recipes import FFA_LORA
+from .base import Choice, Method
+
+
+def build(cfg: RunConfig) -> Method:
+    def personalize(session: ClientSession) -> Choice:
+        return Choice([session.fed], [1.0])
+
+    return Method("ffa_lora", personalize, federation=FFA_LORA)

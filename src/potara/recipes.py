@@ -1,0 +1,75 @@
+"""What a federation trains, what travels and what stays on the client. One recipe per class; variants
+override one hook (Flower-strategy style).
+
+- ``FedIT`` (Zhang et al., "Towards Building the Federated GPT", 2024): every adapter tensor is trained,
+  uploaded, averaged and sent back; nothing stays on the client.
+- ``FFALoRA`` (Sun et al., "Improving LoRA in Privacy-preserving Federated Learning", ICLR 2024): every
+  ``A`` stays frozen at its shared random initialisation (each client derives it from the run's seed), so
+  only ``B`` and the saved modules (head) are trained and travel. With ``A`` common and fixed, the average
+  of the ``B`` factors is the exact average of the products ``B·A``.
+- ``FedSALoRA`` (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025): ``A``
+  (and the head) are trained, travel and are averaged; each client's ``B`` never leaves it and carries
+  over from one of its rounds to the next.
+"""
+
+from __future__ import annotations
+
+from .strategies import FedAvg, ProductFedAvg
+from .taskvec import LORA_A, LORA_B, AdapterState
+
+
+class FedIT:
+    """Everything trained, everything sent, nothing kept."""
+
+    name = "fedit"
+
+    def travels(self, key: str) -> bool:
+        """Whether tensor ``key`` is uploaded, aggregated and sent back (else it stays on the client)."""
+        return True
+
+    def trains(self, key: str) -> bool:
+        """Whether tensor ``key`` is trained on the client (else it stays as it was)."""
+        return True
+
+    def strategy(self, aggregation: str) -> FedAvg:
+        """The server's aggregation: ``fed.aggregation`` chooses factors (FedIT) or exact products."""
+        return ProductFedAvg() if aggregation == "product" else FedAvg()
+
+    def split(self, state: AdapterState) -> tuple[AdapterState, AdapterState]:
+        """(the tensors that travel, the tensors that stay on the client)."""
+        return (
+            {k: v for k, v in state.items() if self.travels(k)},
+            {k: v for k, v in state.items() if not self.travels(k)},
+        )
+
+
+class FFALoRA(FedIT):
+    """``A`` frozen at the shared initialisation: neither trained nor sent."""
+
+    name = "ffa_lora"
+
+    def travels(self, key: str) -> bool:
+        return not key.endswith(LORA_A)
+
+    def trains(self, key: str) -> bool:
+        return not key.endswith(LORA_A)
+
+    def strategy(self, aggregation: str) -> FedAvg:
+        return FedAvg()  # with A shared and fixed, averaging B is already the exact product average
+
+
+class FedSALoRA(FedIT):
+    """``B`` trained and kept on each client; ``A`` and the head averaged."""
+
+    name = "fedsa_lora"
+
+    def travels(self, key: str) -> bool:
+        return not key.endswith(LORA_B)
+
+    def strategy(self, aggregation: str) -> FedAvg:
+        return FedAvg()  # the server never sees B, so there is no product to average
+
+
+FEDIT = FedIT()
+FFA_LORA = FFALoRA()
+FEDSA_LORA = FedSALoRA()
