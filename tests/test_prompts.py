@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from potara import prompts
+from potara import config, engine, prompts
 
+ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 LOCAL = prompts.local_loader(FIXTURES)
 
@@ -107,3 +108,17 @@ def test_an_unlabelled_row_is_a_clear_error(tmp_path):
     (tmp_path / "hellaswag.jsonl").write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match="task 'hellaswag'.*unlabelled"):
         prompts.load_suite(["hellaswag"], load_fn=prompts.local_loader(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["flan8_causal_lm.yaml", "commonsense_causal_lm.yaml"])
+def test_shipped_configs_give_one_task_per_client(name):
+    overrides = [f"data.suite_dir={FIXTURES}", "data.train_sizes=null", "data.min_val=1"]
+    cfg = config.load(ROOT / "configs" / name, overrides)
+    clients = engine.load_federated_data(cfg).clients
+    tasks = prompts.suite_tasks(cfg.data.source)
+    assert sorted(c.name.split("_", 2)[2] for c in clients) == sorted(tasks)
+    for client in clients:
+        task = client.name.split("_", 2)[2]
+        rows = len((FIXTURES / f"{task}.jsonl").read_text().splitlines())
+        assert client.n_train + client.val.num_rows + client.test.num_rows == rows
+        assert client.train.column_names == ["prompt", "target"]
