@@ -25,7 +25,14 @@ from potara.causal_lm import (
 )
 from potara.config import LoraSettings, ModelConfig
 from potara.fisher import model_fisher
-from potara.models import MERGE_ADAPTER, TRAIN_ADAPTER, load_peft_causal_lm, load_tokenizer
+from potara.models import (
+    MERGE_ADAPTER,
+    TRAIN_ADAPTER,
+    ModelError,
+    load_peft_causal_lm,
+    load_tokenizer,
+    resolve_device,
+)
 from potara.taskvec import delta_weight, lora_modules, merge, pad_rank
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
@@ -176,6 +183,15 @@ def test_config_ties_suites_to_causal_lms():
         config.load(None, ["data.source=suite:flan8", "model.task=causal_lm"])
     with pytest.raises(config.ConfigError, match="model.task must be one of"):
         config.load(None, ["model.task=seq2seq"])
+    with pytest.raises(config.ConfigError, match="model.device must be"):
+        config.load(None, ["model.device=gpu"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answers")
+def test_device_without_a_gpu():
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        resolve_device("cuda")
 
 
 def test_offline_run_with_two_fixture_tasks(llama_dir, tmp_path):
