@@ -31,10 +31,6 @@ class PromptTargets(Encoded):
 
     tokenizer: PreTrainedTokenizerBase | None = None
 
-    def subset(self, index: Tensor) -> PromptTargets:
-        part = super().subset(index)
-        return PromptTargets(part.tensors, part.lengths, self.tokenizer)
-
     def prompt_lengths(self) -> Tensor:
         """Tokens before the first target token, per example."""
         return (self.tensors["labels"] != IGNORE_INDEX).int().argmax(1)
@@ -55,9 +51,8 @@ def encode_prompt_target(tokenizer: PreTrainedTokenizerBase, split: datasets.Dat
     """Tensors for teacher forcing; prompts lose tokens from the left, targets (+eos) keep at most ``max_length - 1``."""
     eos, pad = special_ids(tokenizer)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    prompts = tokenizer(list(split["prompt"]), add_special_tokens=False)["input_ids"] if len(split) else []
-    targets = tokenizer([TARGET_PREFIX + t for t in split["target"]], add_special_tokens=False)["input_ids"] if len(
-        split) else []
+    prompts = _token_ids(tokenizer, list(split["prompt"]))
+    targets = _token_ids(tokenizer, [TARGET_PREFIX + t for t in split["target"]])
     rows = []
     for prompt, target in zip(prompts, targets):
         target = (target + [eos])[: max_length - 1]
@@ -75,6 +70,10 @@ def encode_prompt_target(tokenizer: PreTrainedTokenizerBase, split: datasets.Dat
         mask[i, :n] = 1
     tensors = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     return PromptTargets(tensors, mask.sum(1).clamp(min=1), tokenizer)
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def normalize_answer(text: str) -> str:

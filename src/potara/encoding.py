@@ -29,7 +29,7 @@ class Encoded:
 
     def subset(self, index: Tensor) -> Encoded:
         lengths = None if self.lengths is None else self.lengths[index]
-        return Encoded({k: v[index] for k, v in self.tensors.items()}, lengths)
+        return dataclasses.replace(self, tensors={k: v[index] for k, v in self.tensors.items()}, lengths=lengths)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict[str, Tensor]]:
         """Shuffled when a generator is given, in order otherwise; padding trimmed per batch."""
