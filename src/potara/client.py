@@ -15,6 +15,7 @@ import torch
 from peft import PeftModel
 
 from .adapters import get_state, set_state
+from .causal_lm import PromptTargets, evaluate_generative
 from .encoding import Encoded
 from .fisher import model_fisher
 from .models import MERGE_ADAPTER, TRAIN_ADAPTER
@@ -29,7 +30,7 @@ from .taskvec import (
     merge,
     pad_rank,
 )
-from .training import Budget, Evaluation, Proximal, predict, score, train
+from .training import Budget, Evaluation, Proximal, evaluate, predict, train
 
 
 @dataclass
@@ -51,6 +52,19 @@ class SessionSettings:
     fisher_samples: int = 1
     fisher_max_examples: int = 64
     seed: int = 0
+    max_new_tokens: int = 16  # causal-LM data: greedy decoding length for accuracy
+
+
+def evaluate_split(
+    model: PeftModel, data: Encoded, batch_size: int, max_new_tokens: int = 16, accuracy: bool = True
+) -> Evaluation:
+    """Loss and accuracy of the active adapter: classification from logits, causal LM by teacher forcing + generation.
+
+    ``accuracy=False`` lets causal-LM data skip generation (``acc`` is then NaN); classification always has both.
+    """
+    if isinstance(data, PromptTargets):
+        return evaluate_generative(model, data, batch_size, max_new_tokens, accuracy)
+    return evaluate(model, data, batch_size)
 
 
 @dataclass
@@ -78,7 +92,7 @@ class ClientSession:
         self.model, self.splits, self.fed, self.pretrained = model, splits, fed, pretrained
         self.settings, self.timers = settings, timers
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
-        self._logits: dict[tuple, torch.Tensor] = {}
+        self._evals: dict[tuple, tuple[Evaluation, bool]] = {}  # (merge, split) -> evaluation, has accuracy
         self._fisher: Metric | None = None
 
     @property
@@ -137,15 +151,6 @@ class ClientSession:
         scales = [self.settings.scale] * len(states)
         return pad_rank(merge(states, weights, scales), self.settings.merge_rank)
 
-    def logits(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
-        """Logits of the merge on ``data``; zero-weight adapters are dropped, so equal functions share a pass."""
-        kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
-        states, weights = [s for s, _ in kept], [w for _, w in kept]
-        key = (tuple(id(s) for s in states), _freeze(weights), id(data))
-        if key not in self._logits:
-            self._logits[key] = self.predict_merged(states, weights, data)
-        return self._logits[key]
-
     def predict_merged(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
         """Logits of the exact merge on ``data`` (not cached)."""
         set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
@@ -155,13 +160,32 @@ class ClientSession:
         finally:
             self.model.set_adapter(TRAIN_ADAPTER)
 
-    def evaluate(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> Evaluation:
-        return score(self.logits(states, weights, data), data.tensors["labels"])
+    def evaluate(
+        self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, accuracy: bool = True
+    ) -> Evaluation:
+        """Evaluation of the exact merge on ``data``, cached per (merge, split); ``accuracy=False``: loss suffices.
+        Zero-weight adapters are dropped first, so equal functions (λ = 0 or 1 and the plain models) share a pass."""
+        kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
+        states, weights = [s for s, _ in kept], [w for _, w in kept]
+        key = (tuple(id(s) for s in states), _freeze(weights), id(data))
+        cached = self._evals.get(key)
+        if cached is None or (accuracy and not cached[1]):
+            set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
+            self.model.set_adapter(MERGE_ADAPTER)
+            try:
+                s = self.settings
+                ev = evaluate_split(self.model, data, s.eval_batch_size, s.max_new_tokens, accuracy)
+            finally:
+                self.model.set_adapter(TRAIN_ADAPTER)
+            self._evals[key] = (ev, accuracy or not isinstance(data, PromptTargets))
+        return self._evals[key][0]
 
-    def fed_local_eval(self, lam: Weights, data: Encoded, local: AdapterState | None = None) -> Evaluation:
+    def fed_local_eval(
+        self, lam: Weights, data: Encoded, local: AdapterState | None = None, accuracy: bool = True
+    ) -> Evaluation:
         """Evaluation of ``λ τ_F + (1−λ) τ_L``."""
         local = self.local() if local is None else local
-        return self.evaluate([self.fed, local], [lam, _complement(lam)], data)
+        return self.evaluate([self.fed, local], [lam, _complement(lam)], data, accuracy)
 
     def fisher(self) -> Metric:
         """Diagonal model Fisher at the local adapter on (up to ``fisher_max_examples``) training inputs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import yaml
 OFFLINE_MINILM = "offline:minilm"
 ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
+MODEL_TASKS = ("classification", "causal_lm")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
@@ -24,6 +27,10 @@ class ModelConfig:
     name: str = OFFLINE_MINILM  # HF hub id, local path, or "offline:minilm" (the packaged MiniLM)
     max_length: int = 48
     trust_remote_code: bool = False
+    task: str = "classification"  # or "causal_lm": (prompt, target) data, generative exact-match accuracy
+    max_new_tokens: int = 16  # causal_lm: greedy decoding length for accuracy
+    dtype: str = "float32"  # causal_lm: weights dtype of the frozen base model (LoRA adapters stay float32)
+    device: str = "cpu"  # "cpu", "cuda", "cuda:<i>", or "auto" (cuda when available)
 
 
 @dataclass
@@ -43,6 +50,8 @@ class DataConfig:
     text_column: str | None = None
     label_column: str = "label"
     group_column: str | None = None
+    max_per_task: int | None = None  # "suite:" sources: rows kept per task (shuffled), None: all
+    suite_dir: str | None = None  # "suite:" sources: read <suite_dir>/<task>.jsonl (hub schema) instead of the hub
     num_clients: int = 10
     partition: str = "classes"
     alpha: float = 0.5
@@ -219,6 +228,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")
+    _check_task(cfg)
     _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
     _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
@@ -229,6 +239,31 @@ def validate(cfg: RunConfig) -> None:
         bool(cfg.validation.dtypes) and all(d in ("fp32", "bf16", "fp16") for d in cfg.validation.dtypes),
         "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
     )
+
+
+def _check_task(cfg: RunConfig) -> None:
+    """``model.task`` and the data source must agree: suites are causal-LM data, and causal LMs need a suite."""
+    m, d = cfg.model, cfg.data
+    _check(m.task in MODEL_TASKS, f"model.task must be one of {MODEL_TASKS}, got '{m.task}'")
+    _check(m.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got '{m.dtype}'")
+    _check(
+        re.fullmatch(r"cpu|auto|cuda(:\d+)?", m.device) is not None,
+        f"model.device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got '{m.device}'",
+    )
+    suite = d.source.startswith("suite:")
+    _check(
+        suite == (m.task == "causal_lm"),
+        f"data.source '{d.source}' needs model.task={'causal_lm' if suite else 'classification'}: "
+        "'suite:<name>' sources hold (prompt, target) pairs for causal LMs, other sources hold labelled examples",
+    )
+    if m.task == "causal_lm":
+        _check(
+            d.partition in ("task", "iid"),
+            f"data.partition '{d.partition}' splits by label; causal-LM data has none: use 'task' (one task per client) "
+            "or 'iid'",
+        )
+        _check(m.max_new_tokens >= 1, "model.max_new_tokens must be >= 1")
+        _check(d.max_per_task is None or d.max_per_task >= 1, "data.max_per_task must be >= 1 or null")
 
 
 def _check(ok: bool, message: str) -> None:

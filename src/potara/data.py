@@ -171,33 +171,45 @@ def make_clients(
     min_val: int = 3,
 ) -> FederatedData:
     """Partition `ds` into clients, each with a test split, a size-heterogeneous train split and a validation split."""
-    input_column = _input_column(ds)
+    columns = _kept_columns(ds)
     if scheme == "task" and group_column is None:
         raise ValueError("scheme 'task' needs group_column= (the column naming each row's task/source)")
-    groups = ds[group_column] if group_column is not None else None
+    groups = list(ds[group_column]) if group_column is not None else None
+    labels = ds["label"] if "label" in columns else [0] * ds.num_rows
     parts = partition_indices(
-        ds["label"], num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
+        labels, num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
     )
     targets = _target_sizes(num_clients, train_sizes, seed)
-    rows = ds.select_columns([input_column, "label"])
+    rows = ds.select_columns(columns)
     clients = [
         _make_client(
-            rows, f"client_{i:02d}", part, target, np.random.default_rng([seed, i]), test_size, val_fraction, min_val
+            rows, _client_name(i, part, groups if scheme == "task" else None), part, target,
+            np.random.default_rng([seed, i]), test_size, val_fraction, min_val,
         )
         for i, (part, target) in enumerate(zip(parts, targets))
     ]
-    return FederatedData(clients=clients, label_names=_label_names(ds), input_column=input_column)
+    label_names = _label_names(ds) if "label" in columns else []
+    return FederatedData(clients=clients, label_names=label_names, input_column=columns[0])
 
 
-def _input_column(ds: datasets.Dataset) -> str:
-    """Return "image" or "text", whichever the dataset has, checking that it also has "label"."""
+def _client_name(index: int, part: list[int], groups: list | None) -> str:
+    """``client_<i>``, and under the task scheme ``client_<i>_<task>`` so results name each client's task."""
+    if groups is None or not part:
+        return f"client_{index:02d}"
+    return f"client_{index:02d}_" + re.sub(r"[^\w.-]", "_", str(groups[part[0]]))
+
+
+def _kept_columns(ds: datasets.Dataset) -> list[str]:
+    """["prompt", "target"] for causal-LM data, else ["image" or "text", "label"], checking they exist."""
+    if {"prompt", "target"} <= set(ds.column_names):
+        return ["prompt", "target"]
     inputs = [c for c in ("image", "text") if c in ds.column_names]
     if not inputs or "label" not in ds.column_names:
         raise ValueError(
-            f"dataset needs a 'text' or 'image' column and a 'label' column (see normalize_columns); "
-            f"it has: {', '.join(ds.column_names)}"
+            f"dataset needs a 'text' or 'image' column and a 'label' column (see normalize_columns), "
+            f"or 'prompt' and 'target' columns (causal LM); it has: {', '.join(ds.column_names)}"
         )
-    return inputs[0]
+    return [inputs[0], "label"]
 
 
 def _target_sizes(num_clients: int, train_sizes: tuple[int, int] | None, seed: int) -> list[int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,9 +22,14 @@ class Encoded:
     def __len__(self) -> int:
         return int(self.tensors["labels"].shape[0])
 
+    def to(self, device: torch.device | str) -> Encoded:
+        """The same split with its tensors on ``device`` (batches then come out there)."""
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return dataclasses.replace(self, tensors={k: v.to(device) for k, v in self.tensors.items()}, lengths=lengths)
+
     def subset(self, index: Tensor) -> Encoded:
         lengths = None if self.lengths is None else self.lengths[index]
-        return Encoded({k: v[index] for k, v in self.tensors.items()}, lengths)
+        return dataclasses.replace(self, tensors={k: v[index] for k, v in self.tensors.items()}, lengths=lengths)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict[str, Tensor]]:
         """Shuffled when a generator is given, in order otherwise; padding trimmed per batch."""
@@ -34,7 +40,7 @@ class Encoded:
             batch = {k: v[idx] for k, v in self.tensors.items()}
             if self.lengths is not None:
                 width = int(self.lengths[idx].max())
-                batch = {k: (v[:, :width] if v.dim() == 2 and k != "labels" else v) for k, v in batch.items()}
+                batch = {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}  # per-token labels too
             yield batch
 
 

@@ -11,19 +11,20 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, prompts
 from . import data as data_mod
 from .adapters import export_peft_dir, get_state, set_state
-from .client import ClientSession, ClientSplits, SessionSettings, Timers
+from .causal_lm import encode_prompt_target
+from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .config import RunConfig
 from .encoding import encode_text
 from .federation import RoundLog, run_rounds
 from .methods import Method, resolve
-from .models import load_peft_classifier, load_tokenizer
+from .models import load_peft_model, load_tokenizer, resolve_device
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
 from .taskvec import AdapterState
-from .training import Budget, evaluate, score
+from .training import Budget, score
 
 Log = Callable[[dict], None]
 
@@ -54,6 +55,10 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
     d = cfg.data
     if d.source == "fortunes":
         ds = data_mod.load_fortunes()
+    elif d.source.startswith(prompts.SUITE_PREFIX):
+        load_fn = prompts.local_loader(d.suite_dir) if d.suite_dir else prompts.hub_loader
+        tasks = prompts.suite_tasks(d.source)
+        ds = prompts.load_suite(tasks, max_per_task=d.max_per_task, seed=cfg.seed, load_fn=load_fn)
     elif d.source.startswith("hf:"):
         ds = data_mod.load_hf_dataset(
             d.source[3:], d.split, text_column=d.text_column, label_column=d.label_column, config_name=d.hf_config
@@ -70,7 +75,8 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
 
 def encode_clients(cfg: RunConfig, fed_data: data_mod.FederatedData) -> list[ClientSplits]:
     tokenizer = load_tokenizer(cfg.model)
-    enc = lambda split: encode_text(tokenizer, split, cfg.model.max_length)  # noqa: E731
+    encode = encode_prompt_target if cfg.model.task == "causal_lm" else encode_text
+    enc = lambda split: encode(tokenizer, split, cfg.model.max_length)  # noqa: E731
     return [ClientSplits(c.name, enc(c.train), enc(c.val), enc(c.test)) for c in fed_data.clients]
 
 
@@ -89,7 +95,7 @@ def session_settings(cfg: RunConfig) -> SessionSettings:
         local_init=cfg.local.init, scale=cfg.lora.alpha / cfg.lora.r, merge_rank=2 * cfg.lora.r,
         eval_batch_size=cfg.eval_batch_size, fisher_mode=cfg.potara.fisher,
         fisher_samples=cfg.potara.fisher_samples, fisher_max_examples=cfg.potara.fisher_max_examples,
-        seed=cfg.seed,
+        seed=cfg.seed, max_new_tokens=cfg.model.max_new_tokens,
     )
 
 
@@ -156,8 +162,10 @@ def run(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fed_data = load_federated_data(cfg)
-    clients = encode_clients(cfg, fed_data)
-    model = load_peft_classifier(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
+    device = resolve_device(cfg.model.device)
+    clients = [ClientSplits(c.name, c.train.to(device), c.val.to(device), c.test.to(device))
+               for c in encode_clients(cfg, fed_data)]
+    model = load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed).to(device)
     pretrained = get_state(model)
     settings, timers = session_settings(cfg), Timers()
     fedit_methods = [m for m in methods if m.federation is FEDIT]
@@ -265,7 +273,7 @@ def _round_record(
     accs = []
     for c in clients:
         set_state(model, fed.of(c.name))
-        accs.append(evaluate(model, c.test, cfg.eval_batch_size).acc)
+        accs.append(evaluate_split(model, c.test, cfg.eval_batch_size, cfg.model.max_new_tokens).acc)
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,
         "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"], "train_loss": entry.train_loss,

@@ -35,7 +35,7 @@ def heldout(session: ClientSession, damping: float = 1e-8) -> Estimate:
     if len(val) == 0:
         fallback = crossfit(session)
         return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, "empty validation split: used crossfit")
-    f = [session.fed_local_eval(lam, val).loss for lam in THREE_POINTS]
+    f = [session.fed_local_eval(lam, val, accuracy=False).loss for lam in THREE_POINTS]
     return _from_fit(fit_three_points(*f))
 
 
@@ -47,7 +47,7 @@ def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
     parts.append((session.local(), session.split("val")))
     for local, data in parts:
         for i, lam in enumerate(THREE_POINTS):
-            ev = session.fed_local_eval(lam, data, local)
+            ev = session.fed_local_eval(lam, data, local, accuracy=False)
             pooled[i] += ev.loss * ev.n if ev.n else 0.0
         count += len(data)
     if count == 0:

@@ -5,8 +5,9 @@ For a linear module ``y = W x`` the per-example gradient with respect to ``ΔW``
 ``E[G²]`` (a weight-sized buffer); the factored one is ``E[Σ_t g_t²] ⊗ E_t[x_t²]`` (``d_out + d_in``
 numbers), exact for one token and one example. Labels come from the model's own predictive
 distribution, not the data: the empirical Fisher underestimates curvature at a model that fits
-its data (see SPEC, "Which Fisher"). PyTorch hooks are used because no library computes this
-diagonal for PEFT's factored layers.
+its data (see SPEC, "Which Fisher"). For a causal LM (per-token ``labels``) every target position
+draws its next token from the model and an example's log-likelihood sums over them. PyTorch hooks
+are used because no library computes this diagonal for PEFT's factored layers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from .taskvec import Metric
 
 EXACT_MAX_ELEMENTS = 4_000_000
+IGNORE_INDEX = -100  # label of positions that are not predicted (prompt and padding of causal-LM data)
 
 
 class _LinearProbe:
@@ -103,15 +105,20 @@ def model_fisher(
 
 
 def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], samples: int, generator) -> int:
+    """Backpropagate sampled-label log-likelihoods; per-token labels (causal LM) sample every target position."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits.float()
+    examples = int(logits.shape[0])
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() == 2:  # the logits at t predict token t+1; only target tokens count
+        logits = logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
     probs = logits.softmax(-1).detach()
     for s in range(samples):
-        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        drawn = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
         loss = nn.functional.cross_entropy(logits, drawn, reduction="sum")
         loss.backward(retain_graph=s < samples - 1)
     model.zero_grad(set_to_none=True)
-    return int(logits.shape[0])
+    return examples
 
 
 def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[str]], total: int) -> Metric:
@@ -124,6 +131,7 @@ def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[
             fisher[group] = probe.weight / total
         else:
             fisher[group] = (probe.g_sq / total, probe.x_sq / total)
+    fisher = {k: tuple(p.cpu() for p in v) if isinstance(v, tuple) else v.cpu() for k, v in fisher.items()}
     for key, value in fisher.items():
         parts = value if isinstance(value, tuple) else (value,)
         if not all(torch.isfinite(p).all() for p in parts):

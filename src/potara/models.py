@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -41,9 +42,11 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_model_path(cfg.name), trust_remote_code=cfg.trust_remote_code)
 
 
-def lora_config(settings: LoraSettings, rank: int | None = None, alpha: float | None = None) -> LoraConfig:
+def lora_config(
+    settings: LoraSettings, rank: int | None = None, alpha: float | None = None, task_type: str = TaskType.SEQ_CLS
+) -> LoraConfig:
     return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=task_type,
         r=rank or settings.r,
         lora_alpha=alpha if alpha is not None else settings.alpha,
         lora_dropout=settings.dropout,
@@ -74,3 +77,35 @@ def load_peft_classifier(cfg: ModelConfig, lora: LoraSettings, num_labels: int, 
     model.add_adapter(MERGE_ADAPTER, lora_config(lora, rank=merged_rank, alpha=merged_rank))
     model.set_adapter(TRAIN_ADAPTER)
     return model
+
+
+def load_peft_causal_lm(cfg: ModelConfig, lora: LoraSettings, seed: int) -> PeftModel:
+    """A causal LM with the same TRAIN (rank r) and MERGE (rank 2r, scale 1) adapter pair as the classifier."""
+    torch.manual_seed(seed)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(cfg.name), trust_remote_code=cfg.trust_remote_code, dtype=getattr(torch, cfg.dtype)
+        )
+    except OSError as err:
+        raise ModelError(f"could not load causal LM '{cfg.name}': {err}") from err
+    model = get_peft_model(base, lora_config(lora, task_type=TaskType.CAUSAL_LM))
+    merged_rank = 2 * lora.r
+    model.add_adapter(MERGE_ADAPTER, lora_config(lora, rank=merged_rank, alpha=merged_rank, task_type=TaskType.CAUSAL_LM))
+    model.set_adapter(TRAIN_ADAPTER)
+    return model
+
+
+def load_peft_model(cfg: ModelConfig, lora: LoraSettings, num_labels: int, seed: int) -> PeftModel:
+    """The run's model for ``cfg.task``: a LoRA classifier or a LoRA causal LM."""
+    if cfg.task == "causal_lm":
+        return load_peft_causal_lm(cfg, lora, seed)
+    return load_peft_classifier(cfg, lora, num_labels, seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one; an unavailable GPU is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device={name} but torch sees no CUDA GPU; use model.device=cpu or auto")
+    return torch.device(name)
