@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 OFFLINE_MINILM = "offline:minilm"
+OFFLINE_VIT_DIGITS = "offline:vit-digits"
+MODEL_TASKS = ("auto", "text", "image")
 ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 
@@ -21,9 +23,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = OFFLINE_MINILM  # HF hub id, local path, or "offline:minilm" (the packaged MiniLM)
+    name: str = OFFLINE_MINILM  # HF hub id, local path, "offline:minilm" (packaged MiniLM) or "offline:vit-digits"
     max_length: int = 48
     trust_remote_code: bool = False
+    task: str = "auto"  # "text", "image", or "auto" (from the model config's model_type)
 
 
 @dataclass
@@ -37,7 +40,7 @@ class LoraSettings:
 
 @dataclass
 class DataConfig:
-    source: str = "fortunes"  # "fortunes", "hf:<dataset id>", or a csv/json/parquet path
+    source: str = "fortunes"  # "fortunes", "digits" (sklearn digits 5-9), "hf:<dataset id>", or a csv/json/parquet path
     split: str = "train"
     hf_config: str | None = None
     text_column: str | None = None
@@ -200,6 +203,7 @@ def _parse_value(raw: str) -> Any:
 def validate(cfg: RunConfig) -> None:
     """Check values that a type alone does not constrain."""
     _check(cfg.data.partition in PARTITIONS, f"data.partition must be one of {PARTITIONS}, got '{cfg.data.partition}'")
+    _check(cfg.model.task in MODEL_TASKS, f"model.task must be one of {MODEL_TASKS}, got '{cfg.model.task}'")
     _check(cfg.data.num_clients >= 1, "data.num_clients must be >= 1")
     _check(cfg.data.alpha > 0, "data.alpha must be > 0")
     _check(0 < cfg.fed.fraction <= 1, f"fed.fraction must be in (0, 1], got {cfg.fed.fraction}")

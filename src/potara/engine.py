@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
@@ -15,11 +16,11 @@ from . import checkpoint
 from . import data as data_mod
 from .adapters import export_peft_dir, get_state, set_state
 from .client import ClientSession, ClientSplits, SessionSettings, Timers
-from .config import RunConfig
-from .encoding import encode_text
+from .config import ModelConfig, RunConfig
+from .encoding import Encoded, encode_images, encode_text
 from .federation import RoundLog, run_rounds
 from .methods import Method, resolve
-from .models import load_peft_classifier, load_tokenizer
+from .models import load_image_processor, load_peft_classifier, load_tokenizer, model_task
 from .strategies import FedAvg, ProductFedAvg
 from .taskvec import AdapterState
 from .training import Budget, evaluate
@@ -53,6 +54,8 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
     d = cfg.data
     if d.source == "fortunes":
         ds = data_mod.load_fortunes()
+    elif d.source == "digits":
+        ds = data_mod.load_digits_images(size=8, classes=data_mod.FEDERATED_DIGITS)
     elif d.source.startswith("hf:"):
         ds = data_mod.load_hf_dataset(
             d.source[3:], d.split, text_column=d.text_column, label_column=d.label_column, config_name=d.hf_config
@@ -68,9 +71,23 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
 
 
 def encode_clients(cfg: RunConfig, fed_data: data_mod.FederatedData) -> list[ClientSplits]:
-    tokenizer = load_tokenizer(cfg.model)
-    enc = lambda split: encode_text(tokenizer, split, cfg.model.max_length)  # noqa: E731
+    enc = split_encoder(cfg.model, fed_data.input_column)
     return [ClientSplits(c.name, enc(c.train), enc(c.val), enc(c.test)) for c in fed_data.clients]
+
+
+def split_encoder(model: ModelConfig, input_column: str) -> Callable[[datasets.Dataset], Encoded]:
+    """Tokenizer for a text model, image processor for an image model; the data's input must match the model."""
+    task = model_task(model)
+    if task != ("image" if input_column == "image" else "text"):
+        raise ValueError(
+            f"model '{model.name}' classifies {task}s but the data's input column is '{input_column}'; "
+            f"pick a {input_column} model, or data with {task}s"
+        )
+    if task == "image":
+        processor = load_image_processor(model)
+        return lambda split: encode_images(processor, split)
+    tokenizer = load_tokenizer(model)
+    return lambda split: encode_text(tokenizer, split, model.max_length)
 
 
 def strategy_for(cfg: RunConfig) -> FedAvg:
