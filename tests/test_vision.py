@@ -71,6 +71,11 @@ def test_model_task_is_read_from_the_config_and_validated(pretrained_dir, tiny_m
         engine.split_encoder(ModelConfig(name=str(pretrained_dir)), "text")
     with pytest.raises(ModelError, match=r"match no layer.*q_proj"):
         load_peft_classifier(ModelConfig(name=str(pretrained_dir)), LoraSettings(r=2), 3, seed=0)
+    with pytest.raises(config.ConfigError, match="model.device must be"):
+        config.load(None, ["model.device=tpu"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA GPU; set model.device=cpu"):
+            load_peft_classifier(ModelConfig(name=str(pretrained_dir), device="cuda"), VIT_LORA, 3, seed=0)
 
 
 def test_lora_on_vit_trains_attention_and_the_new_head(model):
@@ -171,8 +176,10 @@ def test_cifar_config_through_the_hub_loader(tmp_path, monkeypatch):
         return load("parquet", data_files=str(parquet), split="train")
 
     monkeypatch.setattr(datasets, "load_dataset", offline_hub)
-    small = [f"model.name={random_vit(tmp_path / 'vit')}", "data.num_clients=3", "data.test_size=10", "threads=1",
-             "fed.rounds=1", "local.epochs=1", "lora.r=2", "methods=fedit,potara"]
+    small = [
+        f"model.name={random_vit(tmp_path / 'vit')}", "model.device=cpu", "data.num_clients=3", "data.test_size=10",
+        "threads=1", "fed.rounds=1", "local.epochs=1", "lora.r=2", "methods=fedit,potara",
+    ]
     fed = engine.load_federated_data(config.load(ROOT / "configs" / "cifar100_vit_dirichlet.yaml", [*small, "data.alpha=1.0"]))
     assert fed.input_column == "image" and fed.label_names[:2] == ["c0", "c1"] and len(fed.clients) == 3
     cfg = config.load(ROOT / "configs" / "cifar100_vit_classes.yaml", [*small, "data.classes_per_client=2"])

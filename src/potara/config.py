@@ -27,6 +27,7 @@ class ModelConfig:
     max_length: int = 48
     trust_remote_code: bool = False
     task: str = "auto"  # "text", "image", or "auto" (from the model config's model_type)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:<i>": where the model and its batches live
 
 
 @dataclass
@@ -204,6 +205,10 @@ def validate(cfg: RunConfig) -> None:
     """Check values that a type alone does not constrain."""
     _check(cfg.data.partition in PARTITIONS, f"data.partition must be one of {PARTITIONS}, got '{cfg.data.partition}'")
     _check(cfg.model.task in MODEL_TASKS, f"model.task must be one of {MODEL_TASKS}, got '{cfg.model.task}'")
+    _check(
+        cfg.model.device == "cpu" or cfg.model.device.startswith("cuda"),
+        f"model.device must be 'cpu', 'cuda' or 'cuda:<index>', got '{cfg.model.device}'",
+    )
     _check(cfg.data.num_clients >= 1, "data.num_clients must be >= 1")
     _check(cfg.data.alpha > 0, "data.alpha must be > 0")
     _check(0 < cfg.fed.fraction <= 1, f"fed.fraction must be in (0, 1], got {cfg.fed.fraction}")

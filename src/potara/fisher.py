@@ -103,11 +103,12 @@ def model_fisher(
 
 
 def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], samples: int, generator) -> int:
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits.float()
-    probs = logits.softmax(-1).detach()
+    probs = logits.softmax(-1).detach().cpu()  # drawn on the CPU generator, on any device
     for s in range(samples):
-        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(device)
         loss = nn.functional.cross_entropy(logits, drawn, reduction="sum")
         loss.backward(retain_graph=s < samples - 1)
     model.zero_grad(set_to_none=True)
@@ -119,11 +120,11 @@ def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[
     for group, probe in probes.items():
         if group in extra_groups:
             for key in extra_groups[group]:
-                fisher[key] = (probe.bias if key.endswith("bias") else probe.weight) / total
+                fisher[key] = ((probe.bias if key.endswith("bias") else probe.weight) / total).cpu()
         elif probe.exact:
-            fisher[group] = probe.weight / total
+            fisher[group] = (probe.weight / total).cpu()
         else:
-            fisher[group] = (probe.g_sq / total, probe.x_sq / total)
+            fisher[group] = ((probe.g_sq / total).cpu(), (probe.x_sq / total).cpu())
     for key, value in fisher.items():
         parts = value if isinstance(value, tuple) else (value,)
         if not all(torch.isfinite(p).all() for p in parts):

@@ -133,7 +133,9 @@ def load_peft_classifier(cfg: ModelConfig, lora: LoraSettings, num_labels: int, 
     merged_rank = 2 * lora.r
     model.add_adapter(MERGE_ADAPTER, lora_config(lora, rank=merged_rank, alpha=merged_rank, task=task))
     model.set_adapter(TRAIN_ADAPTER)
-    return model
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        raise ModelError(f"model.device is '{cfg.device}' but torch sees no CUDA GPU; set model.device=cpu")
+    return model.to(cfg.device)
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:

@@ -49,7 +49,7 @@ def train(
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
         for batch in data.batches(budget.batch_size, generator):
-            loss = model(**batch).loss
+            loss = model(**on_device(batch, model)).loss
             if proximal is not None:
                 loss = loss + _proximal_term(params, proximal)
             optim.zero_grad(set_to_none=True)
@@ -62,7 +62,14 @@ def train(
 
 
 def _proximal_term(params: dict[str, nn.Parameter], prox: Proximal) -> Tensor:
-    return 0.5 * prox.mu * sum((p - prox.anchor[n]).pow(2).sum() for n, p in params.items() if n in prox.anchor)
+    pulls = ((p - prox.anchor[n].to(p.device)).pow(2).sum() for n, p in params.items() if n in prox.anchor)
+    return 0.5 * prox.mu * sum(pulls)
+
+
+def on_device(batch: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """The batch on the model's device (a no-op on CPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,8 @@ def predict(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
     model.eval()
     order = torch.argsort(data.lengths, stable=True) if data.lengths is not None else torch.arange(len(data))
     sorted_data = data.subset(order)
-    out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in sorted_data.batches(batch_size)]
+    batches = sorted_data.batches(batch_size)
+    out = [model(**on_device({k: v for k, v in b.items() if k != "labels"}, model)).logits.float().cpu() for b in batches]
     if not out:
         return torch.empty(0)
     logits = torch.cat(out)
