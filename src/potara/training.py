@@ -62,8 +62,7 @@ def train(
 
 
 def _proximal_term(params: dict[str, nn.Parameter], prox: Proximal) -> Tensor:
-    pulls = ((p - prox.anchor[n].to(p.device)).pow(2).sum() for n, p in params.items() if n in prox.anchor)
-    return 0.5 * prox.mu * sum(pulls)
+    return 0.5 * prox.mu * sum((p - prox.anchor[n]).pow(2).sum() for n, p in params.items() if n in prox.anchor)
 
 
 def on_device(batch: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
