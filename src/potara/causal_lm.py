@@ -69,7 +69,7 @@ def encode_prompt_target(tokenizer: PreTrainedTokenizerBase, split: datasets.Dat
         labels[i, len(prompt) : n] = torch.tensor(target)
         mask[i, :n] = 1
     tensors = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    return PromptTargets(tensors, mask.sum(1).clamp(min=1), tokenizer)
+    return PromptTargets(tensors, mask.sum(1).clamp(min=1), tokenizer=tokenizer)
 
 
 def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:

@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 OFFLINE_MINILM = "offline:minilm"
+OFFLINE_VIT_DIGITS = "offline:vit-digits"
 ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
-MODEL_TASKS = ("classification", "causal_lm")
+MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -24,10 +25,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = OFFLINE_MINILM  # HF hub id, local path, or "offline:minilm" (the packaged MiniLM)
+    name: str = OFFLINE_MINILM  # HF hub id, local path, "offline:minilm" (packaged MiniLM) or "offline:vit-digits"
     max_length: int = 48
     trust_remote_code: bool = False
-    task: str = "classification"  # or "causal_lm": (prompt, target) data, generative exact-match accuracy
+    # "text" / "image" classification, "causal_lm" ((prompt, target) data, generative exact match), or "auto"
+    # (text or image, from the model config's model_type)
+    task: str = "auto"
     max_new_tokens: int = 16  # causal_lm: greedy decoding length for accuracy
     dtype: str = "float32"  # causal_lm: weights dtype of the frozen base model (LoRA adapters stay float32)
     device: str = "cpu"  # "cpu", "cuda", "cuda:<i>", or "auto" (cuda when available)
@@ -44,7 +47,7 @@ class LoraSettings:
 
 @dataclass
 class DataConfig:
-    source: str = "fortunes"  # "fortunes", "hf:<dataset id>", or a csv/json/parquet path
+    source: str = "fortunes"  # "fortunes", "digits" (sklearn digits 5-9), "hf:<dataset id>", or a csv/json/parquet path
     split: str = "train"
     hf_config: str | None = None
     text_column: str | None = None
@@ -253,7 +256,7 @@ def _check_task(cfg: RunConfig) -> None:
     suite = d.source.startswith("suite:")
     _check(
         suite == (m.task == "causal_lm"),
-        f"data.source '{d.source}' needs model.task={'causal_lm' if suite else 'classification'}: "
+        f"data.source '{d.source}' needs model.task={'causal_lm' if suite else 'text or image'}: "
         "'suite:<name>' sources hold (prompt, target) pairs for causal LMs, other sources hold labelled examples",
     )
     if m.task == "causal_lm":

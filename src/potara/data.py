@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ OVERSTRIKE = re.compile(r".\x08")
 MIN_QUOTE_CHARS = 20
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 IMAGE_FEATURES = (datasets.Image, datasets.Array2D, datasets.Array3D)
+PRETRAIN_DIGITS = (0, 1, 2, 3, 4)  # the offline ViT is pretrained on these (potara.vision) ...
+FEDERATED_DIGITS = (5, 6, 7, 8, 9)  # ... and data source "digits" federates these
 
 
 @dataclass
@@ -137,23 +140,29 @@ def _is_string_column(ds: datasets.Dataset, column: str) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
 
 
-def load_digits_images(size: int = 32) -> datasets.Dataset:
-    """Load scikit-learn's 8x8 digits as (image: float32 (3, size, size) in [0, 1], label) rows."""
+def load_digits_images(size: int = 32, classes: Sequence[int] = tuple(range(10))) -> datasets.Dataset:
+    """Load scikit-learn's 8x8 digits as (image: float32 (3, size, size) in [0, 1], label) rows.
+
+    Only the digits in ``classes`` are kept, relabelled ``0..k-1`` in that order (the label names stay the digits).
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
         raise ImportError("load_digits_images needs scikit-learn: pip install scikit-learn") from err
     digits = load_digits()
+    keep = np.isin(digits.target, classes)
     pixels = (np.arange(size) * 8) // size  # nearest-neighbour upscaling
-    gray = (digits.images[:, pixels][:, :, pixels] / 16.0).astype(np.float32)
+    gray = (digits.images[keep][:, pixels][:, :, pixels] / 16.0).astype(np.float32)
     images = np.repeat(gray[:, None], 3, axis=1)
+    relabel = {digit: i for i, digit in enumerate(classes)}
     features = datasets.Features(
         {
             "image": datasets.Array3D(shape=(3, size, size), dtype="float32"),
-            "label": datasets.ClassLabel(names=[str(d) for d in range(10)]),
+            "label": datasets.ClassLabel(names=[str(d) for d in classes]),
         }
     )
-    return datasets.Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
+    labels = [relabel[int(y)] for y in digits.target[keep]]
+    return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
 
 
 def make_clients(

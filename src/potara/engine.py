@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
@@ -16,11 +17,11 @@ from . import data as data_mod
 from .adapters import export_peft_dir, get_state, set_state
 from .causal_lm import encode_prompt_target
 from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
-from .config import RunConfig
-from .encoding import encode_text
+from .config import ModelConfig, RunConfig
+from .encoding import Encoded, encode_images, encode_text
 from .federation import RoundLog, run_rounds
 from .methods import Method, resolve
-from .models import load_peft_model, load_tokenizer, resolve_device
+from .models import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
 from .taskvec import AdapterState
@@ -59,6 +60,8 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
         load_fn = prompts.local_loader(d.suite_dir) if d.suite_dir else prompts.hub_loader
         tasks = prompts.suite_tasks(d.source)
         ds = prompts.load_suite(tasks, max_per_task=d.max_per_task, seed=cfg.seed, load_fn=load_fn)
+    elif d.source == "digits":
+        ds = data_mod.load_digits_images(size=8, classes=data_mod.FEDERATED_DIGITS)
     elif d.source.startswith("hf:"):
         ds = data_mod.load_hf_dataset(
             d.source[3:], d.split, text_column=d.text_column, label_column=d.label_column, config_name=d.hf_config
@@ -74,10 +77,26 @@ def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:
 
 
 def encode_clients(cfg: RunConfig, fed_data: data_mod.FederatedData) -> list[ClientSplits]:
-    tokenizer = load_tokenizer(cfg.model)
-    encode = encode_prompt_target if cfg.model.task == "causal_lm" else encode_text
-    enc = lambda split: encode(tokenizer, split, cfg.model.max_length)  # noqa: E731
+    enc = split_encoder(cfg.model, fed_data.input_column)
     return [ClientSplits(c.name, enc(c.train), enc(c.val), enc(c.test)) for c in fed_data.clients]
+
+
+def split_encoder(model: ModelConfig, input_column: str) -> Callable[[datasets.Dataset], Encoded]:
+    """Tokenizer for a text model or a causal LM, image processor for an image model; the data's input must
+    match the model."""
+    task = model_task(model)
+    expected = {"image": "image", "causal_lm": "prompt"}.get(task, "text")
+    if input_column != expected:
+        raise ValueError(
+            f"model '{model.name}' (model.task {task}) reads '{expected}' inputs but the data's input column is "
+            f"'{input_column}'; pick a model for that data, or data for that model"
+        )
+    if task == "image":
+        processor = load_image_processor(model)
+        return lambda split: encode_images(processor, split)
+    tokenizer = load_tokenizer(model)
+    encode = encode_prompt_target if task == "causal_lm" else encode_text
+    return lambda split: encode(tokenizer, split, model.max_length)
 
 
 def strategy_for(cfg: RunConfig) -> FedAvg:

@@ -106,15 +106,16 @@ def model_fisher(
 
 def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], samples: int, generator) -> int:
     """Backpropagate sampled-label log-likelihoods; per-token labels (causal LM) sample every target position."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits.float()
     examples = int(logits.shape[0])
     labels = batch.get("labels")
     if labels is not None and labels.dim() == 2:  # the logits at t predict token t+1; only target tokens count
-        logits = logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
-    probs = logits.softmax(-1).detach()
+        logits = logits[:, :-1][labels[:, 1:].to(device) != IGNORE_INDEX]
+    probs = logits.softmax(-1).detach().cpu()  # drawn on the CPU generator, on any device
     for s in range(samples):
-        drawn = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(device)
         loss = nn.functional.cross_entropy(logits, drawn, reduction="sum")
         loss.backward(retain_graph=s < samples - 1)
     model.zero_grad(set_to_none=True)
@@ -126,12 +127,11 @@ def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[
     for group, probe in probes.items():
         if group in extra_groups:
             for key in extra_groups[group]:
-                fisher[key] = (probe.bias if key.endswith("bias") else probe.weight) / total
+                fisher[key] = ((probe.bias if key.endswith("bias") else probe.weight) / total).cpu()
         elif probe.exact:
-            fisher[group] = probe.weight / total
+            fisher[group] = (probe.weight / total).cpu()
         else:
-            fisher[group] = (probe.g_sq / total, probe.x_sq / total)
-    fisher = {k: tuple(p.cpu() for p in v) if isinstance(v, tuple) else v.cpu() for k, v in fisher.items()}
+            fisher[group] = ((probe.g_sq / total).cpu(), (probe.x_sq / total).cpu())
     for key, value in fisher.items():
         parts = value if isinstance(value, tuple) else (value,)
         if not all(torch.isfinite(p).all() for p in parts):

@@ -97,7 +97,7 @@ def _descend(
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
         for batch in data.batches(budget.batch_size, generator):
-            loss = loss_of(batch)
+            loss = loss_of(on_device(batch, model))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -123,6 +123,12 @@ def _proximal_term(params: dict[str, nn.Parameter], prox: Proximal) -> Tensor:
     return 0.5 * prox.mu * sum((p - prox.anchor[n]).pow(2).sum() for n, p in params.items() if n in prox.anchor)
 
 
+def on_device(batch: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """The batch on the model's device (a no-op on CPU)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 @dataclass(frozen=True)
 class Evaluation:
     loss: float
@@ -136,7 +142,8 @@ def predict(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
     model.eval()
     order = torch.argsort(data.lengths, stable=True) if data.lengths is not None else torch.arange(len(data))
     sorted_data = data.subset(order)
-    out = [model(**{k: v for k, v in b.items() if k != "labels"}).logits.float() for b in sorted_data.batches(batch_size)]
+    batches = sorted_data.batches(batch_size)
+    out = [model(**on_device({k: v for k, v in b.items() if k != "labels"}, model)).logits.float().cpu() for b in batches]
     if not out:
         return torch.empty(0)
     logits = torch.cat(out)
