@@ -144,6 +144,7 @@ def personalize(
                 ev = score(choice.logits(split.test), split.test.tensors["labels"])
             else:
                 ev = session.evaluate(choice.states, choice.weights, split.test)
+            timers.add(f"method:{method.name}", time.perf_counter() - began)
             if export_dir is not None and method.name == "potara":
                 export_peft_dir(model, session.merged(choice.states, choice.weights), export_dir / split.name)
             out[method.name].append(
@@ -224,6 +225,7 @@ def run(
     timing = {
         "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("fisher") if _uses_fisher(cfg) else 0.0,
         "mixing_s": timers.mean("mixing"), "federation_s": fed_seconds,
+        "methods_s": {m.name: round(timers.seconds[f"method:{m.name}"], 2) for m in methods},
     }
     return RunResult(results, _joined_records(feds), timing)
 
