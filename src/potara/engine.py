@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from . import data as data_mod
-from .adapters import export_peft_dir, get_state, set_state
+from .adapters import as_received, export_peft_dir, get_state, set_state
 from .client import ClientSession, ClientSplits, SessionSettings, Timers
 from .config import RunConfig
 from .encoding import encode_text
@@ -45,7 +45,7 @@ class MethodResult:
 class RunResult:
     methods: dict[str, MethodResult]
     rounds: list[dict]
-    timing: dict[str, float]
+    timing: dict[str, float | dict[str, float]]
     lambdas_at: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -97,7 +97,9 @@ def personalize(
     methods: list[Method], settings: SessionSettings, timers: Timers, desc: str = "personalize",
     export_dir: Path | None = None,
 ) -> dict[str, list[dict]]:
-    """Every method on every client; potara-style methods first so their timing sees a cold cache."""
+    """Every method on every client; potara-style methods first so their timing sees a cold cache.
+    ``timers`` gets ``method:<name>``: the seconds of each method's choice and evaluation (the shared local
+    training is ``local_epoch``)."""
     ordered = sorted(methods, key=lambda m: not m.estimates_lambda)
     out: dict[str, list[dict]] = {m.name: [] for m in methods}
     for split in tqdm(clients, desc=desc, leave=False):
@@ -112,6 +114,7 @@ def personalize(
             if method.name == "potara":
                 timers.add("mixing", time.perf_counter() - began)
             ev = session.evaluate(choice.states, choice.weights, split.test)
+            timers.add(f"method:{method.name}", time.perf_counter() - began)
             if export_dir is not None and method.name == "potara":
                 export_peft_dir(model, session.merged(choice.states, choice.weights), export_dir / split.name)
             out[method.name].append(
@@ -136,16 +139,20 @@ def run(
     pretrained = get_state(model)
     resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
     settings, timers = session_settings(cfg), Timers()
-    federated = [m for m in methods if m.federated]
+    intermediate = _intermediate_methods(cfg, methods)
+    dtype = cfg.fed.payload_dtype
     rounds_log: list[dict] = list(resumed.records) if resumed else []
     totals = dict(resumed.totals) if resumed else {"up": 0, "down": 0}
 
     def on_round(entry: RoundLog, state: AdapterState) -> None:
         totals["up"] += entry.bytes_up
         totals["down"] += entry.bytes_down
-        record = _round_record(model, clients, state, entry, totals, cfg)
+        record = _round_record(model, clients, as_received(state, dtype), entry, totals, cfg)
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
-            per = personalize(model, clients, state, pretrained, federated, settings, Timers(), f"round {entry.round}")
+            per = personalize(
+                model, clients, as_received(state, dtype), pretrained, intermediate, settings, Timers(),
+                f"round {entry.round}",
+            )
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
         record.update(entry.extra)
         rounds_log.append(record)
@@ -160,10 +167,12 @@ def run(
         rounds=cfg.fed.rounds, fraction=cfg.fed.fraction,
         budget=fed_budget(cfg),
         seed=cfg.seed, start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation,
-        on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False),
+        on_round=on_round, progress=lambda it, desc: tqdm(it, desc=desc, leave=False), payload_dtype=dtype,
     )
     fed_seconds = time.perf_counter() - began
-    per = personalize(model, clients, fed_state, pretrained, methods, settings, timers, export_dir=export_dir)
+    per = personalize(
+        model, clients, as_received(fed_state, dtype), pretrained, methods, settings, timers, export_dir=export_dir
+    )
     results = {}
     for m in methods:
         results[m.name] = MethodResult(
@@ -173,8 +182,16 @@ def run(
     timing = {
         "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("fisher") if _uses_fisher(cfg) else 0.0,
         "mixing_s": timers.mean("mixing"), "federation_s": fed_seconds,
+        "method_s": {m.name: timers.seconds[f"method:{m.name}"] for m in methods},
     }
     return RunResult(results, rounds_log, timing)
+
+
+def _intermediate_methods(cfg: RunConfig, methods: list[Method]) -> list[Method]:
+    """The federated methods personalized at intermediate rounds: those of ``fed.eval_methods`` this run
+    has, or every federated one when it is unset."""
+    wanted = cfg.fed.eval_methods
+    return [m for m in methods if m.federated and (wanted is None or m.name in wanted)]
 
 
 def _uses_fisher(cfg: RunConfig) -> bool:

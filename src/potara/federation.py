@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -30,12 +31,12 @@ class ClientUpdate:
 
 
 def client_step(
-    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int
+    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int, dtype: str = "fp32"
 ) -> ClientUpdate:
-    """Receive the global adapter, train it on local data, return the serialized update."""
+    """Receive the global adapter, train it (in fp32) on local data, return the update serialized in ``dtype``."""
     set_state(model, deserialize(payload, "server"))
     loss = train(model, data, budget, torch.Generator().manual_seed(seed))
-    return ClientUpdate(client, serialize(get_state(model)), len(data), loss)
+    return ClientUpdate(client, serialize(get_state(model), dtype), len(data), loss)
 
 
 @dataclass
@@ -113,18 +114,21 @@ def run_rounds(
     limits: ValidationConfig | None = None,
     on_round: Callable[[RoundLog, AdapterState], None] | None = None,
     progress: Callable | None = None,
+    payload_dtype: str = "fp32",
 ) -> AdapterState:
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
     from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
-    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped."""
-    state, limits = initial, limits or ValidationConfig()
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped.
+    Both directions travel in ``payload_dtype`` (which validation then accepts); aggregation is in fp32."""
+    state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
-        down = serialize(state)
+        down = serialize(state, payload_dtype)
         expect, screened, sent = Expectation.of(state), Screened(), []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
-            update = client_step(model, name, down, clients[name], budget, client_seed(seed, r, i))
+            seed_i = client_seed(seed, r, i)
+            update = client_step(model, name, down, clients[name], budget, seed_i, payload_dtype)
             admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
         outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")
@@ -132,6 +136,11 @@ def run_rounds(
         if on_round:
             on_round(_round_log(r, chosen, down, sent, outcome), state)
     return state
+
+
+def accepting(limits: ValidationConfig, dtype: str) -> ValidationConfig:
+    """``limits`` with the configured wire dtype added to the dtypes an update may use."""
+    return limits if dtype in limits.dtypes else dataclasses.replace(limits, dtypes=[*limits.dtypes, dtype])
 
 
 @dataclass(frozen=True)
