@@ -14,7 +14,7 @@ from potara.cli import main
 from potara.communication import Reach, analyse
 from potara.config import ConfigError
 
-TINY_METHODS = ["local", "fedit", "oracle_val", "potara"]
+TINY_METHODS = ["local", "fedit", "potara"]
 
 
 def tiny_suite(tiny_model_dir, synthetic_csv) -> dict:
@@ -168,3 +168,11 @@ def test_wrong_payload_dtype_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "fed.payload_dtype must be one of fp32, bf16, fp16, got 'float8'" in err
+
+
+def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
+    pytest.importorskip("flwr")
+    from potara.flower.settings import from_run_config
+
+    with pytest.raises(ConfigError, match="fed.payload_dtype=bf16 is not supported by the Flower app"):
+        from_run_config({"overrides": "fed.payload_dtype=bf16"})

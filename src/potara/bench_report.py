@@ -94,7 +94,7 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
 def communication_table(cells: dict[str, list[Cell]]) -> str:
     """Per setting and seed: rounds and bytes Potara and FedIT need to reach FedIT's final accuracy."""
     lines = [
-        "## Communication: rounds (and MB, up + down) to reach FedIT's final personalized accuracy",
+        "## Communication: rounds (and cumulative bytes, up + down) to reach FedIT's final personalized accuracy",
         "",
         "One entry per seed. Potara is personalized after every round (`fed.eval_every`, `fed.eval_methods`).",
         "",
@@ -118,7 +118,7 @@ def communication_table(cells: dict[str, list[Cell]]) -> str:
 
 
 def _reach(reach: Reach) -> str:
-    return "never" if reach.round is None else f"r{reach.round} ({reach.cum_bytes / 1e6:.2f} MB)"
+    return "never" if reach.round is None else f"r{reach.round} ({_size(reach.cum_bytes)})"
 
 
 def _avg(values: list[float]) -> float:
@@ -131,6 +131,8 @@ def _pm(values: list[float], digits: int = 3) -> str:
 
 
 def _size(nbytes: float) -> str:
+    if not nbytes:
+        return "0"
     return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
 
 

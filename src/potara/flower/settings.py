@@ -72,3 +72,8 @@ def _check(settings: FlowerSettings) -> None:
         raise ConfigError("round-timeout and wait-nodes-timeout must be > 0 seconds")
     if settings.evaluate_every < 0:
         raise ConfigError("evaluate-every must be >= 0")
+    if settings.run.fed.payload_dtype != "fp32":
+        raise ConfigError(
+            f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app: its ArrayRecords "
+            "carry fp32 arrays (Flower converts tensors through NumPy, which has no bfloat16); use fp32 here"
+        )
