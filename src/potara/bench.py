@@ -145,6 +145,8 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
     from . import engine, reporting
 
     where.parent.mkdir(parents=True, exist_ok=True)
+    for stale in where.parent.glob(f".{where.name}.tmp-*"):  # left by a killed bench
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.tmp-", dir=where.parent))
     try:
         began = time.perf_counter()
