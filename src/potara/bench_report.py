@@ -96,7 +96,8 @@ def communication_table(cells: dict[str, list[Cell]]) -> str:
     lines = [
         "## Communication: rounds (and cumulative bytes, up + down) to reach FedIT's final personalized accuracy",
         "",
-        "One entry per seed. Potara is personalized after every round (`fed.eval_every`, `fed.eval_methods`).",
+        "One entry per seed. Potara's accuracy at intermediate rounds is measured where the cells personalize it "
+        "(`fed.eval_every: 1`, `fed.eval_methods: [potara]`); '–': not measured.",
         "",
         "| setting | R | target (FedIT final) | FedIT reaches | Potara reaches | Potara @ ⌈R/4⌉ | Potara @ ⌈R/2⌉ |",
         "|---|---|---|---|---|---|---|",
