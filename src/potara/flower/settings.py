@@ -74,6 +74,6 @@ def _check(settings: FlowerSettings) -> None:
         raise ConfigError("evaluate-every must be >= 0")
     if settings.run.fed.payload_dtype != "fp32":
         raise ConfigError(
-            f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app: its ArrayRecords "
-            "carry fp32 arrays (Flower converts tensors through NumPy, which has no bfloat16); use fp32 here"
+            f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app, which sends fp32 "
+            "ArrayRecords only (Flower's arrays go through NumPy, which has no bfloat16); use fp32 here"
         )
