@@ -38,8 +38,8 @@ def test_same_seed_same_adapter_bytes_and_summary_another_seed_another_adapter(c
 def test_a_client_sending_nan_is_rejected_every_round_and_the_run_completes(cfg, tmp_path, monkeypatch):
     honest_step = federation.client_step
 
-    def poisoned_step(model, client, payload, data, budget, seed, **recipe_and_kept):
-        update = honest_step(model, client, payload, data, budget, seed, **recipe_and_kept)
+    def poisoned_step(model, client, payload, data, budget, seed, dtype="fp32", **recipe_and_kept):
+        update = honest_step(model, client, payload, data, budget, seed, dtype, **recipe_and_kept)
         if client == "client_01":
             state = deserialize(update.payload, client)
             state = {k: v * math.nan for k, v in state.items()}

@@ -55,6 +55,11 @@ def deserialize(payload: bytes, client: str = "?") -> AdapterState:
     return state
 
 
+def as_received(state: AdapterState, dtype: str) -> AdapterState:
+    """``state`` as a client holds it after a download in ``dtype``: rounded to the wire dtype, back in fp32."""
+    return state if dtype == "fp32" else deserialize(serialize(state, dtype), "server")
+
+
 def export_peft_dir(model: PeftModel, state: AdapterState, out_dir: str | Path) -> Path:
     """Write ``state`` (an exact merge, rank 2r, scale 1) as a standard PEFT adapter directory, atomically."""
     out_dir = Path(out_dir)

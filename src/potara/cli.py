@@ -44,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--num-labels", type=int, default=None, help="classifier size (default: from the adapter)")
     merge.add_argument("--max-length", type=int, default=48)
     merge.set_defaults(func=cmd_merge)
+    bench = sub.add_parser("bench", help="methods × settings × seeds from a suite; resumable; writes report.md")
+    bench.add_argument("--suite", default="offline", help="packaged suite name (offline, precision) or a YAML path")
+    bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
+    bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")
+    bench.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings")
+    bench.add_argument("--methods", help="comma-separated methods instead of the suite's")
+    bench.add_argument("--report-only", action="store_true", help="only aggregate the finished cells")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -163,6 +172,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     print(f"λ (federated weight) = {lam['lambda']:.3f}; merged adapter in {out}/adapter")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import load_suite, run_suite
+    from .bench_report import write_report
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    suite = load_suite(args.suite).narrowed(args.seeds, args.only, methods)
+    out = Path(args.out or f"runs/bench-{suite.name}")
+    if args.report_only:
+        if not (out / "cells").is_dir():
+            raise FileNotFoundError(f"no bench cells in '{out}' (looked for '{out / 'cells'}')")
+    else:
+        ran, skipped = run_suite(suite, out, args.set)
+        print(f"{ran} cell(s) run, {skipped} already done")
+    print(write_report(out, suite))
+    print(f"wrote {out}/report.md, {out}/plots/")
     return 0
 
 

@@ -17,6 +17,7 @@ ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
+PAYLOAD_DTYPES = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,8 @@ class FedConfig:
     batch_size: int = 16
     aggregation: str = "factors"  # "factors" (FedIT) or "product" (exact FedAvg of B·A, re-factorized)
     eval_every: int = 0  # personalize every k rounds as well as at the end (0: only at the end)
+    eval_methods: list[str] | None = None  # methods personalized at those rounds (None: every federated one)
+    payload_dtype: str = "fp32"  # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16
 
 
 @dataclass
@@ -196,21 +199,27 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
         except yaml.YAMLError as err:
             raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {err}") from err
     for item in overrides:
-        _apply_override(values, item)
+        apply_override(values, item)
     return from_dict(values)
 
 
-def _apply_override(values: dict[str, Any], item: str) -> None:
+def apply_override(values: dict[str, Any], item: str) -> None:
+    """Apply one ``--set key=value`` to a nested config dict."""
     if "=" not in item:
         raise ConfigError(f"--set expects key=value, got '{item}'")
     key, raw = item.split("=", 1)
+    set_key(values, key, _parse_value(raw))
+
+
+def set_key(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` (``fed.rounds``) in a nested config dict."""
     parts = key.strip().split(".")
     node = values
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
-    node[parts[-1]] = _parse_value(raw)
+    node[parts[-1]] = value
 
 
 def _parse_value(raw: str) -> Any:
@@ -227,6 +236,10 @@ def validate(cfg: RunConfig) -> None:
     _check(0 < cfg.fed.fraction <= 1, f"fed.fraction must be in (0, 1], got {cfg.fed.fraction}")
     _check(cfg.fed.rounds >= 1, "fed.rounds must be >= 1")
     _check(cfg.fed.aggregation in ("factors", "product"), "fed.aggregation must be 'factors' or 'product'")
+    _check(
+        cfg.fed.payload_dtype in PAYLOAD_DTYPES,
+        f"fed.payload_dtype must be one of {', '.join(PAYLOAD_DTYPES)}, got '{cfg.fed.payload_dtype}'",
+    )
     _check(cfg.local.init in ("federated", "pretrained"), "local.init must be 'federated' or 'pretrained'")
     _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
@@ -239,7 +252,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.peers.feddpa_levels >= 2, f"peers.feddpa_levels must be >= 2, got {cfg.peers.feddpa_levels}")
     _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")
     _check(
-        bool(cfg.validation.dtypes) and all(d in ("fp32", "bf16", "fp16") for d in cfg.validation.dtypes),
+        bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
         "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
     )
 

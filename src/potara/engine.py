@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, prompts
 from . import data as data_mod
-from .adapters import export_peft_dir, get_state, set_state
+from .adapters import as_received, export_peft_dir, get_state, set_state
 from .causal_lm import encode_prompt_target
 from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .config import ModelConfig, RunConfig
@@ -48,7 +48,7 @@ class MethodResult:
 class RunResult:
     methods: dict[str, MethodResult]
     rounds: list[dict]
-    timing: dict[str, float]
+    timing: dict[str, float | dict[str, float]]
     lambdas_at: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
@@ -124,7 +124,9 @@ def personalize(
     export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None,
 ) -> dict[str, list[dict]]:
     """Every method on every client; potara-style methods first so their timing sees a cold cache.
-    ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client)."""
+    ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client).
+    ``timers`` gets ``method:<name>``: the seconds of each method's choice and evaluation (the shared local
+    training is ``local_epoch``)."""
     ordered = sorted(methods, key=lambda m: not m.estimates_lambda)
     out: dict[str, list[dict]] = {m.name: [] for m in methods}
     for split in tqdm(clients, desc=desc, leave=False):
@@ -189,13 +191,17 @@ def run(
     pretrained = get_state(model)
     settings, timers = session_settings(cfg), Timers()
     fedit_methods = [m for m in methods if m.federation is FEDIT]
-    federated = [m for m in fedit_methods if m.federated]
+    intermediate = _intermediate_methods(cfg, fedit_methods)
     peers = list(dict.fromkeys(m.federation for m in methods if m.federation is not FEDIT))
+    dtype = cfg.fed.payload_dtype
 
     def fedit_record(entry: RoundLog, fed: Federated) -> dict:
         record = _round_record(model, clients, fed, entry, cfg, "fedit_mean_acc")
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
-            per = personalize(model, clients, fed.state, pretrained, federated, settings, Timers(), f"round {entry.round}")
+            per = personalize(
+                model, clients, as_received(fed.state, dtype), pretrained, intermediate, settings, Timers(),
+                f"round {entry.round}",
+            )
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
         return record
 
@@ -209,11 +215,12 @@ def run(
         feds[recipe.name] = _federate(recipe, model, clients, pretrained, cfg, peer_record, None, where)
     fed_seconds = time.perf_counter() - began
     per = personalize(
-        model, clients, feds[FEDIT.name].state, pretrained, fedit_methods, settings, timers, export_dir=export_dir
+        model, clients, as_received(feds[FEDIT.name].state, dtype), pretrained, fedit_methods, settings, timers,
+        export_dir=export_dir,
     )
     for recipe in peers:
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
-        fed_of = {c.name: fed.of(c.name) for c in clients}
+        fed_of = {c.name: as_received(fed.of(c.name), dtype) for c in clients}
         per.update(personalize(model, clients, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
     results = {}
     for m in methods:
@@ -225,9 +232,16 @@ def run(
     timing = {
         "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("fisher") if _uses_fisher(cfg) else 0.0,
         "mixing_s": timers.mean("mixing"), "federation_s": fed_seconds,
-        "methods_s": {m.name: round(timers.seconds[f"method:{m.name}"], 2) for m in methods},
+        "method_s": {m.name: round(timers.seconds[f"method:{m.name}"], 2) for m in methods},
     }
     return RunResult(results, _joined_records(feds), timing)
+
+
+def _intermediate_methods(cfg: RunConfig, methods: list[Method]) -> list[Method]:
+    """The federated methods personalized at intermediate rounds: those of ``fed.eval_methods`` this run
+    has, or every federated one when it is unset."""
+    wanted = cfg.fed.eval_methods
+    return [m for m in methods if m.federated and (wanted is None or m.name in wanted)]
 
 
 def _uses_fisher(cfg: RunConfig) -> bool:
@@ -272,6 +286,7 @@ def _federate(
         rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=fed_budget(cfg), seed=cfg.seed,
         start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
         progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe, kept=fed.kept,
+        payload_dtype=cfg.fed.payload_dtype,
     )
     return fed
 
@@ -293,7 +308,7 @@ def _round_record(
     """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split."""
     accs = []
     for c in clients:
-        set_state(model, fed.of(c.name))
+        set_state(model, as_received(fed.of(c.name), cfg.fed.payload_dtype))
         accs.append(evaluate_split(model, c.test, cfg.eval_batch_size, cfg.model.max_new_tokens).acc)
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -32,15 +33,15 @@ class ClientUpdate:
 
 
 def client_step(
-    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int,
+    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int, dtype: str = "fp32",
     *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
 ) -> ClientUpdate:
-    """Receive the global tensors, join the client's ``kept`` ones, train what ``recipe`` trains on local data;
-    return the serialized tensors that travel and, apart, those that stay."""
+    """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
+    local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay."""
     set_state(model, {**(kept or {}), **deserialize(payload, "server")})
     loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
     sent, stays = recipe.split(get_state(model))
-    return ClientUpdate(client, serialize(sent), len(data), loss, stays)
+    return ClientUpdate(client, serialize(sent, dtype), len(data), loss, stays)
 
 
 @dataclass
@@ -120,6 +121,7 @@ def run_rounds(
     progress: Callable | None = None,
     recipe: FedIT = FEDIT,
     kept: dict[str, AdapterState] | None = None,
+    payload_dtype: str = "fp32",
 ) -> AdapterState:
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
@@ -127,15 +129,18 @@ def run_rounds(
     continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped.
 
     ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
-    tensors) what stays on each client, updated in place after each of its rounds."""
-    state, limits, kept = initial, limits or ValidationConfig(), {} if kept is None else kept
+    tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
+    ``payload_dtype`` (which validation then accepts); aggregation is in fp32."""
+    state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
+    kept = {} if kept is None else kept
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
-        down = serialize(state)
+        down = serialize(state, payload_dtype)
         expect, screened, sent = Expectation.of(state), Screened(), []
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             update = client_step(
-                model, name, down, clients[name], budget, client_seed(seed, r, i), recipe=recipe, kept=kept.get(name)
+                model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,
+                recipe=recipe, kept=kept.get(name),
             )
             if update.kept:
                 kept[name] = update.kept
@@ -146,6 +151,11 @@ def run_rounds(
         if on_round:
             on_round(_round_log(r, chosen, down, sent, outcome), state)
     return state
+
+
+def accepting(limits: ValidationConfig, dtype: str) -> ValidationConfig:
+    """``limits`` with the configured wire dtype added to the dtypes an update may use."""
+    return limits if dtype in limits.dtypes else dataclasses.replace(limits, dtypes=[*limits.dtypes, dtype])
 
 
 @dataclass(frozen=True)

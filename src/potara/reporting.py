@@ -72,10 +72,12 @@ def _scalar(lam: float | dict | list) -> float:
     return float(lam)
 
 
-def write_outputs(out_dir: str | Path, summary_: dict[str, Any], rounds: list[dict]) -> None:
+def write_outputs(out_dir: str | Path, summary_: dict[str, Any], rounds: list[dict], plots: bool = True) -> None:
     out = Path(out_dir)
     atomic_write(out / "summary.json", json.dumps(_finite(summary_), indent=2))
     atomic_write(out / "rounds.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in rounds))
+    if not plots:
+        return
     plot_accuracy_vs_bytes(summary_, rounds, out / "accuracy_vs_bytes.png")
     plot_lambda_vs_size(summary_, out / "lambda_vs_train_size.png")
 
@@ -91,7 +93,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG file, written atomically."""
     import io
 
     buf = io.BytesIO()
@@ -123,7 +126,7 @@ def plot_accuracy_vs_bytes(summary_: dict[str, Any], rounds: list[dict], path: P
     ax.set_xlim(left=-0.02 * max(final_x, 1e-9))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -146,5 +149,5 @@ def plot_lambda_vs_size(summary_: dict[str, Any], path: Path) -> None:
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)

@@ -80,3 +80,8 @@ def _check(settings: FlowerSettings) -> None:
             f"method(s) {', '.join(own)} need their own federation, which only the embedded engine runs: "
             "use `potara run`, or drop them from methods"
         )
+    if settings.run.fed.payload_dtype != "fp32":
+        raise ConfigError(
+            f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app, which sends fp32 "
+            "ArrayRecords only (Flower's arrays go through NumPy, which has no bfloat16); use fp32 here"
+        )

@@ -32,10 +32,14 @@ def available(cfg: RunConfig) -> dict:
 
 
 def resolve(cfg: RunConfig) -> list[Method]:
+    """The configured methods; an unknown name in ``methods`` or ``fed.eval_methods`` is an error."""
     builders = available(cfg)
     unknown = [m for m in cfg.methods if m not in builders]
     if unknown:
         raise ConfigError(f"unknown method '{unknown[0]}'; available: {', '.join(sorted(builders))}")
+    unknown = [m for m in cfg.fed.eval_methods or [] if m not in builders]
+    if unknown:
+        raise ConfigError(f"fed.eval_methods names unknown method '{unknown[0]}'; available: {', '.join(sorted(builders))}")
     return [builders[m](cfg) for m in cfg.methods]
 
 

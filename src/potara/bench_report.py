@@ -1,0 +1,198 @@
+"""The report of a bench run: per-setting tables (mean ± std over seeds), the communication table, plots."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bench import Suite, cell_dir
+from .communication import FEDIT, Reach, analyse, curve
+from .reporting import atomic_write, save_png
+
+BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
+
+
+@dataclass(frozen=True)
+class Cell:
+    seed: int
+    summary: dict
+    rounds: list[dict]
+
+    @property
+    def methods(self) -> dict[str, dict]:
+        return self.summary["methods"]
+
+
+def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
+    """The finished cells of every setting of ``suite`` under ``out`` (missing ones are left out)."""
+    cells: dict[str, list[Cell]] = {}
+    for setting in suite.settings:
+        cells[setting] = []
+        for seed in suite.seeds:
+            where = cell_dir(out, setting, seed)
+            if (where / "summary.json").is_file():
+                rounds = [json.loads(x) for x in (where / "rounds.jsonl").read_text().splitlines() if x.strip()]
+                cells[setting].append(Cell(seed, json.loads((where / "summary.json").read_text()), rounds))
+    return cells
+
+
+def write_report(out: Path, suite: Suite) -> str:
+    """Aggregate the cells into ``out/report.md`` and ``out/plots/<setting>.*.png``; return the markdown."""
+    cells = load_cells(out, suite)
+    parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
+    for setting, group in cells.items():
+        parts.append(setting_table(setting, group, suite))
+        if group:
+            plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
+            plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
+    parts.append(communication_table(cells))
+    text = "\n\n".join(parts) + "\n"
+    atomic_write(out / "report.md", text)
+    return text
+
+
+def method_order(group: list[Cell], order: list[str]) -> list[str]:
+    """The methods the cells have: in ``order`` first, then any others by name."""
+    present = {name for cell in group for name in cell.methods}
+    return [m for m in order if m in present] + sorted(present - set(order))
+
+
+def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
+    """Mean ± std over seeds of mean and worst-client accuracy; bytes; each method's own personalization time."""
+    missing = [s for s in suite.seeds if s not in {c.seed for c in group}]
+    head = f"## {setting}\n\nseeds {', '.join(str(c.seed) for c in group) or 'none'}"
+    head += f" (missing: {', '.join(map(str, missing))})" if missing else ""
+    if not group:
+        return head
+    lines = [
+        head, "",
+        "| method | mean acc | worst acc | bytes up | bytes down | personalize s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in method_order(group, suite.methods):
+        rows = [c.methods[name] for c in group if name in c.methods]
+        own = [c.summary["timing"].get("method_s", {}).get(name) for c in group if name in c.methods]
+        lines.append(
+            f"| {name} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
+            f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
+            f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
+        )
+    timing = [c.summary["timing"] for c in group]
+    lines += [
+        "",
+        f"cell wall time {_pm([t.get('wall_s', 0.0) for t in timing], 0)} s, shared by every method "
+        f"(federation {_avg([t['federation_s'] for t in timing]):.0f} s; local training "
+        f"{_avg([t['local_epoch_s'] for t in timing]):.2f} s per client-epoch). `personalize s`: a method's own "
+        "choice and evaluation over all clients, on top of the shared local adapter.",
+    ]
+    return "\n".join(lines)
+
+
+def communication_table(cells: dict[str, list[Cell]]) -> str:
+    """Per setting and seed: rounds and bytes Potara and FedIT need to reach FedIT's final accuracy."""
+    lines = [
+        "## Communication: rounds (and cumulative bytes, up + down) to reach FedIT's final personalized accuracy",
+        "",
+        "One entry per seed. Potara's accuracy at intermediate rounds is measured where the cells personalize it "
+        "(`fed.eval_every: 1`, `fed.eval_methods: [potara]`); '–': not measured.",
+        "",
+        "| setting | R | target (FedIT final) | FedIT reaches | Potara reaches | Potara @ ⌈R/4⌉ | Potara @ ⌈R/2⌉ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setting, group in cells.items():
+        usable = [c for c in group if "potara" in c.methods and FEDIT in c.methods and c.rounds]
+        if not usable:
+            continue
+        found = [analyse(c.rounds, "potara", c.methods["potara"]["mean_acc"]) for c in usable]
+        quarter = [f.at_quarter[1] for f in found if f.at_quarter[1] is not None]
+        half = [f.at_half[1] for f in found if f.at_half[1] is not None]
+        lines.append(
+            f"| {setting} | {found[0].rounds} | {_pm([f.target for f in found])} "
+            f"| {', '.join(_reach(f.fedit) for f in found)} | {', '.join(_reach(f.method) for f in found)} "
+            f"| r{found[0].at_quarter[0]}: {_pm(quarter) if quarter else '–'} "
+            f"| r{found[0].at_half[0]}: {_pm(half) if half else '–'} |"
+        )
+    return "\n".join(lines)
+
+
+def _reach(reach: Reach) -> str:
+    return "never" if reach.round is None else f"r{reach.round} ({_size(reach.cum_bytes)})"
+
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _pm(values: list[float], digits: int = 3) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{_avg(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def _size(nbytes: float) -> str:
+    if not nbytes:
+        return "0"
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:
+    """(cumulative MB, accuracy) per round, each the mean over the seeds that measured that round."""
+    by_round: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for cell in group:
+        if name in cell.methods:
+            for p in curve(cell.rounds, name, cell.methods[name]["mean_acc"]):
+                by_round[p.round].append((p.cum_bytes, p.acc))
+    return [
+        (_avg([b for b, _ in pts]) / 1e6, _avg([a for _, a in pts])) for _, pts in sorted(by_round.items())
+    ]
+
+
+def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], path: Path) -> None:
+    """Every method on one plot, mean over seeds: a curve where accuracy was measured per round, else a point."""
+    plt = _pyplot()
+    per_round = {FEDIT} | {name for c in group for r in c.rounds for name in r.get("methods", {})}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in method_order(group, order):
+        if name in per_round:
+            ax.plot(*zip(*mean_curve(group, name)), "o-", label=f"{name} (per round)")
+        else:
+            rows = [c.methods[name] for c in group if name in c.methods]
+            x = _avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6
+            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], "s" if name.startswith("oracle") else "^", label=name)
+    ax.set_xlabel("cumulative communication (MB, up + down)")
+    ax.set_ylabel("mean personalized test accuracy")
+    ax.set_title(f"{setting}: mean over {len(group)} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def plot_per_client(setting: str, cell: Cell, path: Path) -> None:
+    """Per-client test accuracy of potara, oracle_val, local and fedit (those the cell has), one seed."""
+    plt = _pyplot()
+    names = [m for m in BAR_METHODS if m in cell.methods]
+    clients = [r["client"] for r in cell.methods[names[0]]["per_client"]] if names else []
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(clients)), 4))
+    for i, name in enumerate(names):
+        accs = [r["acc"] for r in cell.methods[name]["per_client"]]
+        ax.bar([k + (i - (len(names) - 1) / 2) * width for k in range(len(accs))], accs, width, label=name)
+    sizes = [r["n_train"] for r in cell.methods[names[0]]["per_client"]] if names else []
+    ax.set_xticks(range(len(clients)), [f"{c}\nn={n}" for c, n in zip(clients, sizes)], fontsize=7)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{setting}: per client, seed {cell.seed}")
+    ax.legend(fontsize=7)
+    save_png(fig, path)
+    plt.close(fig)

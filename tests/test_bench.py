@@ -1,0 +1,180 @@
+"""potara bench: suite files, a tiny resumable suite, the communication analysis, payload precision."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import yaml
+
+from potara import bench, config, engine
+from potara.adapters import serialize
+from potara.cli import main
+from potara.communication import Reach, analyse
+from potara.config import ConfigError
+
+TINY_METHODS = ["local", "fedit", "potara"]
+
+
+def tiny_suite(tiny_model_dir, synthetic_csv) -> dict:
+    return {
+        "seeds": [0, 1],
+        "methods": TINY_METHODS,
+        "overrides": {
+            "model.name": str(tiny_model_dir), "data.source": str(synthetic_csv), "data.num_clients": 3,
+            "data.train_sizes": [12, 40], "data.test_size": 20, "fed.rounds": 2, "local.epochs": 2,
+            "model.max_length": 16, "lora.r": 2, "lora.alpha": 4, "threads": 1,
+            "fed.eval_every": 1, "fed.eval_methods": ["potara"],
+        },
+        "settings": {"two_classes": {"data.classes_per_client": 2}, "iid": {"data.partition": "iid"}},
+    }
+
+
+def write_suite(path, suite: dict):
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def bench_cli(args, capsys):
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_packaged_offline_suite_names_every_setting_and_method():
+    suite = bench.load_suite("offline")
+    assert len(suite.seeds) >= 3
+    assert {"classes", "dirichlet_0.1", "dirichlet_1.0", "vision_digits"} == set(suite.settings)
+    assert suite.settings["dirichlet_0.1"]["data.alpha"] == 0.1
+    assert suite.settings["vision_digits"]["data.source"] == "digits"
+    assert {"potara", "oracle_val", "ffa_lora", "fedsa_lora", "ditto", "apfl", "feddpa"} <= set(suite.methods)
+    today = suite.narrowed(only=["classes"], methods=["local", "fedit", "potara"])
+    assert bench.cell_config(today, "classes", 2).data.num_clients == 6
+    bench.check_cells(today)
+    bench.check_cells(suite)  # every cell of the whole suite is a valid config with known methods
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"rounds": 3}, "suite 's': unknown key 'rounds'"),
+        ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"settings": {"a": {"fed.nope": 1}}}, "suite 's', setting 'a': unknown config key 'fed.nope'"),
+        ({"settings": {"a": {"seed": 1}}}, "'seed' is set by the suite"),
+        ({"methods": ["fedit", "magic"]}, "setting 'a': unknown method 'magic'"),
+        ({"overrides": {"fed.payload_dtype": "fp8"}}, "fed.payload_dtype must be one of fp32, bf16, fp16"),
+        ({"overrides": {"fed.eval_methods": ["nope"]}}, "setting 'a': fed.eval_methods names unknown method 'nope'"),
+    ],
+)
+def test_suite_errors_are_clear(change, message, tmp_path):
+    raw = {"seeds": [0], "methods": ["fedit"], "settings": {"a": {}}, **change}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        bench.check_cells(bench.load_suite(str(write_suite(tmp_path / "s.yaml", raw))))
+
+
+def test_unknown_suite_and_setting(tmp_path, capsys):
+    code, _, err = bench_cli(["--suite", "nope", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "neither a file nor a packaged suite (offline, precision)" in err
+    code, _, err = bench_cli(["--suite", "offline", "--only", "cifar", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "suite 'offline' has no setting 'cifar'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_path, capsys):
+    path = write_suite(tmp_path / "tiny.yaml", tiny_suite(tiny_model_dir, synthetic_csv))
+    out = tmp_path / "out"
+    code, printed, err = bench_cli(["--suite", str(path), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "4 cell(s) run, 0 already done" in printed
+    cells = sorted(p.relative_to(out / "cells").as_posix() for p in (out / "cells").glob("*/seed-*"))
+    assert cells == ["iid/seed-0", "iid/seed-1", "two_classes/seed-0", "two_classes/seed-1"]
+    summary = json.loads((out / "cells/iid/seed-1/summary.json").read_text())
+    assert list(summary["methods"]) == TINY_METHODS and summary["config"]["seed"] == 1
+    assert set(summary["timing"]["method_s"]) == set(TINY_METHODS) and summary["timing"]["wall_s"] > 0
+    rounds = [json.loads(x) for x in (out / "cells/iid/seed-1/rounds.jsonl").read_text().splitlines()]
+    assert list(rounds[0]["methods"]) == ["potara"]  # fed.eval_methods: only potara at intermediate rounds
+
+    report = (out / "report.md").read_text()
+    assert report in printed
+    for line in ("## two_classes", "## iid", "| potara | 0.", "| local | 0.", "## Communication", "| iid | 2 |"):
+        assert line in report
+    for setting in ("two_classes", "iid"):
+        for kind in ("accuracy_vs_bytes", "per_client"):
+            assert (out / "plots" / f"{setting}.{kind}.png").stat().st_size > 1000
+
+    kept = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/seed-*/summary.json")}
+    gone = out / "cells/two_classes/seed-0"
+    for f in gone.iterdir():
+        f.unlink()
+    gone.rmdir()
+    (gone.parent / ".seed-0.tmp-killed").mkdir()  # what a bench killed mid-cell leaves behind
+    code, printed, err = bench_cli(["--suite", str(path), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "1 cell(s) run, 3 already done" in printed
+    assert (gone / "summary.json").is_file() and not (gone.parent / ".seed-0.tmp-killed").exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if gone not in p.parents)
+
+    code, _, err = bench_cli(["--suite", str(path), "--out", str(out), "--set", "fed.rounds=3"], capsys)
+    assert code == 2 and "was run with another config (fed.rounds: 2 there, 3 now)" in err
+    code, printed, _ = bench_cli(["--suite", str(path), "--out", str(out), "--report-only", "--only", "iid"], capsys)
+    assert code == 0 and "## iid" in printed and "## two_classes" not in printed
+
+
+def record(round_: int, fedit: float, potara: float | None = None, per_round: int = 100) -> dict:
+    r = {"round": round_, "cum_bytes_up": per_round * round_, "cum_bytes_down": per_round * round_,
+         "fedit_mean_acc": fedit}
+    return r if potara is None else {**r, "methods": {"potara": potara}}
+
+
+def test_communication_reached_never_and_at_round_one():
+    reached = analyse([record(1, 0.3, 0.4), record(2, 0.4, 0.45), record(3, 0.45, 0.6), record(4, 0.5)], "potara", 0.7)
+    assert reached.target == 0.5 and reached.rounds == 4
+    assert reached.fedit == Reach(4, 800) and reached.method == Reach(3, 600)
+    assert reached.at_quarter == (1, 0.4) and reached.at_half == (2, 0.45)
+
+    never = analyse([record(1, 0.5, 0.2), record(2, 0.6, 0.3), record(3, 0.7)], "potara", 0.65)
+    assert never.method == Reach(None, None) and never.fedit == Reach(3, 600)
+    assert never.at_quarter == (1, 0.2) and never.at_half == (2, 0.3)
+
+    first = analyse([record(1, 0.2, 0.9), record(2, 0.6)], "potara", 0.9)
+    assert first.method == Reach(1, 200) and first.at_quarter == (1, 0.9) and first.at_half == (1, 0.9)
+    unmeasured = analyse([record(1, 0.1), record(2, 0.3), record(3, 0.1), record(4, 0.2)], "potara", 0.1)
+    assert unmeasured.fedit == Reach(2, 400) and unmeasured.at_quarter == (1, None)
+
+
+def _data_bytes(payload: bytes) -> int:
+    """A safetensors payload's tensor bytes: everything after the 8-byte length and the JSON header."""
+    return len(payload) - 8 - struct.unpack("<Q", payload[:8])[0]
+
+
+def test_half_precision_payloads_halve_the_measured_bytes(tiny_overrides):
+    runs = {}
+    for dtype in ("fp32", "bf16", "fp16"):
+        cfg = config.load(None, tiny_overrides + ["methods=fedit,potara", "fed.rounds=1", f"fed.payload_dtype={dtype}"])
+        assert cfg.validation.dtypes == ["fp32"]  # the configured wire dtype is accepted without listing it
+        runs[dtype] = engine.run(cfg)
+    model = engine.load_peft_model(cfg.model, cfg.lora, 6, 0)
+    state = engine.get_state(model)
+    for dtype, result in runs.items():
+        assert "rejected" not in result.rounds[0]
+        assert result.methods["fedit"].bytes_up == result.methods["fedit"].bytes_down == 3 * len(serialize(state, dtype))
+        assert 0.0 < result.methods["potara"].mean_acc() <= 1.0
+    assert 2 * _data_bytes(serialize(state, "fp16")) == _data_bytes(serialize(state, "fp32"))
+    assert 2 * _data_bytes(serialize(state, "bf16")) == _data_bytes(serialize(state, "fp32"))
+    assert runs["fp16"].methods["fedit"].bytes_up < 0.7 * runs["fp32"].methods["fedit"].bytes_up
+
+
+def test_wrong_payload_dtype_is_one_clear_line(tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path / "o"), "--set", "fed.payload_dtype=float8"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "fed.payload_dtype must be one of fp32, bf16, fp16, got 'float8'" in err
+
+
+def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
+    pytest.importorskip("flwr")
+    from potara.flower.settings import from_run_config
+
+    with pytest.raises(ConfigError, match="fed.payload_dtype=bf16 is not supported by the Flower app"):
+        from_run_config({"overrides": "fed.payload_dtype=bf16"})
