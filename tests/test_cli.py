@@ -84,3 +84,8 @@ def test_merge_rejects_a_folder_that_is_not_an_adapter(tmp_path, synthetic_csv, 
     )
     assert code == 2 and "not a PEFT adapter directory" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_lone_method_is_a_one_item_list():
+    assert config.load(None, ["methods=potara"]).methods == ["potara"]
+    assert config.load(None, ["methods=potara,fedit"]).methods == ["potara", "fedit"]

@@ -163,7 +163,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 
 
 def _coerce(value: Any, default: Any, path: str) -> Any:
-    """Numbers written as YAML 1.1 strings (``5e-3``) become floats; other type mismatches are errors."""
+    """Numbers written as YAML 1.1 strings (``5e-3``) become floats, a lone string where a list goes a one-item
+    list; other type mismatches are errors."""
     if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)
@@ -173,6 +174,8 @@ def _coerce(value: Any, default: Any, path: str) -> Any:
         raise ConfigError(f"{path} must be true or false, got '{value}'")
     if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
         raise ConfigError(f"{path} must be an integer, got '{value}'")
+    if isinstance(default, list) and isinstance(value, str):
+        return [value]  # `--set methods=potara` means the one-item list
     return value
 
 
