@@ -178,7 +178,7 @@ def test_cifar_config_through_the_hub_loader(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline_hub)
     small = [
         f"model.name={random_vit(tmp_path / 'vit')}", "model.device=cpu", "data.num_clients=3", "data.test_size=10",
-        "threads=1", "fed.rounds=1", "local.epochs=1", "lora.r=2", "methods=fedit,potara",
+        "threads=1", "fed.rounds=1", "local.epochs=1", "lora.r=2", "methods=fedit,potara,ditto,apfl,feddpa",
     ]
     fed = engine.load_federated_data(config.load(ROOT / "configs" / "cifar100_vit_dirichlet.yaml", [*small, "data.alpha=1.0"]))
     assert fed.input_column == "image" and fed.label_names[:2] == ["c0", "c1"] and len(fed.clients) == 3

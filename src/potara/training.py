@@ -169,13 +169,16 @@ def state_as_params(state: AdapterState, model: nn.Module) -> dict[str, Tensor]:
 
 @torch.inference_mode()
 def base_representations(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
-    """Mean-pooled last hidden states of the frozen base model (a PEFT model with its adapters off), in order."""
+    """Mean-pooled last hidden states of the frozen base model (a PEFT model with its adapters off), in order:
+    over the unmasked tokens of text, over every position (patches) of images."""
     model.eval()
     rows = []
     with model.disable_adapter():
         for batch in data.batches(batch_size):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            inputs = on_device({k: v for k, v in batch.items() if k != "labels"}, model)
             hidden = model(**inputs, output_hidden_states=True).hidden_states[-1].float()
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+            mask = inputs.get("attention_mask")
+            mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask
+            mask = mask.unsqueeze(-1).to(hidden.dtype)
+            rows.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
     return torch.cat(rows) if rows else torch.empty(0)
