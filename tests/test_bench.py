@@ -127,6 +127,18 @@ def record(round_: int, fedit: float, potara: float | None = None, per_round: in
     return r if potara is None else {**r, "methods": {"potara": potara}}
 
 
+def test_a_failing_cell_is_reported_and_the_others_still_run(tiny_model_dir, synthetic_csv, tmp_path, capsys):
+    suite = tiny_suite(tiny_model_dir, synthetic_csv)
+    suite.update(seeds=[0], methods=["fedit"], settings={"broken": {"data.source": str(tmp_path / "gone.csv")}, "iid": {}})
+    suite["overrides"].update({"fed.rounds": 1, "fed.eval_every": 0})
+    out = tmp_path / "out"
+    code = main(["bench", "--suite", str(write_suite(tmp_path / "s.yaml", suite)), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cell broken seed 0 failed" in err and "gone.csv" in err
+    assert (out / "cells" / "iid" / "seed-0" / "summary.json").is_file()
+    assert not (out / "cells" / "broken").exists() or not any((out / "cells" / "broken").iterdir())
+
+
 def test_communication_reached_never_and_at_round_one():
     reached = analyse([record(1, 0.3, 0.4), record(2, 0.4, 0.45), record(3, 0.45, 0.6), record(4, 0.5)], "potara", 0.7)
     assert reached.target == 0.5 and reached.rounds == 4

@@ -171,13 +171,19 @@ def _first_difference(stored: Any, wanted: Any, path: str = "") -> str:
     return f"{path or 'config'}: {stored!r} there, {wanted!r} now"
 
 
-def run_suite(suite: Suite, out: Path, sets: list[str] = ()) -> tuple[int, int]:
-    """Every cell of the suite (settings × seeds), skipping finished ones; (cells run, cells skipped)."""
+def run_suite(suite: Suite, out: Path, sets: list[str] = ()) -> tuple[int, int, dict[str, str]]:
+    """Every cell of the suite (settings × seeds), skipping finished ones; a cell that fails is reported and
+    the others still run. (cells run, cells skipped, {failed cell: error})."""
     check_cells(suite, sets)
     cells = [(s, seed) for s in suite.settings for seed in suite.seeds]
-    ran = 0
+    ran, failed = 0, {}
     bar = tqdm(cells, desc=f"bench {suite.name}", unit="cell")
     for setting, seed in bar:
         bar.set_postfix_str(f"{setting} seed {seed}")
-        ran += run_cell(cell_config(suite, setting, seed, sets), cell_dir(out, setting, seed))
-    return ran, len(cells) - ran
+        try:
+            ran += run_cell(cell_config(suite, setting, seed, sets), cell_dir(out, setting, seed))
+        except ConfigError:
+            raise
+        except Exception as err:  # one broken cell must not cost the finished and the remaining ones
+            failed[f"{setting} seed {seed}"] = f"{type(err).__name__}: {err}"
+    return ran, len(cells) - ran - len(failed), failed

@@ -186,10 +186,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not (out / "cells").is_dir():
             raise FileNotFoundError(f"no bench cells in '{out}' (looked for '{out / 'cells'}')")
     else:
-        ran, skipped = run_suite(suite, out, args.set)
-        print(f"{ran} cell(s) run, {skipped} already done")
+        ran, skipped, failed = run_suite(suite, out, args.set)
+        print(f"{ran} cell(s) run, {skipped} already done, {len(failed)} failed")
     print(write_report(out, suite))
     print(f"wrote {out}/report.md, {out}/plots/")
+    if not args.report_only and failed:
+        for cell, error in failed.items():
+            print(f"potara: error: cell {cell} failed: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
