@@ -53,12 +53,16 @@ def dense_logits(model, states, weights, scale, inputs):
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
 def test_merge_is_exact_in_function_space(model, lam):
+    inputs = {"input_ids": torch.randint(0, 1000, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long)}
+    assert_merge_is_exact(model, inputs, lam)
+
+
+def assert_merge_is_exact(model, inputs: dict, lam: float) -> None:
+    """The merge adapter holding ``merge([fed, local], [λ, 1−λ])`` gives the logits of the folded weights."""
     template = get_state(model)
     fed, local = random_state(template, 1), random_state(template, 2)
-    merged = pad_rank(merge([fed, local], [lam, 1 - lam], [2.0, 2.0]), 4)
-    set_state(model, merged, MERGE_ADAPTER)
+    set_state(model, pad_rank(merge([fed, local], [lam, 1 - lam], [2.0, 2.0]), 4), MERGE_ADAPTER)
     model.set_adapter(MERGE_ADAPTER)
-    inputs = {"input_ids": torch.randint(0, 1000, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long)}
     model.eval()
     with torch.no_grad():
         got = model(**inputs).logits

@@ -11,11 +11,11 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from test_taskvec import dense_logits, random_state
+from test_taskvec import assert_merge_is_exact, random_state
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTImageProcessorPil, ViTModel
 
 from potara import config, engine, vision
-from potara.adapters import export_peft_dir, get_state, set_state
+from potara.adapters import export_peft_dir, get_state
 from potara.config import LoraSettings, ModelConfig
 from potara.data import FEDERATED_DIGITS, load_digits_images
 from potara.encoding import encode_images
@@ -88,17 +88,7 @@ def test_lora_on_vit_trains_attention_and_the_new_head(model):
 
 @pytest.mark.parametrize("lam", [0.0, 0.3])
 def test_merge_is_exact_for_a_vit(model, pretrained_dir, lam):
-    template = get_state(model)
-    fed, local = random_state(template, 1), random_state(template, 2)
-    set_state(model, pad_rank(merge([fed, local], [lam, 1 - lam], [2.0, 2.0]), 4), MERGE_ADAPTER)
-    model.set_adapter(MERGE_ADAPTER)
-    inputs = pixel_batch(pretrained_dir)
-    model.eval()
-    with torch.no_grad():
-        got = model(**inputs).logits
-        want = dense_logits(model, [fed, local], [lam, 1 - lam], 2.0, inputs)
-    model.set_adapter(TRAIN_ADAPTER)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert_merge_is_exact(model, pixel_batch(pretrained_dir), lam)
 
 
 def test_exported_adapter_loads_with_peft(model, pretrained_dir, tmp_path):
