@@ -89,3 +89,10 @@ def test_merge_rejects_a_folder_that_is_not_an_adapter(tmp_path, synthetic_csv, 
 def test_a_lone_method_is_a_one_item_list():
     assert config.load(None, ["methods=potara"]).methods == ["potara"]
     assert config.load(None, ["methods=potara,fedit"]).methods == ["potara", "fedit"]
+
+
+def test_the_shipped_default_config_is_the_embedded_default():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    assert config.load(shipped, []).to_dict() == config.RunConfig().to_dict()
