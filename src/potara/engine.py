@@ -165,9 +165,10 @@ class Federated:
     totals: dict[str, int]
     records: list[dict]
 
-    def of(self, client: str) -> AdapterState:
-        """Client ``client``'s model: the global tensors with its own kept ones."""
-        return {**self.kept.get(client, {}), **self.state}
+    def of(self, client: str, dtype: str = "fp32") -> AdapterState:
+        """Client ``client``'s model: the global tensors as received over a ``dtype`` wire, with its own kept
+        ones (which never travel, so are never rounded)."""
+        return {**self.kept.get(client, {}), **as_received(self.state, dtype)}
 
 
 def run(
@@ -220,7 +221,7 @@ def run(
     )
     for recipe in peers:
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
-        fed_of = {c.name: as_received(fed.of(c.name), dtype) for c in clients}
+        fed_of = {c.name: fed.of(c.name, dtype) for c in clients}
         per.update(personalize(model, clients, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
     results = {}
     for m in methods:
@@ -308,7 +309,7 @@ def _round_record(
     """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split."""
     accs = []
     for c in clients:
-        set_state(model, as_received(fed.of(c.name), cfg.fed.payload_dtype))
+        set_state(model, fed.of(c.name, cfg.fed.payload_dtype))
         accs.append(evaluate_split(model, c.test, cfg.eval_batch_size, cfg.model.max_new_tokens).acc)
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,
