@@ -53,19 +53,23 @@ def test_exported_merge_loads_with_peft_and_gives_identical_logits(model, tiny_m
     template = get_state(model)
     fed, local = randomized(template, 1), randomized(template, 2)
     merged = pad_rank(merge([fed, local], [0.3, 0.7], [2.0, 2.0]), 4)
-    out = export_peft_dir(model, merged, tmp_path / "client_00")
     inputs = {"input_ids": torch.randint(0, 1000, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    base = lambda: AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)  # noqa: E731
+    assert_export_reloads(model, merged, inputs, base, tmp_path)
+
+
+def assert_export_reloads(model, merged, inputs: dict, load_base, tmp_path) -> None:
+    """``merged`` exported as a PEFT directory and loaded by plain ``PeftModel.from_pretrained`` on
+    ``load_base()`` gives the logits the merge adapter gives."""
+    out = export_peft_dir(model, merged, tmp_path / "client_00")
     model.set_adapter(MERGE_ADAPTER)
     model.eval()
     with torch.no_grad():
         want = model(**inputs).logits
     model.set_adapter(TRAIN_ADAPTER)
-    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3)
-    loaded = PeftModel.from_pretrained(base, out)
-    loaded.eval()
+    loaded = PeftModel.from_pretrained(load_base(), out).eval()
     with torch.no_grad():
-        got = loaded(**inputs).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded(**inputs).logits, want, atol=1e-5, rtol=1e-5)
 
 
 def test_set_state_rejects_missing_tensors(model):

@@ -9,17 +9,17 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from peft import PeftModel
 from safetensors.torch import load_file
+from test_adapters import assert_export_reloads
 from test_taskvec import assert_merge_is_exact, random_state
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTImageProcessorPil, ViTModel
 
 from potara import config, engine, vision
-from potara.adapters import export_peft_dir, get_state
+from potara.adapters import get_state
 from potara.config import LoraSettings, ModelConfig
 from potara.data import FEDERATED_DIGITS, load_digits_images
 from potara.encoding import encode_images
-from potara.models import MERGE_ADAPTER, TRAIN_ADAPTER, ModelError, load_peft_classifier, model_task
+from potara.models import ModelError, load_peft_classifier, model_task
 from potara.taskvec import merge, pad_rank
 
 ROOT = Path(__file__).parent.parent
@@ -94,17 +94,8 @@ def test_merge_is_exact_for_a_vit(model, pretrained_dir, lam):
 def test_exported_adapter_loads_with_peft(model, pretrained_dir, tmp_path):
     template = get_state(model)
     merged = pad_rank(merge([random_state(template, 3), random_state(template, 4)], [0.6, 0.4], [2.0, 2.0]), 4)
-    out = export_peft_dir(model, merged, tmp_path / "client_00")
-    inputs = pixel_batch(pretrained_dir)
-    model.set_adapter(MERGE_ADAPTER)
-    model.eval()
-    with torch.no_grad():
-        want = model(**inputs).logits
-    model.set_adapter(TRAIN_ADAPTER)
-    base = AutoModelForImageClassification.from_pretrained(pretrained_dir, num_labels=3)
-    loaded = PeftModel.from_pretrained(base, out).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**inputs).logits, want, atol=1e-5, rtol=1e-5)
+    base = lambda: AutoModelForImageClassification.from_pretrained(pretrained_dir, num_labels=3)  # noqa: E731
+    assert_export_reloads(model, merged, pixel_batch(pretrained_dir), base, tmp_path)
 
 
 def test_pretraining_is_cached_and_deterministic(pretrained_dir, tmp_path, monkeypatch):
