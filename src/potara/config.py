@@ -44,6 +44,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
     modules_to_save: list[str] | None = None  # None: PEFT's default task head for sequence classification
+    head_lr_scale: float = 10.0  # the task head's lr ÷ the LoRA lr: a fresh head needs larger steps (README)
 
 
 @dataclass
@@ -247,6 +248,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")
+    _check(cfg.lora.head_lr_scale > 0, f"lora.head_lr_scale must be > 0, got {cfg.lora.head_lr_scale}")
     _check_task(cfg)
     _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")

@@ -105,12 +105,12 @@ def strategy_for(cfg: RunConfig) -> FedAvg:
 
 def fed_budget(cfg: RunConfig) -> Budget:
     """The local budget of a federated round (shared with the Flower app)."""
-    return Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size)
+    return Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size, cfg.lora.head_lr_scale)
 
 
 def session_settings(cfg: RunConfig) -> SessionSettings:
     return SessionSettings(
-        local_budget=Budget(cfg.local.epochs, None, cfg.local.lr, cfg.local.batch_size),
+        local_budget=Budget(cfg.local.epochs, None, cfg.local.lr, cfg.local.batch_size, cfg.lora.head_lr_scale),
         local_init=cfg.local.init, scale=cfg.lora.alpha / cfg.lora.r, merge_rank=2 * cfg.lora.r,
         eval_batch_size=cfg.eval_batch_size, fisher_mode=cfg.potara.fisher,
         fisher_samples=cfg.potara.fisher_samples, fisher_max_examples=cfg.potara.fisher_max_examples,

@@ -20,6 +20,7 @@ class Budget:
     steps: int | None = None  # stop after this many optimizer steps when set
     lr: float = 1e-3
     batch_size: int = 16
+    head_lr_scale: float = 1.0  # lr multiple for the trainable non-LoRA tensors (PEFT's modules_to_save)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def train(
         return 0.0
     frozen = [p for n, p in params.items() if trains is not None and not trains(state_key(n))]
     params = {n: p for n, p in params.items() if trains is None or trains(state_key(n))}
-    optim = torch.optim.AdamW(params.values(), lr=budget.lr, weight_decay=0.0)
+    optim = torch.optim.AdamW(_lr_groups(params, budget), lr=budget.lr, weight_decay=0.0)
 
     def loss_of(batch: dict[str, Tensor]) -> Tensor:
         loss = model(**batch).loss
@@ -63,6 +64,14 @@ def train(
 
     with _no_grad_for(frozen):
         return _descend(model, data, budget, generator, optim, loss_of)
+
+
+def _lr_groups(params: dict[str, nn.Parameter], budget: Budget) -> list[dict]:
+    """AdamW groups: LoRA factors at ``budget.lr``, the task head (``modules_to_save``) ``head_lr_scale`` times it."""
+    head = [p for n, p in params.items() if ".modules_to_save." in n]
+    lora = [p for n, p in params.items() if ".modules_to_save." not in n]
+    groups = [{"params": lora}, {"params": head, "lr": budget.lr * budget.head_lr_scale}]
+    return [g for g in groups if g["params"]]
 
 
 def train_through_merge(

@@ -4,8 +4,8 @@ Client ``k`` holds a local adapter ``v`` and a mixing weight ``α`` and uses ``�
 both ``v`` and ``α`` trained by gradient descent on the loss *of the mixture*. Here ``w_F`` is the final FedIT
 adapter (frozen), ``v`` starts from it and ``α`` from ½ (APFL's initial value), parametrised as
 ``α = sigmoid(s)`` (lr ``peers.apfl_alpha_lr``); they train jointly with the local budget (``local.*``, the
-batches of ``fedit_ft``). The mixture is the exact merge in task-vector space (which, for the base weights,
-is the parameter mixture APFL writes). Reported ``lambda`` is the federated weight, ``1 − α``.
+batches of ``fedit_ft``, the head at ``lora.head_lr_scale`` times the lr). The mixture is the exact merge in
+task-vector space (which, for the base weights, is the parameter mixture APFL writes). Reported ``lambda`` is the federated weight, ``1 − α``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from ..client import ClientSession
 from ..config import RunConfig
+from ..taskvec import extra_keys
 from ..training import train_through_merge
 from .base import Choice, Method
 
@@ -30,10 +31,15 @@ def build(cfg: RunConfig) -> Method:
             alpha = torch.sigmoid(logit)
             return session.merged([local, fed], [alpha, 1 - alpha])
 
-        groups = [{"params": list(local.values())}, {"params": [logit], "lr": alpha_lr}]
+        budget, head = session.settings.local_budget, set(extra_keys(fed))
+        groups = [
+            {"params": [t for k, t in local.items() if k not in head]},
+            {"params": [t for k, t in local.items() if k in head], "lr": budget.lr * budget.head_lr_scale},
+            {"params": [logit], "lr": alpha_lr},
+        ]
+        groups = [g for g in groups if g["params"]]
         train_through_merge(
-            session.model, session.split("train"), session.settings.local_budget, session.generator("federated"),
-            groups, mixture,
+            session.model, session.split("train"), budget, session.generator("federated"), groups, mixture,
         )
         alpha = float(torch.sigmoid(logit))
         local = {k: t.detach() for k, t in local.items()}
