@@ -16,6 +16,7 @@ from potara import config, engine, reporting
 
 SETTINGS = {
     "default (4 classes, n 15-200, seed 0)": [],
+    "default, seed 1": ["seed=1"],
     "8 classes per client, seed 1": ["data.classes_per_client=8", "seed=1"],
     "dirichlet alpha=0.3, seed 2": ["data.partition=dirichlet", "data.alpha=0.3", "seed=2"],
 }
