@@ -163,13 +163,16 @@ def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], pa
     plt = _pyplot()
     per_round = {FEDIT} | {name for c in group for r in c.rounds for name in r.get("methods", {})}
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in method_order(group, order):
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colors: the default cycle repeats after 10 methods
+    for i, name in enumerate(method_order(group, order)):
+        color = colors[(2 * i) % 20 + (2 * i) // 20]
         if name in per_round:
-            ax.plot(*zip(*mean_curve(group, name)), "o-", label=f"{name} (per round)")
+            ax.plot(*zip(*mean_curve(group, name)), "o-", color=color, label=f"{name} (per round)")
         else:
             rows = [c.methods[name] for c in group if name in c.methods]
             x = _avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6
-            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], "s" if name.startswith("oracle") else "^", label=name)
+            marker = "s" if name.startswith("oracle") else "^"
+            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], marker, color=color, label=name)
     ax.set_xlabel("cumulative communication (MB, up + down)")
     ax.set_ylabel("mean personalized test accuracy")
     ax.set_title(f"{setting}: mean over {len(group)} seed(s)")
