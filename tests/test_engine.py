@@ -86,4 +86,12 @@ def _overrides_of(cfg) -> list[str]:
 
 def test_method_names_cover_every_estimator():
     names = set(available(config.RunConfig()))
-    assert {"potara", "potara_module", "potara_heldout", "potara_crossfit", "potara_fisher", "potara_folds"} <= names
+    assert {"potara", "potara_module", "potara_heldout", "potara_crossfit", "potara_fisher", "potara_folds",
+            "potara_cautious"} <= names
+
+
+def test_the_default_potara_takes_the_more_local_of_folds_and_heldout(tiny_run):
+    _, _, summary, _ = tiny_run
+    rows = {name: summary["methods"][name]["per_client"] for name in ("potara", "potara_folds", "potara_heldout")}
+    for default, fold, held in zip(rows["potara"], rows["potara_folds"], rows["potara_heldout"]):
+        assert default["lambda"] == min(fold["lambda"], held["lambda"])

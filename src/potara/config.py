@@ -13,7 +13,7 @@ import yaml
 
 OFFLINE_MINILM = "offline:minilm"
 OFFLINE_VIT_DIGITS = "offline:vit-digits"
-ESTIMATORS = ("heldout", "crossfit", "fisher", "folds")
+ESTIMATORS = ("heldout", "crossfit", "fisher", "folds", "cautious")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -91,7 +91,7 @@ class LocalConfig:
 
 @dataclass
 class PotaraSettings:
-    estimator: str = "folds"  # the one at or above FedIT + FT on every measured setting: README, "Choosing λ"
+    estimator: str = "cautious"  # at or above FedIT + FT on every measured setting: README, "Choosing λ"
     fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
     fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
     fisher_max_examples: int = 64
@@ -125,7 +125,7 @@ class RunConfig:
     methods: list[str] = field(
         default_factory=lambda: [
             "local", "fedit", "fedit_ft", "fixed", "oracle_val", "oracle_test",
-            "potara", "potara_module", "potara_heldout", "potara_crossfit", "potara_fisher",
+            "potara", "potara_module", "potara_heldout", "potara_folds", "potara_crossfit", "potara_fisher",
         ]
     )
     threads: int | None = None

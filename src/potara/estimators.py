@@ -78,6 +78,13 @@ def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
     return _from_variances(moment_fed_variance(dist, v_local), v_local)
 
 
+def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """The more local of ``folds`` and ``heldout``: two estimates of one λ*, from the training data's spread and
+    from the validation loss. Erring federated costs far more accuracy than erring local (the federated head
+    can be biased against a small client's classes), and each fails alone on tiny clients (README)."""
+    return min(folds(session, damping), heldout(session, damping), key=lambda est: est.lam)
+
+
 def _from_fit(fit: QuadraticFit) -> Estimate:
     note = "" if fit.curved else "no positive curvature: took the better endpoint"
     return Estimate(fit.lam, fit.v_fed, fit.v_local, note)
@@ -100,5 +107,5 @@ def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[st
 
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {
-    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds,
+    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious,
 }
