@@ -56,7 +56,7 @@ def train(
         return 0.0
     frozen = [p for n, p in params.items() if trains is not None and not trains(state_key(n))]
     params = {n: p for n, p in params.items() if trains is None or trains(state_key(n))}
-    optim = torch.optim.AdamW(_lr_groups(params, budget), lr=budget.lr, weight_decay=0.0)
+    optim = torch.optim.AdamW(lr_groups(params, budget, is_head=lambda n: ".modules_to_save." in n), weight_decay=0.0)
 
     def loss_of(batch: dict[str, Tensor]) -> Tensor:
         loss = model(**batch).loss
@@ -66,11 +66,12 @@ def train(
         return _descend(model, data, budget, generator, optim, loss_of)
 
 
-def _lr_groups(params: dict[str, nn.Parameter], budget: Budget) -> list[dict]:
-    """AdamW groups: LoRA factors at ``budget.lr``, the task head (``modules_to_save``) ``head_lr_scale`` times it."""
-    head = [p for n, p in params.items() if ".modules_to_save." in n]
-    lora = [p for n, p in params.items() if ".modules_to_save." not in n]
-    groups = [{"params": lora}, {"params": head, "lr": budget.lr * budget.head_lr_scale}]
+def lr_groups(tensors: dict[str, Tensor], budget: Budget, is_head: Callable[[str], bool]) -> list[dict]:
+    """AdamW groups: the LoRA factors at ``budget.lr``, the task head (names where ``is_head``) at
+    ``head_lr_scale`` times it; empty groups left out."""
+    head = [t for n, t in tensors.items() if is_head(n)]
+    lora = [t for n, t in tensors.items() if not is_head(n)]
+    groups = [{"params": lora, "lr": budget.lr}, {"params": head, "lr": budget.lr * budget.head_lr_scale}]
     return [g for g in groups if g["params"]]
 
 

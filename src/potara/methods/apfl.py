@@ -5,7 +5,8 @@ both ``v`` and ``α`` trained by gradient descent on the loss *of the mixture*. 
 adapter (frozen), ``v`` starts from it and ``α`` from ½ (APFL's initial value), parametrised as
 ``α = sigmoid(s)`` (lr ``peers.apfl_alpha_lr``); they train jointly with the local budget (``local.*``, the
 batches of ``fedit_ft``, the head at ``lora.head_lr_scale`` times the lr). The mixture is the exact merge in
-task-vector space (which, for the base weights, is the parameter mixture APFL writes). Reported ``lambda`` is the federated weight, ``1 − α``.
+task-vector space (which, for the base weights, is the parameter mixture APFL writes). Reported ``lambda`` is
+the federated weight, ``1 − α``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from ..client import ClientSession
 from ..config import RunConfig
 from ..taskvec import extra_keys
-from ..training import train_through_merge
+from ..training import lr_groups, train_through_merge
 from .base import Choice, Method
 
 
@@ -31,13 +32,8 @@ def build(cfg: RunConfig) -> Method:
             alpha = torch.sigmoid(logit)
             return session.merged([local, fed], [alpha, 1 - alpha])
 
-        budget, head = session.settings.local_budget, set(extra_keys(fed))
-        groups = [
-            {"params": [t for k, t in local.items() if k not in head]},
-            {"params": [t for k, t in local.items() if k in head], "lr": budget.lr * budget.head_lr_scale},
-            {"params": [logit], "lr": alpha_lr},
-        ]
-        groups = [g for g in groups if g["params"]]
+        budget = session.settings.local_budget
+        groups = [*lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__), {"params": [logit], "lr": alpha_lr}]
         train_through_merge(
             session.model, session.split("train"), budget, session.generator("federated"), groups, mixture,
         )
