@@ -5,9 +5,10 @@
 For every client of the run's config (no federation: the timings do not depend on the adapter values)
 it times one local training epoch (the local budget, from the pretrained adapter) and one forward pass
 over the validation split (as `heldout` runs it, three times for λ = 0, ½, 1), and prints per-example
-costs. A forward costs about half a training step per example, and the validation split is a quarter
-of the training split, so one validation pass alone is about 0.12 of an epoch: no estimator that reads
-the validation split even once fits in 0.1 of an epoch at these split sizes.
+costs. Measured on the default clients (benchmarks/results/mixing_cost.md): a forward costs about 0.35 of
+a training step per example and the validation split is a quarter of the training split, so one
+validation pass is about 0.09 of an epoch: an estimator that fits in 0.1 of an epoch reads the
+validation split at most once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cfg = config.load(None, args.set)
-    torch.set_num_threads(cfg.threads or torch.get_num_threads())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     fed_data = engine.load_federated_data(cfg)
     clients = engine.encode_clients(cfg, fed_data)
     model = load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
