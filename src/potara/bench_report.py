@@ -165,7 +165,7 @@ def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], pa
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = plt.get_cmap("tab20").colors  # 20 distinct colors: the default cycle repeats after 10 methods
     for i, name in enumerate(method_order(group, order)):
-        color = colors[(2 * i) % 20 + (2 * i) // 20]
+        color = colors[(2 * i) % 20 + (2 * i // 20) % 2]  # the even shades, then the odd ones
         if name in per_round:
             ax.plot(*zip(*mean_curve(group, name)), "o-", color=color, label=f"{name} (per round)")
         else:
