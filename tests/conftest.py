@@ -76,3 +76,12 @@ def tiny_overrides(tiny_model_dir, synthetic_csv) -> list[str]:
         "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
         "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
     ]
+
+
+def without_seconds(value):
+    """``value`` with every ``seconds`` entry dropped: measured times differ between equal runs."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import without_seconds
 
 from potara import checkpoint, config, engine, federation, reporting
 from potara.adapters import deserialize, serialize
@@ -22,7 +23,7 @@ def run_once(cfg: config.RunConfig, folder) -> tuple[bytes, dict, list[dict]]:
     result = engine.run(cfg, export_dir=folder / "adapters", checkpoint_dir=folder / "checkpoint")
     final = checkpoint.load(folder / "checkpoint")
     summary = reporting.summary(cfg.to_dict(), result)
-    return serialize(final.adapter), summary["methods"], result.rounds
+    return serialize(final.adapter), without_seconds(summary["methods"]), result.rounds
 
 
 def test_same_seed_same_adapter_bytes_and_summary_another_seed_another_adapter(cfg, tiny_overrides, tmp_path):

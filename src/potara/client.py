@@ -16,6 +16,7 @@ from peft import PeftModel
 
 from .adapters import get_state, set_state
 from .causal_lm import PromptTargets, evaluate_generative
+from .cost import Cost, PassMeter
 from .encoding import Encoded
 from .fisher import model_fisher
 from .models import MERGE_ADAPTER, TRAIN_ADAPTER
@@ -83,17 +84,58 @@ class Timers:
 
 
 class ClientSession:
-    """Local adapters (per init), half-data adapters, Fisher and held-out losses of merges, cached."""
+    """Local adapters (per init), half-data adapters, Fisher and held-out losses of merges, cached.
+
+    Every cached piece of work keeps what computing it cost (``meter``: seconds and example passes), and the
+    session notes which pieces the current method used, computed or not: :meth:`charge` is what the method's
+    choice cost as if it had been alone on the client, so methods that share work compare fairly."""
 
     def __init__(
         self, model: PeftModel, splits: ClientSplits, fed: AdapterState, pretrained: AdapterState,
         settings: SessionSettings, timers: Timers, local: AdapterState | None = None,
+        meter: PassMeter | None = None,
     ) -> None:
         self.model, self.splits, self.fed, self.pretrained = model, splits, fed, pretrained
         self.settings, self.timers = settings, timers
+        self.meter = meter or PassMeter()
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
         self._evals: dict[tuple, tuple[Evaluation, bool]] = {}  # (merge, split) -> evaluation, has accuracy
         self._fisher: Metric | None = None
+        self._costs: dict[tuple, Cost] = {}  # cached piece of work -> what computing it cost
+        self._used: set[tuple] = set()  # the pieces the current method used
+        self._began: Cost = self.meter.now()
+
+    def begin(self) -> None:
+        """Start charging a new method: nothing used yet."""
+        self._used, self._began = set(), self.meter.now()
+
+    def charge(self) -> Cost:
+        """The current method's cost so far: what it computed itself plus every cached piece it used, each at
+        the cost of computing it (pieces computed during the method are counted once)."""
+        elapsed = self.meter.now() - self._began
+        fresh = [c for key, c in self._costs.items() if key in self._used and key[-1] >= self._began.seconds]
+        return elapsed - sum(fresh, Cost()) + sum((self._costs[key] for key in self._used), Cost())
+
+    def charged_local(self) -> Cost:
+        """What the client's full local adapter (``local()``) cost, if the current method used it."""
+        key = (*self._local_key(self.settings.local_init, "all"),)
+        return next((c for k, c in self._costs.items() if k[:-1] == key and k in self._used), Cost())
+
+    def _measured(self, key: tuple, compute):
+        """``compute()``, its cost kept under ``key`` (stamped with when it began) and marked used."""
+        began = self.meter.now()
+        value = compute()
+        stamped = (*key, began.seconds)
+        self._costs[stamped] = self.meter.now() - began
+        self._used.add(stamped)
+        return value
+
+    def _use(self, key: tuple) -> None:
+        self._used.update(k for k in self._costs if k[:-1] == key)
+
+    @staticmethod
+    def _local_key(init: str, part: str) -> tuple:
+        return ("local", init, part)
 
     @property
     def name(self) -> str:
@@ -124,26 +166,35 @@ class ClientSession:
     def _local(self, init: str, part: str, data: Encoded | None = None) -> AdapterState:
         key = (init, part)
         if key not in self._locals:
-            start = self.fed if init == "federated" else self.pretrained
-            data = self.splits.train if data is None else data
-            set_state(self.model, start)
-            began = time.perf_counter()
-            train(self.model, data, self.settings.local_budget, self.generator(init, part))
-            if part == "all" and len(data):
-                self.timers.add("local_epoch", (time.perf_counter() - began) / self.settings.local_budget.epochs)
-            self._locals[key] = get_state(self.model)
-            check_finite(self._locals[key], f"local adapter ({init}, {part}) of client {self.name}")
+            self._locals[key] = self._measured(self._local_key(init, part), lambda: self._train_local(init, part, data))
+        self._use(self._local_key(init, part))
         return self._locals[key]
+
+    def _train_local(self, init: str, part: str, data: Encoded | None) -> AdapterState:
+        start = self.fed if init == "federated" else self.pretrained
+        data = self.splits.train if data is None else data
+        set_state(self.model, start)
+        began = time.perf_counter()
+        train(self.model, data, self.settings.local_budget, self.generator(init, part))
+        if part == "all" and len(data):
+            self.timers.add("local_epoch", (time.perf_counter() - began) / self.settings.local_budget.epochs)
+        state = get_state(self.model)
+        check_finite(state, f"local adapter ({init}, {part}) of client {self.name}")
+        return state
 
     def generator(self, init: str, part: str = "all") -> torch.Generator:
         """The seeded generator of the local training ``(init, part)`` (peers reuse it to see the same batches)."""
         seed = self.settings.seed * 1_000_003 + zlib.crc32(f"{self.name}/{init}/{part}".encode()) % 100_000
         return torch.Generator().manual_seed(seed)
 
-    def fine_tuned(self, start: AdapterState, proximal: Proximal | None = None) -> AdapterState:
-        """``start`` trained on all training data with the local budget and the batches of ``local("federated")``."""
+    def fine_tuned(
+        self, start: AdapterState, proximal: Proximal | None = None, budget: Budget | None = None
+    ) -> AdapterState:
+        """``start`` trained on all training data with the local budget (or ``budget``) and the batches of
+        ``local("federated")``."""
         set_state(self.model, start)
-        train(self.model, self.splits.train, self.settings.local_budget, self.generator("federated"), proximal)
+        budget = budget or self.settings.local_budget
+        train(self.model, self.splits.train, budget, self.generator("federated"), proximal)
         return get_state(self.model)
 
     def merged(self, states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
@@ -170,15 +221,21 @@ class ClientSession:
         key = (tuple(id(s) for s in states), _freeze(weights), id(data))
         cached = self._evals.get(key)
         if cached is None or (accuracy and not cached[1]):
-            set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
-            self.model.set_adapter(MERGE_ADAPTER)
-            try:
-                s = self.settings
-                ev = evaluate_split(self.model, data, s.eval_batch_size, s.max_new_tokens, accuracy)
-            finally:
-                self.model.set_adapter(TRAIN_ADAPTER)
+            ev = self._measured(("eval", *key), lambda: self._evaluate_now(states, weights, data, accuracy))
             self._evals[key] = (ev, accuracy or not isinstance(data, PromptTargets))
+        self._use(("eval", *key))
         return self._evals[key][0]
+
+    def _evaluate_now(
+        self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, accuracy: bool
+    ) -> Evaluation:
+        set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
+        self.model.set_adapter(MERGE_ADAPTER)
+        try:
+            s = self.settings
+            return evaluate_split(self.model, data, s.eval_batch_size, s.max_new_tokens, accuracy)
+        finally:
+            self.model.set_adapter(TRAIN_ADAPTER)
 
     def fed_local_eval(
         self, lam: Weights, data: Encoded, local: AdapterState | None = None, accuracy: bool = True
@@ -199,14 +256,16 @@ class ClientSession:
                 extras[group_of(key)].append(key)
             began = time.perf_counter()
             try:
-                self._fisher = model_fisher(
+                self._fisher = self._measured(("fisher",), lambda: model_fisher(
                     self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), dict(extras),
                     mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
                     generator=torch.Generator().manual_seed(self.settings.seed + 5),
-                )
+                ))
             except ValueError as err:
                 raise ValueError(f"client {self.name}: {err}") from err
             self.timers.add("fisher", time.perf_counter() - began)
+        self._use(("fisher",))
+        self._use(self._local_key(self.settings.local_init, "all"))
         return self._fisher
 
 

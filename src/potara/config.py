@@ -106,6 +106,7 @@ class PeersConfig:
     ditto_mu: float = 0.1  # Ditto's proximal weight μ/2 ‖v − w_F‖²: mid-range of the values Ditto tunes over
     apfl_alpha_lr: float = 0.1  # AdamW lr of APFL's mixing logit s (α = sigmoid(s), from α = ½)
     feddpa_levels: int = 21  # FedDPA's per-instance weight α(x) is evaluated on this many levels of [0, 1]
+    fixed_lambda: float = 0.5  # the federated weight of `fixed`, the same for every client
 
 
 @dataclass
@@ -254,6 +255,7 @@ def validate(cfg: RunConfig) -> None:
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
     _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
     _check(cfg.peers.apfl_alpha_lr > 0, f"peers.apfl_alpha_lr must be > 0, got {cfg.peers.apfl_alpha_lr}")
+    _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
     _check(cfg.peers.feddpa_levels >= 2, f"peers.feddpa_levels must be >= 2, got {cfg.peers.feddpa_levels}")
     _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")
     _check(

@@ -18,9 +18,10 @@ from .adapters import as_received, export_peft_dir, get_state, set_state
 from .causal_lm import encode_prompt_target
 from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .config import ModelConfig, RunConfig
+from .cost import PassMeter
 from .encoding import Encoded, encode_images, encode_text
 from .federation import RoundLog, run_rounds
-from .methods import Method, resolve
+from .methods import Choice, Method, resolve
 from .models import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
@@ -36,6 +37,7 @@ class MethodResult:
     bytes_up: int = 0
     bytes_down: int = 0
     rounds: int = 0
+    compute: dict[str, float] = field(default_factory=dict)  # mean per client: example passes and seconds
 
     def mean_acc(self) -> float:
         return sum(c["acc"] for c in self.per_client) / max(1, len(self.per_client))
@@ -123,39 +125,50 @@ def personalize(
     methods: list[Method], settings: SessionSettings, timers: Timers, desc: str = "personalize",
     export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None,
 ) -> dict[str, list[dict]]:
-    """Every method on every client; potara first, then the other λ estimators, so their timing sees a cold cache.
+    """Every method on every client, each row with its test and validation accuracy and its ``cost``.
     ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client).
-    ``timers`` gets ``method:<name>``: the seconds of each method's choice and evaluation (the shared local
-    training is ``local_epoch``)."""
-    ordered = sorted(methods, key=lambda m: (m.name != "potara", not m.estimates_lambda))
+
+    A row's ``cost`` is what the method's choice cost on the client (seconds, training and forward example
+    passes; :class:`~potara.cost.Cost`), shared work such as the local adapter charged to every method that
+    used it; methods that estimate λ also get ``lambda_cost``, their cost without the local adapter that
+    the merge itself needs. The final evaluations are not part of either."""
     out: dict[str, list[dict]] = {m.name: [] for m in methods}
-    for split in tqdm(clients, desc=desc, leave=False):
-        client_fed = fed_of[split.name] if fed_of is not None else fed
-        session = ClientSession(model, split, client_fed, pretrained, settings, timers)
-        if any(m.estimates_lambda for m in methods):
-            session.local()
-        for method in ordered:
-            began, fisher_before = time.perf_counter(), timers.seconds["fisher"]
-            try:
-                choice = method.personalize(session)
-            except ValueError as err:
-                raise ValueError(f"method {method.name}, client {split.name}: {err}") from err
-            if method.name == "potara":  # the Fisher it computed is reported apart, as fisher_s
-                fisher_s = timers.seconds["fisher"] - fisher_before
-                timers.add("potara_fisher", fisher_s)
-                timers.add("mixing", time.perf_counter() - began - fisher_s)
-            if choice.logits is not None:
-                ev = score(choice.logits(split.test), split.test.tensors["labels"])
-            else:
-                ev = session.evaluate(choice.states, choice.weights, split.test)
-            timers.add(f"method:{method.name}", time.perf_counter() - began)
-            if export_dir is not None and method.name == "potara":
-                export_peft_dir(model, session.merged(choice.states, choice.weights), export_dir / split.name)
-            out[method.name].append(
-                {"client": split.name, "n_train": len(split.train), "acc": ev.acc, "lambda": choice.lam,
-                 **({"note": choice.note} if choice.note else {})}
-            )
+    meter = PassMeter()
+    with meter.attached(model):
+        for split in tqdm(clients, desc=desc, leave=False):
+            client_fed = fed_of[split.name] if fed_of is not None else fed
+            session = ClientSession(model, split, client_fed, pretrained, settings, timers, meter=meter)
+            for method in methods:
+                out[method.name].append(_personalize_one(session, method, export_dir))
     return out
+
+
+def _personalize_one(session: ClientSession, method: Method, export_dir: Path | None) -> dict:
+    """One method's choice on one client, its cost, and its accuracy on the test and validation splits."""
+    session.begin()
+    try:
+        choice = method.personalize(session)
+    except ValueError as err:
+        raise ValueError(f"method {method.name}, client {session.name}: {err}") from err
+    cost = session.charge()
+    lambda_cost = cost - session.charged_local() if method.estimates_lambda else None
+    test, val = (_accuracy(session, choice, session.split(name)) for name in ("test", "val"))
+    if export_dir is not None and method.exports:
+        export_peft_dir(session.model, session.merged(choice.states, choice.weights), export_dir / session.name)
+    row = {"client": session.name, "n_train": len(session.split("train")), "acc": test, "val_acc": val,
+           "lambda": choice.lam, "cost": cost.as_dict()}
+    if lambda_cost is not None:
+        row["lambda_cost"] = lambda_cost.as_dict()
+    return {**row, **({"note": choice.note} if choice.note else {})}
+
+
+def _accuracy(session: ClientSession, choice: Choice, data: Encoded) -> float:
+    """The chosen model's accuracy on ``data`` (NaN on an empty split)."""
+    if not len(data):
+        return float("nan")
+    if choice.logits is not None:
+        return score(choice.logits(data), data.tensors["labels"]).acc
+    return session.evaluate(choice.states, choice.weights, data).acc
 
 
 @dataclass
@@ -225,17 +238,13 @@ def run(
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
         fed_of = {c.name: fed.of(c.name, dtype) for c in clients}
         per.update(personalize(model, clients, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
-    results = {}
-    for m in methods:
-        totals = feds[m.federation.name].totals
-        results[m.name] = MethodResult(
-            per[m.name], totals["up"] if m.federated else 0, totals["down"] if m.federated else 0,
-            cfg.fed.rounds if m.federated else 0,
-        )
+    results = {m.name: _method_result(m, per[m.name], feds[m.federation.name], cfg) for m in methods}
+    fedit_client_s = feds[FEDIT.name].totals.get("client_s", 0.0) / max(1, len(clients))
     timing = {
-        "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("potara_fisher"),
-        "mixing_s": timers.mean("mixing"), "federation_s": fed_seconds,
-        "method_s": {m.name: round(timers.seconds[f"method:{m.name}"], 2) for m in methods},
+        "local_epoch_s": timers.mean("local_epoch"), "fisher_s": timers.mean("fisher"), "federation_s": fed_seconds,
+        "train_s": fedit_client_s + timers.mean("local_epoch") * cfg.local.epochs,
+        "method_s": {m.name: _mean_of(per[m.name], "cost", "seconds") for m in methods},
+        "lambda_s": {m.name: _mean_of(per[m.name], "lambda_cost", "seconds") for m in methods if m.estimates_lambda},
     }
     return RunResult(results, _joined_records(feds), timing)
 
@@ -245,6 +254,26 @@ def _intermediate_methods(cfg: RunConfig, methods: list[Method]) -> list[Method]
     has, or every federated one when it is unset."""
     wanted = cfg.fed.eval_methods
     return [m for m in methods if m.federated and (wanted is None or m.name in wanted)]
+
+
+def _method_result(method: Method, rows: list[dict], fed: Federated, cfg: RunConfig) -> MethodResult:
+    """A method's rows with its federation's bytes and rounds and its mean client compute (federated rounds
+    plus its own personalization), when it takes part in the federation."""
+    share = (lambda key: fed.totals.get(key, 0) / max(1, len(rows))) if method.federated else (lambda key: 0)
+    compute = {
+        "train_passes": share("train_passes") + _mean_of(rows, "cost", "train_passes"),
+        "forward_passes": _mean_of(rows, "cost", "forward_passes"),
+        "seconds": share("client_s") + _mean_of(rows, "cost", "seconds"),
+    }
+    on = method.federated
+    return MethodResult(
+        rows, fed.totals["up"] if on else 0, fed.totals["down"] if on else 0, cfg.fed.rounds if on else 0, compute
+    )
+
+
+def _mean_of(rows: list[dict], field_: str, key: str) -> float:
+    values = [r[field_][key] for r in rows if field_ in r]
+    return sum(values) / len(values) if values else 0.0
 
 
 def _mean(rows: list[dict]) -> float:
@@ -265,29 +294,47 @@ def _federate(
         list(resumed.records) if resumed else [],
     )
 
-    def on_round(entry: RoundLog, state: AdapterState) -> None:
-        fed.state = state
-        fed.totals["up"] += entry.bytes_up
-        fed.totals["down"] += entry.bytes_down
-        record = record_of(entry, fed)
-        record.update(entry.extra)
-        fed.records.append(record)
-        if log:
-            log(record)
-        if checkpoint_dir:
-            checkpoint.save(
-                checkpoint_dir,
-                checkpoint.RoundState(entry.round, state, fed.records, fed.totals, cfg.to_dict(), fed.kept),
-            )
+    meter = PassMeter()
+    round_began = [meter.now()]
 
-    fed.state = run_rounds(
-        model, {c.name: c.train for c in clients}, fed.state, recipe.strategy(cfg.fed.aggregation),
-        rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=fed_budget(cfg), seed=cfg.seed,
-        start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
-        progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe, kept=fed.kept,
-        payload_dtype=cfg.fed.payload_dtype,
-    )
+    def on_round(entry: RoundLog, state: AdapterState) -> None:
+        spent = meter.now() - round_began[0]  # the round's client steps and aggregation, not its evaluation
+        fed.totals["train_passes"] = fed.totals.get("train_passes", 0) + spent.train_passes
+        fed.totals["client_s"] = fed.totals.get("client_s", 0.0) + spent.seconds
+        with meter.paused():
+            _conclude_round(entry, state, fed, record_of, log, checkpoint_dir, cfg)
+        round_began[0] = meter.now()
+
+    with meter.attached(model):
+        round_began[0] = meter.now()
+        fed.state = run_rounds(
+            model, {c.name: c.train for c in clients}, fed.state, recipe.strategy(cfg.fed.aggregation),
+            rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=fed_budget(cfg), seed=cfg.seed,
+            start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
+            progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
+            kept=fed.kept, payload_dtype=cfg.fed.payload_dtype,
+        )
     return fed
+
+
+def _conclude_round(
+    entry: RoundLog, state: AdapterState, fed: Federated, record_of: Callable[[RoundLog, Federated], dict],
+    log: Log | None, checkpoint_dir: Path | None, cfg: RunConfig,
+) -> None:
+    """After a round: bytes into the totals, the round's record (evaluation), the log line, the checkpoint."""
+    fed.state = state
+    fed.totals["up"] += entry.bytes_up
+    fed.totals["down"] += entry.bytes_down
+    record = record_of(entry, fed)
+    record.update(entry.extra)
+    fed.records.append(record)
+    if log:
+        log(record)
+    if checkpoint_dir:
+        checkpoint.save(
+            checkpoint_dir,
+            checkpoint.RoundState(entry.round, state, fed.records, fed.totals, cfg.to_dict(), fed.kept),
+        )
 
 
 def _joined_records(feds: dict[str, Federated]) -> list[dict]:

@@ -106,6 +106,9 @@ def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[st
     return spread, dist
 
 
+EXTRA_LOCAL_TRAININGS = {"heldout": 0, "crossfit": 1, "fisher": 0, "folds": 1, "cautious": 1}
+"""Full local trainings each estimator spends beyond the local adapter (two half-data adapters count as one)."""
+
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {
     "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious,
 }

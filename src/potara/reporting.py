@@ -32,7 +32,7 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
     methods = {
         name: {
             "mean_acc": r.mean_acc(), "worst_acc": r.worst_acc(), "bytes_up": r.bytes_up,
-            "bytes_down": r.bytes_down, "rounds": r.rounds, "per_client": r.per_client,
+            "bytes_down": r.bytes_down, "rounds": r.rounds, "compute": r.compute, "per_client": r.per_client,
         }
         for name, r in result.methods.items()
     }
@@ -51,10 +51,11 @@ def table(summary_: dict[str, Any]) -> str:
             f"| {m['rounds']} | {_mean_lambda(m['per_client'])} |"
         )
     t = summary_["timing"]
+    lam = " · ".join(f"λ of {k} {v:.3f} s" for k, v in t.get("lambda_s", {}).items())
     lines.append("")
     lines.append(
-        f"local epoch {t['local_epoch_s']:.3f} s/client · Fisher {t['fisher_s']:.3f} s/client · "
-        f"mixing {t['mixing_s']:.3f} s/client · federation {t.get('federation_s', 0):.1f} s"
+        f"per client: local epoch {t['local_epoch_s']:.3f} s · Fisher {t['fisher_s']:.3f} s"
+        f"{' · ' + lam if lam else ''} · federation {t.get('federation_s', 0):.1f} s in all"
     )
     return "\n".join(lines)
 

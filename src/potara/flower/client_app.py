@@ -153,7 +153,7 @@ def _metrics(rows: dict[str, dict], timers: Timers, n_train: int) -> MetricRecor
         values[f"{name}.acc"] = float(row["acc"])
         if row.get("lambda") is not None:
             values[f"{name}.lambda"] = mean_lambda(row["lambda"])
-    for kind in ("local_epoch", "fisher", "mixing"):
+    for kind in ("local_epoch", "fisher"):
         values[f"{kind}-s"] = timers.mean(kind)
     return MetricRecord(values)
 

@@ -116,11 +116,10 @@ def _missing(
 
 
 def _node_timings(personal: dict[str, Personal]) -> dict[str, float]:
-    """Per-client means of the nodes' local epoch, Fisher and mixing seconds."""
+    """Per-client means of the nodes' local epoch and Fisher seconds."""
     keys = {
         "local_epoch_s": "local_epoch-s",
         "fisher_s": "fisher-s",
-        "mixing_s": "mixing-s",
     }
     n = max(1, len(personal))
     return {

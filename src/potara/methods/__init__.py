@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from ..config import ESTIMATORS, ConfigError, RunConfig
-from . import apfl, ditto, feddpa, fedit, fedit_ft, fedsa_lora, ffa_lora, fixed, local, oracle, potara
+import dataclasses
+
+from ..config import ESTIMATORS, ConfigError, RunConfig, apply_override, from_dict
+from . import apfl, ditto, feddpa, fedit, fedit_ft, fedit_ft_matched, fedsa_lora, ffa_lora, fixed, local, oracle, potara
 from .base import Choice, Method
+
+VARIANT = "@"
+VARIANT_KEYS = ("peers.", "potara.estimator", "potara.damping", "potara.grid")
 
 _FIXED_NAMES = {
     "local": local.build,
     "fedit": fedit.build,
     "fedit_ft": fedit_ft.build,
+    "fedit_ft_matched": fedit_ft_matched.build,
     "fixed": fixed.build,
     "oracle_val": oracle.build_on("val"),
     "oracle_test": oracle.build_on("test"),
@@ -25,7 +31,7 @@ _FIXED_NAMES = {
 def available(cfg: RunConfig) -> dict:
     """Every method name valid under ``cfg``: ``potara`` is the configured estimator, ``potara_<name>`` any."""
     builders = dict(_FIXED_NAMES)
-    builders["potara"] = potara.build_estimator(cfg.potara.estimator, "potara")
+    builders["potara"] = potara.build_estimator(cfg.potara.estimator, "potara", exports=True)
     for est in ESTIMATORS:
         builders[f"potara_{est}"] = potara.build_estimator(est, f"potara_{est}")
     return builders
@@ -33,14 +39,34 @@ def available(cfg: RunConfig) -> dict:
 
 def resolve(cfg: RunConfig) -> list[Method]:
     """The configured methods; an unknown name in ``methods`` or ``fed.eval_methods`` is an error."""
-    builders = available(cfg)
-    unknown = [m for m in cfg.methods if m not in builders]
+    names = available(cfg)
+    unknown = [m for m in cfg.methods if m.split(VARIANT)[0] not in names]
     if unknown:
-        raise ConfigError(f"unknown method '{unknown[0]}'; available: {', '.join(sorted(builders))}")
-    unknown = [m for m in cfg.fed.eval_methods or [] if m not in builders]
+        raise ConfigError(f"unknown method '{unknown[0]}'; available: {', '.join(sorted(names))}")
+    unknown = [m for m in cfg.fed.eval_methods or [] if m not in cfg.methods and m.split(VARIANT)[0] not in names]
     if unknown:
-        raise ConfigError(f"fed.eval_methods names unknown method '{unknown[0]}'; available: {', '.join(sorted(builders))}")
-    return [builders[m](cfg) for m in cfg.methods]
+        raise ConfigError(f"fed.eval_methods names unknown method '{unknown[0]}'; available: {', '.join(sorted(names))}")
+    return [build(spec, cfg) for spec in cfg.methods]
 
 
-__all__ = ["Choice", "Method", "available", "resolve"]
+def build(spec: str, cfg: RunConfig) -> Method:
+    """The method named ``spec``: a name, or a variant ``name@key=value[@key=value…]`` that sets method-only
+    keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``) for that method alone, so
+    that a tuning sweep runs its candidates side by side on the same federation and clients."""
+    name, *items = spec.split(VARIANT)
+    if not items:
+        return available(cfg)[name](cfg)
+    values = cfg.to_dict()
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith(VARIANT_KEYS):
+            raise ConfigError(
+                f"method variant '{spec}': '{key}' is not a method-only key; a variant may set "
+                f"{', '.join(VARIANT_KEYS)}* (other keys change what every method shares: use a suite setting)"
+            )
+        apply_override(values, item)
+    variant = from_dict(values)
+    return dataclasses.replace(available(variant)[name](variant), name=spec)
+
+
+__all__ = ["Choice", "Method", "available", "build", "resolve"]

@@ -29,5 +29,6 @@ class Method:
     name: str
     personalize: Callable[[ClientSession], Choice]
     federated: bool = True  # its clients take part in the federation (bytes and rounds are its federation's)
-    estimates_lambda: bool = False  # its λ choice is timed as the mixing cost
+    estimates_lambda: bool = False  # it chooses λ: its cost of choosing is reported apart (``lambda_cost``)
+    exports: bool = False  # its personalized adapters are the ones ``potara run --export`` writes
     federation: FedIT = FEDIT  # the federation it personalizes from (a recipe: what is trained, sent, kept)

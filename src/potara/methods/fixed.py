@@ -1,4 +1,5 @@
-"""A fixed λ = ½ merge of the federated and local adapters, the same for every client."""
+"""A fixed λ merge of the federated and local adapters, the same for every client (``peers.fixed_lambda``,
+½ by default; a sweep of it on the dev suite is the strongest one-λ-for-all peer)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from ..client import ClientSession
 from ..config import RunConfig
 from .base import Choice, Method
 
-FIXED_LAMBDA = 0.5
-
 
 def build(cfg: RunConfig) -> Method:
+    lam = cfg.peers.fixed_lambda
+
     def personalize(session: ClientSession) -> Choice:
-        return Choice([session.fed, session.local()], [FIXED_LAMBDA, 1 - FIXED_LAMBDA], lam=FIXED_LAMBDA)
+        return Choice([session.fed, session.local()], [lam, 1 - lam], lam=lam)
 
     return Method("fixed", personalize)

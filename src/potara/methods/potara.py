@@ -15,7 +15,7 @@ from ..mixing import module_lambdas
 from .base import Choice, Method
 
 
-def build_estimator(estimator: str, name: str):
+def build_estimator(estimator: str, name: str, exports: bool = False):
     def build(cfg: RunConfig) -> Method:
         estimate = ESTIMATORS[estimator]
 
@@ -25,7 +25,7 @@ def build_estimator(estimator: str, name: str):
             est = estimate(session, cfg.potara.damping)
             return Choice([session.fed, session.local()], [est.lam, 1 - est.lam], lam=est.lam, note=est.note)
 
-        return Method(name, personalize, estimates_lambda=True)
+        return Method(name, personalize, estimates_lambda=True, exports=exports)
 
     return build
 
