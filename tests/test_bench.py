@@ -170,7 +170,10 @@ def test_half_precision_payloads_halve_the_measured_bytes(tiny_overrides):
     state = engine.get_state(model)
     for dtype, result in runs.items():
         assert "rejected" not in result.rounds[0]
-        assert result.methods["fedit"].bytes_up == result.methods["fedit"].bytes_down == 3 * len(serialize(state, dtype))
+        payload = len(serialize(state, dtype))
+        assert result.methods["fedit"].bytes_up == 3 * payload
+        assert result.methods["fedit"].bytes_down == 2 * 3 * payload  # round 1, then the final broadcast
+        assert result.rounds[-1]["broadcast_bytes"] == 3 * payload
         assert 0.0 < result.methods["potara"].mean_acc() <= 1.0
     assert 2 * _data_bytes(serialize(state, "fp16")) == _data_bytes(serialize(state, "fp32"))
     assert 2 * _data_bytes(serialize(state, "bf16")) == _data_bytes(serialize(state, "fp32"))
