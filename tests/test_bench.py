@@ -10,8 +10,8 @@ import yaml
 
 from potara import bench, config, engine
 from potara.adapters import serialize
-from potara.cli import main
 from potara.bench_report import Cell, communication_table
+from potara.cli import main
 from potara.communication import Reach, analyse, curve, median_round
 from potara.config import ConfigError
 
