@@ -55,14 +55,15 @@ def _measured(record: dict, method: str) -> tuple[dict, float | None]:
 
 def curve(records: list[dict], method: str, final_acc: float | None = None) -> list[Point]:
     """``method``'s mean personalized accuracy after every round where it was measured, with ``final_acc``
-    as the last round's; bytes are cumulative up + down plus the broadcast of that round's global adapter."""
+    as the last round's; bytes are cumulative up + down plus the broadcast of that round's global adapter
+    (none in records written before it was counted, which :func:`analyse` refuses; plots still draw them)."""
     points = []
     for i, r in enumerate(records):
         part, acc = _measured(r, method)
         if i == len(records) - 1 and final_acc is not None:
             acc = final_acc
         if acc is not None:
-            points.append(Point(r["round"], part["cum_bytes_up"] + part["cum_bytes_down"] + part["broadcast_bytes"], acc))
+            points.append(Point(r["round"], part["cum_bytes_up"] + part["cum_bytes_down"] + part.get("broadcast_bytes", 0), acc))
     return points
 
 
