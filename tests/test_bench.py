@@ -10,11 +10,12 @@ import yaml
 
 from potara import bench, config, engine
 from potara.adapters import serialize
+from potara.bench_report import Cell, communication_table
 from potara.cli import main
-from potara.communication import Reach, analyse
+from potara.communication import Reach, analyse, curve, median_round
 from potara.config import ConfigError
 
-TINY_METHODS = ["local", "fedit", "potara"]
+TINY_METHODS = ["local", "fedit", "fedit_ft", "potara"]
 
 
 def tiny_suite(tiny_model_dir, synthetic_csv) -> dict:
@@ -25,7 +26,7 @@ def tiny_suite(tiny_model_dir, synthetic_csv) -> dict:
             "model.name": str(tiny_model_dir), "data.source": str(synthetic_csv), "data.num_clients": 3,
             "data.train_sizes": [12, 40], "data.test_size": 20, "fed.rounds": 2, "local.epochs": 2,
             "model.max_length": 16, "lora.r": 2, "lora.alpha": 4, "threads": 1,
-            "fed.eval_every": 1, "fed.eval_methods": ["potara"],
+            "fed.eval_every": 1, "fed.eval_methods": ["potara", "fedit_ft"],
         },
         "settings": {"two_classes": {"data.classes_per_client": 2}, "iid": {"data.partition": "iid"}},
     }
@@ -49,6 +50,7 @@ def test_packaged_offline_suite_names_every_setting_and_method():
     assert suite.settings["dirichlet_0.1"]["data.alpha"] == 0.1
     assert suite.settings["vision_digits"]["data.source"] == "digits"
     assert {"potara", "oracle_val", "ffa_lora", "fedsa_lora", "ditto", "apfl", "feddpa"} <= set(suite.methods)
+    assert suite.overrides["fed.eval_methods"] == ["potara", "fedit_ft"]  # the communication target, per round
     today = suite.narrowed(only=["classes"], methods=["local", "fedit", "potara"])
     assert bench.cell_config(today, "classes", 2).data.num_clients == 6
     bench.check_cells(today)
@@ -93,11 +95,17 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
     assert list(summary["methods"]) == TINY_METHODS and summary["config"]["seed"] == 1
     assert set(summary["timing"]["method_s"]) == set(TINY_METHODS) and summary["timing"]["wall_s"] > 0
     rounds = [json.loads(x) for x in (out / "cells/iid/seed-1/rounds.jsonl").read_text().splitlines()]
-    assert list(rounds[0]["methods"]) == ["potara"]  # fed.eval_methods: only potara at intermediate rounds
+    assert set(rounds[0]["methods"]) == {"potara", "fedit_ft"}  # fed.eval_methods, at intermediate rounds
+    assert "methods" not in rounds[-1]  # the last round's are the final results
+    reach = analyse(rounds, summary["methods"])
+    assert set(reach.reach) == {"local", "fedit", "fedit_ft", "potara"}
+    assert reach.reach["fedit_ft"].round in (1, 2)  # the target's own curve reaches its final accuracy
+    final = summary["methods"]["fedit_ft"]
+    assert curve(rounds, "fedit_ft", final["mean_acc"])[-1].cum_bytes == final["bytes_up"] + final["bytes_down"]
 
     report = (out / "report.md").read_text()
     assert report in printed
-    for line in ("## two_classes", "## iid", "| potara | 0.", "| local | 0.", "## Communication", "| iid | 2 |"):
+    for line in ("## two_classes", "## iid", "| potara | 0.", "| local | 0.", "## Communication", "| iid | 2 | 0."):
         assert line in report
     for setting in ("two_classes", "iid"):
         for kind in ("accuracy_vs_bytes", "per_client"):
@@ -121,10 +129,17 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
     assert code == 0 and "## iid" in printed and "## two_classes" not in printed
 
 
-def record(round_: int, fedit: float, potara: float | None = None, per_round: int = 100) -> dict:
+def record(round_: int, fedit: float, per_round: int = 100, **methods: float) -> dict:
+    """A hand-made round record: ``per_round`` bytes each way per round, a broadcast of ``per_round // 2``."""
     r = {"round": round_, "cum_bytes_up": per_round * round_, "cum_bytes_down": per_round * round_,
-         "fedit_mean_acc": fedit}
-    return r if potara is None else {**r, "methods": {"potara": potara}}
+         "broadcast_bytes": per_round // 2, "fedit_mean_acc": fedit}
+    return {**r, "methods": methods} if methods else r
+
+
+def finals(**accs: float) -> dict[str, dict]:
+    """The summary's methods: every one federated over 3 rounds of ``record``, but ``local`` (0 bytes)."""
+    return {name: {"mean_acc": acc, "bytes_up": 0 if name == "local" else 300,
+                   "bytes_down": 0 if name == "local" else 350} for name, acc in accs.items()}
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tiny_model_dir, synthetic_csv, tmp_path, capsys):
@@ -139,20 +154,38 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tiny_model_dir, syn
     assert not (out / "cells" / "broken").exists() or not any((out / "cells" / "broken").iterdir())
 
 
-def test_communication_reached_never_and_at_round_one():
-    reached = analyse([record(1, 0.3, 0.4), record(2, 0.4, 0.45), record(3, 0.45, 0.6), record(4, 0.5)], "potara", 0.7)
-    assert reached.target == 0.5 and reached.rounds == 4
-    assert reached.fedit == Reach(4, 800) and reached.method == Reach(3, 600)
-    assert reached.at_quarter == (1, 0.4) and reached.at_half == (2, 0.45)
+def test_communication_against_fedit_ft_final_accuracy():
+    """potara reaches fedit_ft's final accuracy at round 2, fedit never, fedit_ft at the last round; a peer
+    under its own name with its own bytes; local, which sends nothing, at 0 bytes; ditto (final only) is
+    left out."""
+    peer = {"cum_bytes_up": 10, "cum_bytes_down": 10, "broadcast_bytes": 5}
+    records = [
+        {**record(1, 0.2, potara=0.40, fedit_ft=0.30), "ffa_lora": {**peer, "mean_acc": 0.1}},
+        {**record(2, 0.3, potara=0.55, fedit_ft=0.45), "ffa_lora": {**peer, "cum_bytes_up": 20, "mean_acc": 0.6}},
+        record(3, 0.35),
+    ]
+    found = analyse(records, finals(local=0.5, fedit=0.35, fedit_ft=0.5, potara=0.6, ffa_lora=0.2, ditto=0.9))
+    assert found.rounds == 3 and found.target_method == "fedit_ft" and found.target == 0.5
+    assert found.reach == {
+        "local": Reach(0, 0), "fedit": Reach(None, None), "fedit_ft": Reach(3, 650), "potara": Reach(2, 450),
+        "ffa_lora": Reach(2, 35),
+    }
+    behind = analyse(records, finals(local=0.4, fedit_ft=0.5))
+    assert behind.reach["local"] == Reach(None, None)
+    assert median_round([Reach(1, 1), Reach(None, None), Reach(3, 3)]) == 2 and median_round([Reach(None, None)]) is None
 
-    never = analyse([record(1, 0.5, 0.2), record(2, 0.6, 0.3), record(3, 0.7)], "potara", 0.65)
-    assert never.method == Reach(None, None) and never.fedit == Reach(3, 600)
-    assert never.at_quarter == (1, 0.2) and never.at_half == (2, 0.3)
 
-    first = analyse([record(1, 0.2, 0.9), record(2, 0.6)], "potara", 0.9)
-    assert first.method == Reach(1, 200) and first.at_quarter == (1, 0.9) and first.at_half == (1, 0.9)
-    unmeasured = analyse([record(1, 0.1), record(2, 0.3), record(3, 0.1), record(4, 0.2)], "potara", 0.1)
-    assert unmeasured.fedit == Reach(2, 400) and unmeasured.at_quarter == (1, None)
+def test_communication_table_rows_per_method_and_skips_old_cells():
+    records = [record(1, 0.2, potara=0.55, fedit_ft=0.3), record(2, 0.3)]
+    methods = finals(local=0.5, fedit=0.3, fedit_ft=0.5, potara=0.6)
+    old = [{k: v for k, v in r.items() if k != "broadcast_bytes"} for r in records]
+    summaries = [{"methods": methods}] * 3
+    table = communication_table({"s": [Cell(0, summaries[0], records), Cell(1, summaries[1], records),
+                                       Cell(2, summaries[2], old)]})
+    assert "| s | 2 | 0.500 ± 0.000 | potara | 2/2 | r1 | s0: r1 (0.2 kB), s1: r1 (0.2 kB) |" in table
+    assert "| s | 2 | 0.500 ± 0.000 | local | 2/2 | r0 | s0: 0 bytes, s1: 0 bytes |" in table
+    assert "| fedit | 0/2 | – | s0: never, s1: never |" in table
+    assert "Not analysed" in table and "s seed 2" in table
 
 
 def _data_bytes(payload: bytes) -> int:
@@ -170,7 +203,10 @@ def test_half_precision_payloads_halve_the_measured_bytes(tiny_overrides):
     state = engine.get_state(model)
     for dtype, result in runs.items():
         assert "rejected" not in result.rounds[0]
-        assert result.methods["fedit"].bytes_up == result.methods["fedit"].bytes_down == 3 * len(serialize(state, dtype))
+        payload = len(serialize(state, dtype))
+        assert result.methods["fedit"].bytes_up == 3 * payload
+        assert result.methods["fedit"].bytes_down == 2 * 3 * payload  # round 1, then the final broadcast
+        assert result.rounds[-1]["broadcast_bytes"] == 3 * payload
         assert 0.0 < result.methods["potara"].mean_acc() <= 1.0
     assert 2 * _data_bytes(serialize(state, "fp16")) == _data_bytes(serialize(state, "fp32"))
     assert 2 * _data_bytes(serialize(state, "bf16")) == _data_bytes(serialize(state, "fp32"))

@@ -134,9 +134,14 @@ def embedded(overrides: list[str]) -> tuple[engine.RunResult, dict]:
     return result, captured["state"]
 
 
-def test_same_adapter_and_lambdas_as_the_embedded_engine(clean_run, overrides):
+@pytest.fixture(scope="module")
+def embedded_run(overrides) -> tuple[engine.RunResult, dict]:
+    return embedded(overrides)
+
+
+def test_same_adapter_and_lambdas_as_the_embedded_engine(clean_run, embedded_run):
     summary, _, out = clean_run
-    result, fed_state = embedded(overrides)
+    result, fed_state = embedded_run
     flower_state = deserialize((out / "federated.safetensors").read_bytes())
     assert set(flower_state) == set(fed_state)
     for key, value in fed_state.items():
@@ -175,8 +180,13 @@ def test_the_server_receives_only_the_federated_adapter(clean_run, overrides):
 
 
 def test_bytes_are_those_of_the_messages(clean_run):
+    """Every adapter a Message carries, measured in the core's wire format; Flower's own count beside it."""
     summary, _, out = clean_run
-    record_bytes = to_record(deserialize((out / "federated.safetensors").read_bytes())).count_bytes()
+    state = deserialize((out / "federated.safetensors").read_bytes())
+    record_bytes, flower_bytes = len(serialize(state)), to_record(state).count_bytes()
+    messages = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
+    train = [e for e in messages if e["phase"] == "train"]
+    assert {(e["bytes"], e["array_bytes"]) for e in train} == {(record_bytes, flower_bytes)}
     rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
     for r in rounds:
         assert r["bytes_down"] == r["bytes_up"] == 3 * record_bytes
@@ -187,7 +197,19 @@ def test_bytes_are_those_of_the_messages(clean_run):
     assert m["potara"]["bytes_up"] == m["fedit"]["bytes_up"] == sum(r["bytes_up"] for r in rounds)
     assert m["potara"]["bytes_down"] == sum(r["bytes_down"] for r in rounds) + personalize_down
     assert m["local"]["bytes_up"] == m["local"]["bytes_down"] == 0
-    assert record_bytes > len(serialize(deserialize((out / "federated.safetensors").read_bytes()))) * 0.9
+
+
+def test_embedded_and_flower_count_the_same_bytes(clean_run, embedded_run):
+    """One run, both engines: the same bytes up and down for every method, the final broadcast (Flower's
+    personalize messages) included in both."""
+    summary, _, _ = clean_run
+    result, _ = embedded_run
+    for name, method in result.methods.items():
+        flower = summary["methods"][name]
+        assert (flower["bytes_up"], flower["bytes_down"]) == (method.bytes_up, method.bytes_down), name
+    last = result.rounds[-1]
+    assert summary["flower"]["bytes"]["personalize"]["down"] == last["broadcast_bytes"] > 0
+    assert result.methods["fedit"].bytes_down == last["cum_bytes_down"] + last["broadcast_bytes"]
 
 
 def test_a_clientapp_that_raises_or_sends_nan_is_reported_and_the_round_goes_on(overrides, tmp_path):

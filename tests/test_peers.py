@@ -175,9 +175,12 @@ def test_a_run_with_every_peer_reports_finite_accuracies_and_measured_bytes(tiny
         assert r.bytes_up > 0 and r.bytes_down > 0 and r.rounds == rounds
     for name, recipe in (("ffa_lora", FFA_LORA), ("fedsa_lora", FEDSA_LORA)):
         payload = len(serialize(recipe.split(tiny.pretrained)[0]))
-        assert m[name].bytes_up == m[name].bytes_down == rounds * n * payload < m["fedit"].bytes_up
+        assert m[name].bytes_up == rounds * n * payload < m["fedit"].bytes_up
+        assert m[name].bytes_down == (rounds + 1) * n * payload  # the rounds, then the final broadcast
         assert sum(r[name]["bytes_up"] for r in result.rounds) == m[name].bytes_up
+        assert result.rounds[-1][name]["broadcast_bytes"] == n * payload
     assert m["fedit"].bytes_up == rounds * n * len(serialize(tiny.pretrained))
+    assert m["fedit"].bytes_down == (rounds + 1) * n * len(serialize(tiny.pretrained))
     assert all(m[name].bytes_up == m["fedit"].bytes_up for name in ("ditto", "apfl", "feddpa"))
     assert all(row["lambda"] != 0.5 for row in m["apfl"].per_client)
     assert all(0 <= row["lambda"] <= 1 for row in m["feddpa"].per_client)

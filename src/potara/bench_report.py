@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bench import Suite, cell_dir
-from .communication import FEDIT, Reach, analyse, curve
+from .communication import FEDIT, TARGET, Reach, analyse, curve, median_round
 from .reporting import atomic_write, save_png
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
@@ -92,34 +92,57 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
 
 
 def communication_table(cells: dict[str, list[Cell]]) -> str:
-    """Per setting and seed: rounds and bytes Potara and FedIT need to reach FedIT's final accuracy."""
+    """Per setting and method: in how many seeds, at which round and with how many bytes (up + down, the
+    broadcast of that round's global adapter included) it reaches ``fedit_ft``'s final accuracy."""
     lines = [
-        "## Communication: rounds (and cumulative bytes, up + down) to reach FedIT's final personalized accuracy",
+        "## Communication: rounds (and cumulative bytes, up + down) to reach personalized FedIT's final accuracy",
         "",
-        "One entry per seed. Potara's accuracy at intermediate rounds is measured where the cells personalize it "
-        "(`fed.eval_every: 1`, `fed.eval_methods: [potara]`); '–': not measured.",
+        f"Target: `{TARGET}`'s (FedIT + local fine-tuning) final mean accuracy, per seed. For every method with "
+        "per-round accuracies (fedit; those of `fed.eval_methods` when `fed.eval_every` personalizes every round; "
+        "peers with their own federation): the first round at which it reaches the target and the bytes up + "
+        "down by then, the broadcast of that round's global adapter to every client included; a method that "
+        "sends nothing (local) reaches it with 0 bytes or never. Median: over the seeds that reached.",
         "",
-        "| setting | R | target (FedIT final) | FedIT reaches | Potara reaches | Potara @ ⌈R/4⌉ | Potara @ ⌈R/2⌉ |",
+        "| setting | R | target | method | seeds reached | median round | per seed |",
         "|---|---|---|---|---|---|---|",
     ]
+    skipped = []
     for setting, group in cells.items():
-        usable = [c for c in group if "potara" in c.methods and FEDIT in c.methods and c.rounds]
-        if not usable:
-            continue
-        found = [analyse(c.rounds, "potara", c.methods["potara"]["mean_acc"]) for c in usable]
-        quarter = [f.at_quarter[1] for f in found if f.at_quarter[1] is not None]
-        half = [f.at_half[1] for f in found if f.at_half[1] is not None]
-        lines.append(
-            f"| {setting} | {found[0].rounds} | {_pm([f.target for f in found])} "
-            f"| {', '.join(_reach(f.fedit) for f in found)} | {', '.join(_reach(f.method) for f in found)} "
-            f"| r{found[0].at_quarter[0]}: {_pm(quarter) if quarter else '–'} "
-            f"| r{found[0].at_half[0]}: {_pm(half) if half else '–'} |"
-        )
+        usable = [c for c in group if _analysable(c)]
+        skipped += [f"{setting} seed {c.seed}" for c in group if c not in usable]
+        if usable:
+            lines += _communication_rows(setting, usable)
+    if skipped:
+        lines += ["", f"Not analysed (no `{TARGET}`, or round records without `broadcast_bytes`): {', '.join(skipped)}."]
     return "\n".join(lines)
 
 
+def _analysable(cell: Cell) -> bool:
+    return bool(cell.rounds) and TARGET in cell.methods and "broadcast_bytes" in cell.rounds[-1]
+
+
+def _communication_rows(setting: str, group: list[Cell]) -> list[str]:
+    """One row per method the seeds' analyses have, in the order the first seed lists them."""
+    found = {c.seed: analyse(c.rounds, c.methods) for c in group}
+    names = list(dict.fromkeys(name for f in found.values() for name in f.reach))
+    target = _pm([f.target for f in found.values()])
+    rows = []
+    for name in names:
+        reaches = {seed: f.reach[name] for seed, f in found.items() if name in f.reach}
+        median = median_round(list(reaches.values()))
+        rows.append(
+            f"| {setting} | {next(iter(found.values())).rounds} | {target} | {name} "
+            f"| {sum(r.round is not None for r in reaches.values())}/{len(reaches)} "
+            f"| {'–' if median is None else f'r{median:g}'} "
+            f"| {', '.join(f's{seed}: {_reach(r)}' for seed, r in reaches.items())} |"
+        )
+    return rows
+
+
 def _reach(reach: Reach) -> str:
-    return "never" if reach.round is None else f"r{reach.round} ({_size(reach.cum_bytes)})"
+    if reach.round is None:
+        return "never"
+    return "0 bytes" if reach.round == 0 else f"r{reach.round} ({_size(reach.cum_bytes)})"
 
 
 def _avg(values: list[float]) -> float:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, prompts
 from . import data as data_mod
-from .adapters import as_received, export_peft_dir, get_state, set_state
+from .adapters import as_received, export_peft_dir, get_state, serialize, set_state
 from .causal_lm import encode_prompt_target
 from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .config import ModelConfig, RunConfig
@@ -173,12 +173,15 @@ def _accuracy(session: ClientSession, choice: Choice, data: Encoded) -> float:
 
 @dataclass
 class Federated:
-    """One federation's outcome: the global tensors, what each client kept, measured bytes, per-round records."""
+    """One federation's outcome: the global tensors, what each client kept, measured bytes of the rounds,
+    per-round records, and ``final_broadcast``: the bytes of the final global tensors sent to every client
+    after the last round (what every client needs to use or personalize the final model)."""
 
     state: AdapterState
     kept: dict[str, AdapterState]
     totals: dict[str, int]
     records: list[dict]
+    final_broadcast: int = 0
 
     def of(self, client: str, dtype: str = "fp32") -> AdapterState:
         """Client ``client``'s model: the global tensors as received over a ``dtype`` wire, with its own kept
@@ -267,7 +270,8 @@ def _method_result(method: Method, rows: list[dict], fed: Federated, cfg: RunCon
     }
     on = method.federated
     return MethodResult(
-        rows, fed.totals["up"] if on else 0, fed.totals["down"] if on else 0, cfg.fed.rounds if on else 0, compute
+        rows, fed.totals["up"] if on else 0, fed.totals["down"] + fed.final_broadcast if on else 0,
+        cfg.fed.rounds if on else 0, compute,
     )
 
 
@@ -314,7 +318,13 @@ def _federate(
             progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
             kept=fed.kept, payload_dtype=cfg.fed.payload_dtype,
         )
+    fed.final_broadcast = broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype)
     return fed
+
+
+def broadcast_bytes(state: AdapterState, clients: int, dtype: str) -> int:
+    """The bytes of sending ``state`` to every client: its serialized payload's length, ``clients`` times."""
+    return len(serialize(state, dtype)) * clients
 
 
 def _conclude_round(
@@ -351,13 +361,18 @@ def _joined_records(feds: dict[str, Federated]) -> list[dict]:
 def _round_record(
     model: PeftModel, clients: list[ClientSplits], fed: Federated, entry: RoundLog, cfg: RunConfig, acc_key: str
 ) -> dict:
-    """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split."""
+    """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split.
+    ``cum_bytes_*`` count the rounds so far; ``broadcast_bytes`` is what sending this round's global tensors
+    to every client costs on top (what personalizing, or stopping, at this round needs; after the last
+    round it is the run's final broadcast, in ``bytes_down`` of every federated method)."""
     accs = []
     for c in clients:
         set_state(model, fed.of(c.name, cfg.fed.payload_dtype))
         accs.append(evaluate_split(model, c.test, cfg.eval_batch_size, cfg.model.max_new_tokens).acc)
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,
-        "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"], "train_loss": entry.train_loss,
+        "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"],
+        "broadcast_bytes": broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype),
+        "train_loss": entry.train_loss,
         acc_key: sum(accs) / len(accs),
     }

@@ -8,11 +8,13 @@ from typing import Any
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from .wire import array_bytes, origin, record_keys
+from .wire import array_bytes, origin, payload_bytes, record_keys
 
 
 class MeteredGrid(Grid):
-    """Delegates to a real Grid; logs, per Message, its phase, node, type, array bytes and record keys."""
+    """Delegates to a real Grid; logs, per Message, its phase, node, type, record keys and its arrays' bytes:
+    ``bytes`` in the core's wire format (what every count here sums, as the embedded engine counts) and
+    ``array_bytes`` as Flower counts them (``ArrayRecord.count_bytes``: NumPy-serialized data + key names)."""
 
     def __init__(self, inner: Grid) -> None:
         self.inner = inner
@@ -66,7 +68,8 @@ class MeteredGrid(Grid):
                     "node": meta.dst_node_id
                     if direction == "down"
                     else origin(msg, sent),
-                    "bytes": array_bytes(msg),
+                    "bytes": payload_bytes(msg),
+                    "array_bytes": array_bytes(msg),
                     "error": msg.error.reason if msg.has_error() else None,
                     "records": record_keys(msg),
                 }
@@ -78,7 +81,7 @@ class MeteredGrid(Grid):
         phases: Iterable[str] | None = None,
         round_: int | None = None,
     ) -> int:
-        """Array bytes logged in one direction, optionally for some phases and one round."""
+        """Payload bytes logged in one direction, optionally for some phases and one round."""
         wanted = set(phases) if phases is not None else None
         return sum(
             e["bytes"]

@@ -27,6 +27,15 @@ def from_record(record: ArrayRecord, sender: str) -> AdapterState:
     return deserialize(to_payload(record), sender)
 
 
+def payload_bytes(message: Message) -> int:
+    """Bytes of every array record a Message carries, each measured as the core's wire payload (the
+    safetensors bytes of :func:`to_payload`, whose length the embedded engine counts), so both engines
+    count the same bytes for the same adapter."""
+    if not message.has_content():
+        return 0
+    return sum(len(to_payload(record)) for record in message.content.array_records.values())
+
+
 def array_bytes(message: Message) -> int:
     """Bytes of every array a Message carries (Flower's ``ArrayRecord.count_bytes``: data + key names)."""
     if not message.has_content():
