@@ -226,3 +226,75 @@ def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
 
     with pytest.raises(ConfigError, match="fed.payload_dtype=bf16 is not supported by the Flower app"):
         from_run_config({"overrides": "fed.payload_dtype=bf16"})
+
+
+FAKE_SEEDS = {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0]}  # setting c has one seed: no interval there
+BASE = [0.25, 0.5, 0.25, 0.5]  # fedit_ft, per client
+
+
+def fake_accs(setting: str, seed: int) -> dict[str, list[float]]:
+    """potara is fedit_ft + 0.25 everywhere; apfl equals fedit_ft but for one unit; fedit is 0.25 below."""
+    apfl = [x + (0.25 if (setting, seed, k) == ("b", 2, 0) else 0.0) for k, x in enumerate(BASE)]
+    return {"fedit": [x - 0.25 for x in BASE], "fedit_ft": BASE, "apfl": apfl,
+            "potara": [x + 0.25 for x in BASE], "oracle_test": [1.0] * 4}
+
+
+def fake_method(accs: list[float]) -> dict:
+    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x} for k, x in enumerate(accs)]
+    return {"mean_acc": sum(accs) / 4, "worst_acc": min(accs), "bytes_up": 0, "bytes_down": 0, "rounds": 0,
+            "per_client": rows}
+
+
+def write_fake_cells(out) -> bench.Suite:
+    """Finished cells as `potara run` writes them, with made-up accuracies: no engine."""
+    for setting, seeds in FAKE_SEEDS.items():
+        for seed in seeds:
+            methods = {name: fake_method(accs) for name, accs in fake_accs(setting, seed).items()}
+            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}
+            where = bench.cell_dir(out, setting, seed)
+            where.mkdir(parents=True)
+            (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
+            (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, 0.2 * r)) + "\n" for r in (1, 2)))
+    return bench.Suite("fake", [0, 1, 2], list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+
+
+def test_setting_tables_show_paired_differences_and_mark_bounds(tmp_path, monkeypatch):
+    from potara import bench_report
+
+    drawn = {}
+    monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update(
+        {line.get_label(): line.get_markerfacecolor() for ax in fig.axes for line in ax.get_lines()}))
+    report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
+    a, c = report.split("## a\n")[1].split("## b\n")[0], report.split("## c\n")[1].split("## Communication")[0]
+    assert "| Δ vs fedit_ft [95% CI] | W/T/L |" in a
+    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [+0.250, +0.250] | 12/0/0 |" in a
+    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/12/0 |" in a
+    assert "| fedit | 0.125 ± 0.000 | 0.000 ± 0.000 | -0.250 [-0.250, -0.250] | 0/0/12 |" in a
+    assert "| fedit_ft | 0.375 ± 0.000 | 0.250 ± 0.000 | – | – |" in a
+    assert "| oracle_test (bound) | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.625 [+0.625, +0.625] | 12/0/0 |" in a
+    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [–] | 4/0/0 |" in c  # one seed: no interval
+    assert drawn["oracle_test (bound)"] == "none" and drawn["potara (per round)"] != "none"
+
+
+def test_pooled_paired_differences_in_report_md_and_json(tmp_path):
+    from potara import bench_report
+
+    report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
+    pooled = report.split("## Paired differences, pooled over every setting")[1]
+    assert "| potara | +0.250 [+0.250, +0.250] | 28/0/0 | win | apfl | +0.241 [" in pooled
+    assert "| 27/1/0 | win |" in pooled and "| fedit | -0.250 [-0.250, -0.250] | 0/0/28 | loss | apfl |" in pooled
+    assert "oracle_test" not in pooled
+
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert set(written) == {"suite", "unit", "cluster", "bounds", "settings", "overall"}
+    assert written["bounds"] == ["oracle_test"] and set(written["settings"]) == {"a", "b", "c"}
+    potara = written["overall"]["potara"]
+    assert potara["vs_fedit_ft"] == {
+        "against": "fedit_ft", "mean": 0.25, "ci95": [0.25, 0.25], "wins": 28, "ties": 0, "losses": 0,
+        "units": 28, "clusters": 7, "verdict": "win",
+    }
+    assert potara["vs_best_peer"]["against"] == "apfl" and potara["vs_best_peer"]["mean"] == pytest.approx(27 / 28 / 4)
+    assert written["overall"]["apfl"]["vs_fedit_ft"]["verdict"] == "tie"  # one unit better, in one of 7 cells
+    assert written["overall"]["apfl"]["vs_best_peer"]["against"] == "fedit_ft"
+    assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci95"] == [None, None]
+    assert "oracle_test" not in written["overall"]

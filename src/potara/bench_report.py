@@ -1,8 +1,14 @@
-"""The report of a bench run: per-setting tables (mean ± std over seeds), the communication table, plots."""
+"""The report of a bench run: per-setting tables (mean ± std over seeds, paired differences), the communication
+table, paired differences over every setting (also ``report.json``), plots.
+
+A unit of a paired difference is one (setting, seed, client); its bootstrap cluster is the (setting, seed): the
+clients of one cell share a federation (see ``potara.stats``).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -10,7 +16,7 @@ from pathlib import Path
 
 from .bench import Suite, cell_dir
 from .communication import FEDIT, TARGET, Reach, analyse, curve, median_round
-from .reporting import atomic_write, save_png
+from .reporting import REFERENCE, _finite, atomic_write, difference, is_bound, label, paired, save_png
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 
@@ -40,7 +46,8 @@ def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
 
 
 def write_report(out: Path, suite: Suite) -> str:
-    """Aggregate the cells into ``out/report.md`` and ``out/plots/<setting>.*.png``; return the markdown."""
+    """Aggregate the cells into ``out/report.md``, ``out/report.json`` and ``out/plots/<setting>.*.png``; return
+    the markdown."""
     cells = load_cells(out, suite)
     parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
     for setting, group in cells.items():
@@ -49,9 +56,41 @@ def write_report(out: Path, suite: Suite) -> str:
             plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
             plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
     parts.append(communication_table(cells))
+    numbers = paired_report(cells, suite)
+    every_cell = [c for group in cells.values() for c in group]
+    parts.append(paired_table(numbers["overall"], method_order(every_cell, suite.methods)))
     text = "\n\n".join(parts) + "\n"
+    atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
     atomic_write(out / "report.md", text)
     return text
+
+
+def unit_accs(cells: dict[str, list[Cell]]) -> dict[str, dict[tuple, float]]:
+    """Per method, the test accuracy of every (setting, seed, client) unit."""
+    accs: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for setting, group in cells.items():
+        for cell in group:
+            for name, m in cell.methods.items():
+                for row in m["per_client"]:
+                    accs[name][(setting, cell.seed, row["client"])] = row["acc"]
+    return dict(accs)
+
+
+def cell_of(unit: tuple) -> tuple:
+    """A unit's bootstrap cluster: its (setting, seed)."""
+    return unit[:2]
+
+
+def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
+    """``report.json``: ``paired`` (as in summary.json) per setting and pooled over every setting."""
+    return {
+        "suite": suite.name,
+        "unit": "(setting, seed, client)",
+        "cluster": "(setting, seed)",
+        "bounds": sorted({name for group in cells.values() for c in group for name in c.methods if is_bound(name)}),
+        "settings": {setting: paired(unit_accs({setting: group}), cell_of) for setting, group in cells.items()},
+        "overall": paired(unit_accs(cells), cell_of),
+    }
 
 
 def method_order(group: list[Cell], order: list[str]) -> list[str]:
@@ -69,14 +108,18 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         return head
     lines = [
         head, "",
-        "| method | mean acc | worst acc | bytes up | bytes down | personalize s |",
-        "|---|---|---|---|---|---|",
+        f"| method | mean acc | worst acc | Δ vs {REFERENCE} [95% CI] | W/T/L | bytes up | bytes down "
+        "| personalize s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    accs = unit_accs({setting: group})
     for name in method_order(group, suite.methods):
         rows = [c.methods[name] for c in group if name in c.methods]
         own = [c.summary["timing"].get("method_s", {}).get(name) for c in group if name in c.methods]
+        versus = _versus_reference(accs, name)
         lines.append(
-            f"| {name} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
+            f"| {label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
+            f"| {_delta(versus)} | {_wtl(versus)} "
             f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
             f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
         )
@@ -86,7 +129,9 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         f"cell wall time {_pm([t.get('wall_s', 0.0) for t in timing], 0)} s, shared by every method "
         f"(federation {_avg([t['federation_s'] for t in timing]):.0f} s; local training "
         f"{_avg([t['local_epoch_s'] for t in timing]):.2f} s per client-epoch). `personalize s`: a method's own "
-        "choice and evaluation over all clients, on top of the shared local adapter.",
+        "choice and evaluation over all clients, on top of the shared local adapter. "
+        f"`Δ vs {REFERENCE}`: paired over (seed, client), 95% bootstrap interval resampling seeds ('–': one seed); "
+        "W/T/L: clients above / equal / below. A bound picks λ on held-out or test data: not a method.",
     ]
     return "\n".join(lines)
 
@@ -160,6 +205,51 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
 
 
+def _versus_reference(accs: dict[str, dict[tuple, float]], name: str) -> dict | None:
+    """``name`` − fedit_ft over their shared units, clustered by cell; None for fedit_ft itself or without it."""
+    if name == REFERENCE or REFERENCE not in accs:
+        return None
+    diff = difference(accs.get(name, {}), accs[REFERENCE], cell_of)
+    return diff.to_dict() if diff else None
+
+
+def paired_table(overall: dict, order: list[str]) -> str:
+    """Every method against fedit_ft and its best peer, pooled over every (setting, seed, client)."""
+    lines = [
+        "## Paired differences, pooled over every setting",
+        "",
+        "Method − other over every (setting, seed, client); 95% bootstrap interval resampling (setting, seed); "
+        "W/T/L: units above / equal / below; verdict: win or loss when the interval excludes 0. The best peer is "
+        "the method with the highest pooled accuracy that is neither a bound nor a Potara variant. "
+        "Also in `report.json`.",
+        "",
+        f"| method | Δ vs {REFERENCE} [95% CI] | W/T/L | verdict "
+        "| best peer | Δ vs best peer [95% CI] | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in (m for m in order if m in overall):
+        ref, peer = overall[name].get("vs_fedit_ft"), overall[name].get("vs_best_peer")
+        lines.append(f"| {name} | {_columns(ref)} | {peer['against'] if peer else '–'} | {_columns(peer)} |")
+    return "\n".join(lines)
+
+
+def _columns(diff: dict | None) -> str:
+    """Δ [95% CI] | W/T/L | verdict."""
+    return f"{_delta(diff)} | {_wtl(diff)} | {diff['verdict'] if diff else '–'}"
+
+
+def _delta(diff: dict | None) -> str:
+    """``+0.004 [-0.010, +0.018]``: the mean difference and its interval."""
+    if diff is None:
+        return "–"
+    low, high = diff["ci95"]
+    return f"{diff['mean']:+.3f} [{'–' if math.isnan(low) else f'{low:+.3f}, {high:+.3f}'}]"
+
+
+def _wtl(diff: dict | None) -> str:
+    return "–" if diff is None else f"{diff['wins']}/{diff['ties']}/{diff['losses']}"
+
+
 def _pyplot():
     import matplotlib
 
@@ -189,13 +279,15 @@ def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], pa
     colors = plt.get_cmap("tab20").colors  # 20 distinct colors: the default cycle repeats after 10 methods
     for i, name in enumerate(method_order(group, order)):
         color = colors[(2 * i) % 20 + (2 * i // 20) % 2]  # the even shades, then the odd ones
+        hollow = {"mfc": "none"} if is_bound(name) else {}  # a bound: hollow markers, dashed
         if name in per_round:
-            ax.plot(*zip(*mean_curve(group, name)), "o-", color=color, label=f"{name} (per round)")
+            fmt = "o--" if hollow else "o-"
+            ax.plot(*zip(*mean_curve(group, name)), fmt, color=color, label=f"{label(name)} (per round)", **hollow)
         else:
             rows = [c.methods[name] for c in group if name in c.methods]
             x = _avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6
-            marker = "s" if name.startswith("oracle") else "^"
-            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], marker, color=color, label=name)
+            fmt = "s" if hollow else "^"
+            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], fmt, color=color, label=label(name), **hollow)
     ax.set_xlabel("cumulative communication (MB, up + down)")
     ax.set_ylabel("mean personalized test accuracy")
     ax.set_title(f"{setting}: mean over {len(group)} seed(s)")

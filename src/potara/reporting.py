@@ -6,10 +6,15 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 from .engine import RunResult
+from .stats import PairedDiff, paired_difference
+
+BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
+REFERENCE = "fedit_ft"  # FedIT + local fine-tuning, the baseline every paired difference is taken against
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
@@ -33,10 +38,58 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
         name: {
             "mean_acc": r.mean_acc(), "worst_acc": r.worst_acc(), "bytes_up": r.bytes_up,
             "bytes_down": r.bytes_down, "rounds": r.rounds, "compute": r.compute, "per_client": r.per_client,
+            "bound": is_bound(name),
         }
         for name, r in result.methods.items()
     }
-    return {"config": config, "methods": methods, "timing": result.timing}
+    accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
+    return {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs)}
+
+
+def is_bound(name: str) -> bool:
+    return name in BOUNDS
+
+
+def is_peer(name: str) -> bool:
+    """A method Potara is measured against: not a bound, not a Potara variant."""
+    return not is_bound(name) and not name.startswith("potara")
+
+
+def best_peer(name: str, means: dict[str, float]) -> str | None:
+    """The peer other than ``name`` with the highest mean accuracy (the first listed on a tie)."""
+    peers = [m for m in means if is_peer(m) and m != name]
+    return max(peers, key=means.__getitem__, default=None)
+
+
+def paired(accs: dict[str, dict[Hashable, float]], cluster: Callable[[Hashable], Hashable] | None = None) -> dict:
+    """Per non-bound method, its paired difference ``vs_fedit_ft`` and ``vs_best_peer`` over shared units.
+
+    ``accs[method][unit]`` is an accuracy; ``cluster(unit)`` the unit's bootstrap cluster (None: every unit is
+    its own). Each entry is ``stats.PairedDiff.to_dict()`` plus ``against``, the method compared with.
+    """
+    accs = {name: units for name, units in accs.items() if units}
+    means = {name: sum(units.values()) / len(units) for name, units in accs.items()}
+    out = {}
+    for name in (m for m in accs if not is_bound(m)):
+        against = {"vs_fedit_ft": REFERENCE if name != REFERENCE and REFERENCE in accs else None,
+                   "vs_best_peer": best_peer(name, means)}
+        out[name] = {
+            key: {"against": other, **diff.to_dict()}
+            for key, other in against.items()
+            if other and (diff := difference(accs[name], accs[other], cluster))
+        }
+    return out
+
+
+def difference(
+    a: dict[Hashable, float], b: dict[Hashable, float], cluster: Callable[[Hashable], Hashable] | None = None
+) -> PairedDiff | None:
+    """a − b over the units both have (None if none), clustered by ``cluster(unit)`` when given."""
+    units = [u for u in a if u in b]
+    if not units:
+        return None
+    groups = [cluster(u) for u in units] if cluster else None
+    return paired_difference([a[u] for u in units], [b[u] for u in units], groups)
 
 
 def table(summary_: dict[str, Any]) -> str:
@@ -47,7 +100,7 @@ def table(summary_: dict[str, Any]) -> str:
     ]
     for name, m in summary_["methods"].items():
         lines.append(
-            f"| {name} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
+            f"| {label(name)} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
             f"| {m['rounds']} | {_mean_lambda(m['per_client'])} |"
         )
     t = summary_["timing"]
@@ -58,6 +111,11 @@ def table(summary_: dict[str, Any]) -> str:
         f"{' · ' + lam if lam else ''} · federation {t.get('federation_s', 0):.1f} s in all"
     )
     return "\n".join(lines)
+
+
+def label(name: str) -> str:
+    """The method's name, with ``(bound)`` for a bound."""
+    return f"{name} (bound)" if is_bound(name) else name
 
 
 def _mean_lambda(rows: list[dict]) -> str:
@@ -121,7 +179,8 @@ def plot_accuracy_vs_bytes(summary_: dict[str, Any], rounds: list[dict], path: P
     for name, m in summary_["methods"].items():
         x_end = (m["bytes_up"] + m["bytes_down"]) / 1e6 if m["rounds"] else 0.0
         points = series.get(name, []) + [(x_end if m["rounds"] else 0.0, m["mean_acc"])]
-        ax.plot(*zip(*points), "s--" if name.startswith("oracle") else "^-", label=name, alpha=0.8)
+        bound = is_bound(name)  # hollow and dashed
+        ax.plot(*zip(*points), "s--" if bound else "^-", mfc="none" if bound else None, label=label(name), alpha=0.8)
     ax.set_xlabel("cumulative communication (MB, up + down)")
     ax.set_ylabel("mean personalized test accuracy")
     ax.set_xlim(left=-0.02 * max(final_x, 1e-9))
