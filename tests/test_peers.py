@@ -17,7 +17,7 @@ from potara.flower.settings import from_run_config
 from potara.methods import apfl, ditto, feddpa
 from potara.models import load_peft_classifier
 from potara.recipes import FEDIT, FEDSA_LORA, FFA_LORA
-from potara.taskvec import LORA_A, LORA_B
+from potara.taskvec import LORA_A, LORA_B, extra_keys, group_of, lora_modules
 
 PEERS = ["ffa_lora", "fedsa_lora", "ditto", "apfl", "feddpa"]
 
@@ -151,12 +151,31 @@ def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
     assert choice.lam == pytest.approx(1 - float(alphas.mean()))
     fed, local = choice.states
     assert any(local[k].abs().sum() > 0 for k in local if k.endswith(LORA_B))  # the local adapter trained
+    with_local_head = {**fed, **{k: local[k] for k in extra_keys(fed)}}
     at_zero = session.predict_merged(choice.states, feddpa.dual_weights(fed, 0.0), test)
-    assert torch.allclose(at_zero, session.predict_merged([fed], [1.0], test), atol=1e-5)  # head not doubled
+    assert torch.allclose(at_zero, session.predict_merged([with_local_head], [1.0], test), atol=1e-5)
     logits, levels = choice.logits(test), torch.round(alphas * 20) / 20
     for i in (int(alphas.argmin()), int(alphas.argmax())):
         one = session.predict_merged(choice.states, feddpa.dual_weights(fed, float(levels[i])), test.subset(torch.tensor([i])))
         assert torch.allclose(logits[i], one[0], atol=1e-5)  # each instance gets its own weight's model
+
+
+def test_feddpa_scales_only_the_local_lora_by_alpha_and_keeps_the_local_head_whole(tiny, fedit_state):
+    heads, lora = extra_keys(fedit_state), lora_modules(fedit_state)
+    for alpha in (0.0, 0.3, 1.0):
+        fed_w, local_w = feddpa.dual_weights(fedit_state, alpha)
+        assert all(fed_w[m] == 1.0 and local_w[m] == alpha for m in lora)
+        assert all(fed_w[group_of(k)] == 0.0 and local_w[group_of(k)] == 1.0 for k in heads)
+
+
+def test_feddpa_trains_the_head_at_head_lr_scale(tiny, fedit_state, monkeypatch):
+    seen = []
+    monkeypatch.setattr(feddpa, "train_through_merge", lambda model, data, budget, gen, groups, merged: seen.append(groups))
+    feddpa.build(tiny.cfg).personalize(session_of(tiny, fedit_state))
+    lr, scale = tiny.cfg.local.lr, tiny.cfg.lora.head_lr_scale
+    assert scale != 1.0 and sorted(g["lr"] for g in seen[0]) == sorted([lr, lr * scale])
+    head = next(g for g in seen[0] if g["lr"] == lr * scale)
+    assert len(head["params"]) == len(extra_keys(fedit_state))
 
 
 @pytest.fixture(scope="module")
