@@ -94,7 +94,7 @@ def test_ffa_lora_keeps_every_a_at_the_shared_init_and_never_sends_it(tiny, monk
     assert any(state[k].abs().sum() > 0 for k in state if k.endswith(LORA_B))  # B did train
 
 
-def test_fedsa_lora_keeps_each_b_on_its_client(tiny, monkeypatch):
+def test_fedsa_lora_sends_only_a_and_keeps_each_b_and_head_on_its_client(tiny, monkeypatch):
     payloads = spy_payloads(monkeypatch)
     steps = []
     original = federation.client_step
@@ -106,15 +106,17 @@ def test_fedsa_lora_keeps_each_b_on_its_client(tiny, monkeypatch):
 
     monkeypatch.setattr(federation, "client_step", spying)
     state, held = federate(tiny, FEDSA_LORA)
-    b_keys = [k for k in tiny.pretrained if k.endswith(LORA_B)]
+    a_keys = {k for k in tiny.pretrained if k.endswith(LORA_A)}
+    local_keys = set(tiny.pretrained) - a_keys  # every B and the head
     assert len(payloads) == 2 * (1 + len(tiny.clients))
-    assert all(keys and not any(k.endswith(LORA_B) for k in keys) for keys in payloads)
-    assert not any(k.endswith(LORA_B) for k in state) and all(k.endswith(LORA_B) for k in held["client_00"])
+    assert all(keys == a_keys for keys in payloads)  # A, all of it, and nothing else, both directions
+    assert set(state) == a_keys and set(held["client_00"]) == local_keys and extra_keys(held["client_00"])
     first, second = steps[: len(tiny.clients)], steps[len(tiny.clients) :]
     for (client, _, after_round_1), (same, given_in_round_2, _) in zip(first, second):
-        assert client == same and all(given_in_round_2[k].equal(after_round_1[k]) for k in b_keys)
-    assert all(held[c][k].equal(second[i][2][k]) for i, c in enumerate(held) for k in b_keys)
-    assert not all(held["client_00"][k].equal(held["client_01"][k]) for k in b_keys)  # one B per client
+        assert client == same and all(given_in_round_2[k].equal(after_round_1[k]) for k in local_keys)
+    assert all(held[c][k].equal(second[i][2][k]) for i, c in enumerate(held) for k in local_keys)
+    for keys in ([k for k in local_keys if k.endswith(LORA_B)], extra_keys(held["client_00"])):
+        assert not all(held["client_00"][k].equal(held["client_01"][k]) for k in keys)  # one B, one head per client
 
 
 def test_ditto_pulls_toward_the_federated_adapter_and_mu_zero_is_local_fine_tuning(tiny, fedit_state):

@@ -7,15 +7,15 @@ override one hook (Flower-strategy style).
   ``A`` stays frozen at its shared random initialisation (each client derives it from the run's seed), so
   only ``B`` and the saved modules (head) are trained and travel. With ``A`` common and fixed, the average
   of the ``B`` factors is the exact average of the products ``B·A``.
-- ``FedSALoRA`` (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025): ``A``
-  (and the head) are trained, travel and are averaged; each client's ``B`` never leaves it and carries
-  over from one of its rounds to the next.
+- ``FedSALoRA`` (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025): only ``A``
+  travels and is averaged; each client's ``B`` and head (client-specific, local in the authors' GLUE setup)
+  are trained too, never leave it and carry over from one of its rounds to the next.
 """
 
 from __future__ import annotations
 
 from .strategies import FedAvg, ProductFedAvg
-from .taskvec import LORA_A, LORA_B, AdapterState
+from .taskvec import LORA_A, AdapterState
 
 
 class FedIT:
@@ -59,12 +59,12 @@ class FFALoRA(FedIT):
 
 
 class FedSALoRA(FedIT):
-    """``B`` trained and kept on each client; ``A`` and the head averaged."""
+    """Only ``A`` averaged; ``B`` and the head trained and kept on each client."""
 
     name = "fedsa_lora"
 
     def travels(self, key: str) -> bool:
-        return not key.endswith(LORA_B)
+        return key.endswith(LORA_A)
 
     def strategy(self, aggregation: str) -> FedAvg:
         return FedAvg()  # the server never sees B, so there is no product to average
