@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ESTIMATORS, ConfigError, RunConfig
-from . import apfl, ditto, feddpa, fedit, fedit_ft, fedsa_lora, ffa_lora, fixed, local, oracle, potara
+from . import apfl, ditto, ditto_posthoc, feddpa, fedit, fedit_ft, fedsa_lora, ffa_lora, fixed, local, oracle, potara
 from .base import Choice, Method
 
 _FIXED_NAMES = {
@@ -17,6 +17,7 @@ _FIXED_NAMES = {
     "ffa_lora": ffa_lora.build,
     "fedsa_lora": fedsa_lora.build,
     "ditto": ditto.build,
+    "ditto_posthoc": ditto_posthoc.build,
     "apfl": apfl.build,
     "feddpa": feddpa.build,
 }
