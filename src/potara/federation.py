@@ -34,7 +34,7 @@ class ClientUpdate:
 
 def client_step(
     model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int, dtype: str = "fp32",
-    *, recipe: FEDIT = FEDIT, kept: AdapterState | None = None,
+    *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
 ) -> ClientUpdate:
     """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
     local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay. A recipe
