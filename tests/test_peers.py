@@ -271,11 +271,12 @@ def test_fedit_is_unchanged_by_the_peers(tiny, peers_run):
 
 
 def test_a_peer_federation_resumes_from_its_checkpoint(tiny, tmp_path):
-    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora]")
+    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora,ditto]")
     first = engine.run(cfg, checkpoint_dir=tmp_path)
-    assert (tmp_path / "fedsa_lora" / "round-000002" / "clients" / "client_00.safetensors").is_file()
+    for name in ("fedsa_lora", "ditto"):
+        assert (tmp_path / name / "round-000002" / "clients" / "client_00.safetensors").is_file()
     again = engine.run(cfg, checkpoint_dir=tmp_path)  # every federation complete: only personalization runs
-    for name in ("fedit", "fedsa_lora"):
+    for name in ("fedit", "fedsa_lora", "ditto"):
         assert again.methods[name].per_client == first.methods[name].per_client
         assert again.methods[name].bytes_up == first.methods[name].bytes_up
     assert again.rounds == first.rounds
