@@ -11,16 +11,17 @@ import torch
 from conftest import without_seconds
 
 from potara import config, engine, federation
-from potara.adapters import get_state, parse_payload, serialize
+from potara.adapters import get_state, parse_payload, serialize, set_state
 from potara.client import ClientSession, Timers
 from potara.config import ConfigError, PeersConfig
 from potara.flower.settings import from_run_config
-from potara.methods import apfl, ditto, feddpa
+from potara.methods import apfl, ditto_posthoc, feddpa
 from potara.models import load_peft_classifier
-from potara.recipes import FEDIT, FEDSA_LORA, FFA_LORA
-from potara.taskvec import LORA_A, LORA_B
+from potara.recipes import FEDIT, FEDSA_LORA, FFA_LORA, Ditto
+from potara.taskvec import LORA_A, LORA_B, extra_keys, group_of, lora_modules
+from potara.training import train
 
-PEERS = ["ffa_lora", "fedsa_lora", "ditto", "apfl", "feddpa"]
+PEERS = ["ffa_lora", "fedsa_lora", "ditto", "ditto_posthoc", "apfl", "feddpa"]
 
 
 def tiny_cfg(tiny_model_dir, synthetic_csv, *extra: str) -> config.RunConfig:
@@ -44,14 +45,14 @@ def tiny(tiny_model_dir, synthetic_csv):
     )
 
 
-def federate(tiny, recipe, rounds: int = 2, kept_after: list | None = None):
+def federate(tiny, recipe, rounds: int = 2, kept_after: list | None = None, fraction: float = 1.0):
     """``rounds`` rounds of ``recipe``; the final global tensors and what each client kept (also after every
     round, into ``kept_after``)."""
-    shared, kept = recipe.split(tiny.pretrained)
+    shared, kept = recipe.split(tiny.pretrained)[0], recipe.kept_at_start(tiny.pretrained)
     held = {c.name: kept for c in tiny.clients} if kept else {}
     state = federation.run_rounds(
         tiny.model, {c.name: c.train for c in tiny.clients}, shared, recipe.strategy("factors"), rounds=rounds,
-        fraction=1.0, budget=engine.fed_budget(tiny.cfg), seed=0, recipe=recipe, kept=held,
+        fraction=fraction, budget=engine.fed_budget(tiny.cfg), seed=0, recipe=recipe, kept=held,
         on_round=None if kept_after is None else lambda entry, state: kept_after.append(dict(held)),
     )
     return state, held
@@ -95,7 +96,7 @@ def test_ffa_lora_keeps_every_a_at_the_shared_init_and_never_sends_it(tiny, monk
     assert any(state[k].abs().sum() > 0 for k in state if k.endswith(LORA_B))  # B did train
 
 
-def test_fedsa_lora_keeps_each_b_on_its_client(tiny, monkeypatch):
+def test_fedsa_lora_sends_only_a_and_keeps_each_b_and_head_on_its_client(tiny, monkeypatch):
     payloads = spy_payloads(monkeypatch)
     steps = []
     original = federation.client_step
@@ -107,28 +108,88 @@ def test_fedsa_lora_keeps_each_b_on_its_client(tiny, monkeypatch):
 
     monkeypatch.setattr(federation, "client_step", spying)
     state, held = federate(tiny, FEDSA_LORA)
-    b_keys = [k for k in tiny.pretrained if k.endswith(LORA_B)]
+    a_keys = {k for k in tiny.pretrained if k.endswith(LORA_A)}
+    local_keys = set(tiny.pretrained) - a_keys  # every B and the head
     assert len(payloads) == 2 * (1 + len(tiny.clients))
-    assert all(keys and not any(k.endswith(LORA_B) for k in keys) for keys in payloads)
-    assert not any(k.endswith(LORA_B) for k in state) and all(k.endswith(LORA_B) for k in held["client_00"])
+    assert all(keys == a_keys for keys in payloads)  # A, all of it, and nothing else, both directions
+    assert set(state) == a_keys and set(held["client_00"]) == local_keys and extra_keys(held["client_00"])
     first, second = steps[: len(tiny.clients)], steps[len(tiny.clients) :]
     for (client, _, after_round_1), (same, given_in_round_2, _) in zip(first, second):
-        assert client == same and all(given_in_round_2[k].equal(after_round_1[k]) for k in b_keys)
-    assert all(held[c][k].equal(second[i][2][k]) for i, c in enumerate(held) for k in b_keys)
-    assert not all(held["client_00"][k].equal(held["client_01"][k]) for k in b_keys)  # one B per client
+        assert client == same and all(given_in_round_2[k].equal(after_round_1[k]) for k in local_keys)
+    assert all(held[c][k].equal(second[i][2][k]) for i, c in enumerate(held) for k in local_keys)
+    for keys in ([k for k in local_keys if k.endswith(LORA_B)], extra_keys(held["client_00"])):
+        assert not all(held["client_00"][k].equal(held["client_01"][k]) for k in keys)  # one B, one head per client
 
 
-def test_ditto_pulls_toward_the_federated_adapter_and_mu_zero_is_local_fine_tuning(tiny, fedit_state):
+def spy_wire(monkeypatch) -> list[bytes]:
+    """Every payload serialized for the wire (both directions), as bytes."""
+    seen: list[bytes] = []
+
+    def spying(state, dtype="fp32"):
+        seen.append(serialize(state, dtype))
+        return seen[-1]
+
+    monkeypatch.setattr(federation, "serialize", spying)
+    return seen
+
+
+def distance(a: dict, b: dict) -> float:
+    return sum(float((a[k] - b[k]).pow(2).sum()) for k in a)
+
+
+def test_ditto_sends_exactly_fedits_payloads_and_keeps_each_personal_model_home(tiny, monkeypatch):
+    wire = spy_wire(monkeypatch)
+    fedit_state, _ = federate(tiny, FEDIT)
+    fedit_wire, wire[:] = list(wire), []
+    state, held = federate(tiny, Ditto(0.1))
+    assert wire == fedit_wire  # the same bytes, both directions: v_k adds nothing and perturbs nothing
+    assert all(state[k].equal(fedit_state[k]) for k in state)
+    assert set(held) == {c.name for c in tiny.clients}
+    for personal in held.values():
+        assert set(personal) == set(tiny.pretrained) and serialize(personal) not in wire
+        assert distance(personal, state) > 0
+    assert distance(held["client_00"], held["client_01"]) > 0  # one v per client
+
+
+def test_ditto_personal_model_moves_only_in_the_rounds_its_client_is_sampled(tiny):
+    snapshots: list[dict] = []
+    federate(tiny, Ditto(0.1), rounds=3, kept_after=snapshots, fraction=0.34)
+    names = [c.name for c in tiny.clients]
+    before = {c: tiny.pretrained for c in names}  # v_k starts from the initial adapter
+    for r, after in enumerate(snapshots, start=1):
+        chosen = federation.sample_clients(names, 0.34, 0, r)
+        assert len(chosen) == 1
+        for c in names:
+            moved = any(not after[c][k].equal(before[c][k]) for k in before[c])
+            assert moved == (c in chosen), (r, c)
+        before = after
+
+
+def test_ditto_mu_zero_is_local_training_and_a_large_mu_holds_v_near_w(tiny):
+    _, free = federate(tiny, Ditto(0.0))
+    model, budget = tiny.model, engine.fed_budget(tiny.cfg)
+    for i, c in enumerate(tiny.clients):  # fraction 1: client i is the i-th sampled in every round
+        set_state(model, tiny.pretrained)
+        for r in (1, 2):
+            train(model, c.train, budget, torch.Generator().manual_seed(federation.client_seed(0, r, i)))
+        alone = get_state(model)
+        assert all(free[c.name][k].equal(alone[k]) for k in alone)  # v never saw w
+    w1, _ = federate(tiny, FEDIT, rounds=1)  # what every client received in round 2
+    far = {mu: federate(tiny, Ditto(mu))[1]["client_00"] for mu in (1.0, 1000.0)}
+    assert distance(free["client_00"], w1) > distance(far[1.0], w1) > distance(far[1000.0], w1)
+
+
+def test_ditto_posthoc_pulls_toward_the_federated_adapter_and_mu_zero_is_fedit_ft(tiny, fedit_state):
     session = session_of(tiny, fedit_state)
-    distance = {}
+    dist = {}
     for mu in (0.0, 1.0, 100.0):
         cfg = dataclasses.replace(tiny.cfg, peers=PeersConfig(ditto_mu=mu))
-        personal = ditto.build(cfg).personalize(session).states[0]
-        distance[mu] = sum(float((personal[k] - fedit_state[k]).pow(2).sum()) for k in personal)
+        personal = ditto_posthoc.build(cfg).personalize(session).states[0]
+        dist[mu] = distance(personal, fedit_state)
         if mu == 0.0:
             plain = session.local("federated")
             assert all(personal[k].equal(plain[k]) for k in plain)
-    assert distance[0.0] > distance[1.0] > distance[100.0] > 0
+    assert dist[0.0] > dist[1.0] > dist[100.0] > 0
 
 
 def test_apfl_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state):
@@ -152,12 +213,31 @@ def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
     assert choice.lam == pytest.approx(1 - float(alphas.mean()))
     fed, local = choice.states
     assert any(local[k].abs().sum() > 0 for k in local if k.endswith(LORA_B))  # the local adapter trained
+    with_local_head = {**fed, **{k: local[k] for k in extra_keys(fed)}}
     at_zero = session.predict_merged(choice.states, feddpa.dual_weights(fed, 0.0), test)
-    assert torch.allclose(at_zero, session.predict_merged([fed], [1.0], test), atol=1e-5)  # head not doubled
+    assert torch.allclose(at_zero, session.predict_merged([with_local_head], [1.0], test), atol=1e-5)
     logits, levels = choice.logits(test), torch.round(alphas * 20) / 20
     for i in (int(alphas.argmin()), int(alphas.argmax())):
         one = session.predict_merged(choice.states, feddpa.dual_weights(fed, float(levels[i])), test.subset(torch.tensor([i])))
         assert torch.allclose(logits[i], one[0], atol=1e-5)  # each instance gets its own weight's model
+
+
+def test_feddpa_scales_only_the_local_lora_by_alpha_and_keeps_the_local_head_whole(tiny, fedit_state):
+    heads, lora = extra_keys(fedit_state), lora_modules(fedit_state)
+    for alpha in (0.0, 0.3, 1.0):
+        fed_w, local_w = feddpa.dual_weights(fedit_state, alpha)
+        assert all(fed_w[m] == 1.0 and local_w[m] == alpha for m in lora)
+        assert all(fed_w[group_of(k)] == 0.0 and local_w[group_of(k)] == 1.0 for k in heads)
+
+
+def test_feddpa_trains_the_head_at_head_lr_scale(tiny, fedit_state, monkeypatch):
+    seen = []
+    monkeypatch.setattr(feddpa, "train_through_merge", lambda model, data, budget, gen, groups, merged: seen.append(groups))
+    feddpa.build(tiny.cfg).personalize(session_of(tiny, fedit_state))
+    lr, scale = tiny.cfg.local.lr, tiny.cfg.lora.head_lr_scale
+    assert scale != 1.0 and sorted(g["lr"] for g in seen[0]) == sorted([lr, lr * scale])
+    head = next(g for g in seen[0] if g["lr"] == lr * scale)
+    assert len(head["params"]) == len(extra_keys(fedit_state))
 
 
 @pytest.fixture(scope="module")
@@ -195,16 +275,19 @@ def test_fedit_is_unchanged_by_the_peers(tiny, peers_run):
 
 
 def test_a_peer_federation_resumes_from_its_checkpoint(tiny, tmp_path):
-    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora]")
+    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora,ditto]")
     first = engine.run(cfg, checkpoint_dir=tmp_path)
-    assert (tmp_path / "fedsa_lora" / "round-000002" / "clients" / "client_00.safetensors").is_file()
+    for name in ("fedsa_lora", "ditto"):
+        assert (tmp_path / name / "round-000002" / "clients" / "client_00.safetensors").is_file()
     again = engine.run(cfg, checkpoint_dir=tmp_path)  # every federation complete: only personalization runs
-    for name in ("fedit", "fedsa_lora"):
+    for name in ("fedit", "fedsa_lora", "ditto"):
         assert without_seconds(again.methods[name].per_client) == without_seconds(first.methods[name].per_client)
         assert again.methods[name].bytes_up == first.methods[name].bytes_up
     assert again.rounds == first.rounds
 
 
-def test_flower_refuses_peers_with_their_own_federation():
-    with pytest.raises(ConfigError, match="ffa_lora.*only the embedded engine"):
-        from_run_config({"overrides": "methods=[fedit,ffa_lora]"})
+@pytest.mark.parametrize("peer", ["ffa_lora", "fedsa_lora", "ditto"])
+def test_flower_refuses_peers_with_their_own_federation(peer):
+    with pytest.raises(ConfigError, match=f"{peer}.*only the embedded engine"):
+        from_run_config({"overrides": f"methods=[fedit,{peer}]"})
+    assert from_run_config({"overrides": "methods=[fedit,ditto_posthoc]"}).run.methods == ["fedit", "ditto_posthoc"]

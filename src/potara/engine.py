@@ -185,8 +185,8 @@ class Federated:
 
     def of(self, client: str, dtype: str = "fp32") -> AdapterState:
         """Client ``client``'s model: the global tensors as received over a ``dtype`` wire, with its own kept
-        ones (which never travel, so are never rounded)."""
-        return {**self.kept.get(client, {}), **as_received(self.state, dtype)}
+        ones over them (they never travel, so are never rounded; a personal adapter, Ditto's, is all of it)."""
+        return {**as_received(self.state, dtype), **self.kept.get(client, {})}
 
 
 def run(
@@ -197,7 +197,7 @@ def run(
     state is saved there after every round, and a run that finds a checkpoint there continues from it.
 
     FedIT's federation always runs (it is every merging method's and the per-round records'); a peer with
-    its own recipe (ffa_lora, fedsa_lora) gets its own federation after it, checkpointed in
+    its own recipe (ffa_lora, fedsa_lora, ditto) gets its own federation after it, checkpointed in
     ``checkpoint_dir/<recipe>``, its per-round records under its name in FedIT's records."""
     methods = resolve(cfg)
     if cfg.threads:
@@ -290,7 +290,7 @@ def _federate(
 ) -> Federated:
     """One federation of ``recipe`` from the pretrained adapter (or its checkpoint in ``checkpoint_dir``)."""
     resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
-    shared, kept = recipe.split(pretrained)
+    shared, kept = recipe.split(pretrained)[0], recipe.kept_at_start(pretrained)
     fed = Federated(
         resumed.adapter if resumed else shared,
         dict(resumed.clients) if resumed else {c.name: kept for c in clients if kept},

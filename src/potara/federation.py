@@ -17,7 +17,7 @@ from .encoding import Encoded
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
 from .taskvec import AdapterState
-from .training import Budget, train
+from .training import Budget, Proximal, state_as_params, train
 from .validation import Expectation, Screened, admit, screen
 
 log = logging.getLogger("potara.federation")
@@ -37,11 +37,28 @@ def client_step(
     *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
 ) -> ClientUpdate:
     """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
-    local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay."""
-    set_state(model, {**(kept or {}), **deserialize(payload, "server")})
+    local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay. A recipe
+    with a personal adapter (Ditto) has it in ``kept`` and gets it updated here too, after the global step."""
+    received = deserialize(payload, "server")
+    set_state(model, {**(kept or {}), **received})
     loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
     sent, stays = recipe.split(get_state(model))
+    mu = recipe.personal_mu()
+    if mu is not None:
+        stays = {**stays, **personal_step(model, kept or {}, received, data, budget, seed, mu)}
     return ClientUpdate(client, serialize(sent, dtype), len(data), loss, stays)
+
+
+def personal_step(
+    model: PeftModel, personal: AdapterState, anchor: AdapterState, data: Encoded, budget: Budget, seed: int,
+    mu: float,
+) -> AdapterState:
+    """Ditto's personal update (Algorithm 1): ``personal`` trained for ``budget`` on the client's loss plus
+    ``μ/2 ‖v − anchor‖²``, ``anchor`` the global adapter the client has just received; the batches of the
+    client's global step."""
+    set_state(model, personal)
+    train(model, data, budget, torch.Generator().manual_seed(seed), Proximal(state_as_params(anchor, model), mu))
+    return get_state(model)
 
 
 @dataclass

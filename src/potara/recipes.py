@@ -7,15 +7,18 @@ override one hook (Flower-strategy style).
   ``A`` stays frozen at its shared random initialisation (each client derives it from the run's seed), so
   only ``B`` and the saved modules (head) are trained and travel. With ``A`` common and fixed, the average
   of the ``B`` factors is the exact average of the products ``B·A``.
-- ``FedSALoRA`` (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025): ``A``
-  (and the head) are trained, travel and are averaged; each client's ``B`` never leaves it and carries
-  over from one of its rounds to the next.
+- ``FedSALoRA`` (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025): only ``A``
+  travels and is averaged; each client's ``B`` and head (client-specific, local in the authors' GLUE setup)
+  are trained too, never leave it and carry over from one of its rounds to the next.
+- ``Ditto`` (Li et al., "Ditto: Fair and Robust Federated Learning Through Personalization", ICML 2021):
+  FedIT's federation of the global adapter ``w``, and beside it a personal adapter ``v_k`` per client, kept on
+  the client and updated in each of its rounds toward the ``w`` it received (``μ/2 ‖v − w‖²``).
 """
 
 from __future__ import annotations
 
 from .strategies import FedAvg, ProductFedAvg
-from .taskvec import LORA_A, LORA_B, AdapterState
+from .taskvec import LORA_A, AdapterState
 
 
 class FedIT:
@@ -35,12 +38,22 @@ class FedIT:
         """The server's aggregation: ``fed.aggregation`` chooses factors (FedIT) or exact products."""
         return ProductFedAvg() if aggregation == "product" else FedAvg()
 
+    def personal_mu(self) -> float | None:
+        """Ditto's ``μ`` when each client also trains a personal adapter beside the global one (every tensor,
+        kept on the client, pulled by ``μ/2 ‖v − w‖²`` toward the global ``w`` it receives); None: none."""
+        return None
+
     def split(self, state: AdapterState) -> tuple[AdapterState, AdapterState]:
         """(the tensors that travel, the tensors that stay on the client)."""
         return (
             {k: v for k, v in state.items() if self.travels(k)},
             {k: v for k, v in state.items() if not self.travels(k)},
         )
+
+    def kept_at_start(self, initial: AdapterState) -> AdapterState:
+        """What each client holds before its first round: the tensors that stay, or its personal adapter
+        (``initial`` whole) when there is one."""
+        return dict(initial) if self.personal_mu() is not None else self.split(initial)[1]
 
 
 class FFALoRA(FedIT):
@@ -59,15 +72,27 @@ class FFALoRA(FedIT):
 
 
 class FedSALoRA(FedIT):
-    """``B`` trained and kept on each client; ``A`` and the head averaged."""
+    """Only ``A`` averaged; ``B`` and the head trained and kept on each client."""
 
     name = "fedsa_lora"
 
     def travels(self, key: str) -> bool:
-        return not key.endswith(LORA_B)
+        return key.endswith(LORA_A)
 
     def strategy(self, aggregation: str) -> FedAvg:
         return FedAvg()  # the server never sees B, so there is no product to average
+
+
+class Ditto(FedIT):
+    """FedIT's federation, and a personal adapter per client trained toward the received global one."""
+
+    name = "ditto"
+
+    def __init__(self, mu: float) -> None:
+        self.mu = mu
+
+    def personal_mu(self) -> float | None:
+        return self.mu
 
 
 FEDIT = FedIT()

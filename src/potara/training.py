@@ -173,8 +173,8 @@ def evaluate(model: nn.Module, data: Encoded, batch_size: int) -> Evaluation:
 
 
 def state_as_params(state: AdapterState, model: nn.Module) -> dict[str, Tensor]:
-    """Map a PEFT state dict onto the trainable parameter names (for proximal anchors)."""
-    return {name: state[state_key(name)] for name in trainable(model)}
+    """Map a PEFT state dict onto the trainable parameter names, on their device (for proximal anchors)."""
+    return {name: state[state_key(name)].to(p.device) for name, p in trainable(model).items()}
 
 
 @torch.inference_mode()

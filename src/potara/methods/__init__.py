@@ -5,7 +5,21 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import ESTIMATORS, ConfigError, RunConfig, apply_override, from_dict
-from . import apfl, ditto, feddpa, fedit, fedit_ft, fedit_ft_matched, fedsa_lora, ffa_lora, fixed, local, oracle, potara
+from . import (
+    apfl,
+    ditto,
+    ditto_posthoc,
+    feddpa,
+    fedit,
+    fedit_ft,
+    fedit_ft_matched,
+    fedsa_lora,
+    ffa_lora,
+    fixed,
+    local,
+    oracle,
+    potara,
+)
 from .base import Choice, Method
 
 VARIANT = "@"
@@ -23,6 +37,7 @@ _FIXED_NAMES = {
     "ffa_lora": ffa_lora.build,
     "fedsa_lora": fedsa_lora.build,
     "ditto": ditto.build,
+    "ditto_posthoc": ditto_posthoc.build,
     "apfl": apfl.build,
     "feddpa": feddpa.build,
 }

@@ -1,25 +1,24 @@
 """Ditto (Li et al., "Ditto: Fair and Robust Federated Learning Through Personalization", ICML 2021).
 
-Client ``k``'s personal adapter minimises ``F_k(v) + μ/2 ‖v − w_F‖²`` (``μ`` = ``peers.ditto_mu``), with the
-FedIT adapter ``w_F`` as the anchor. Here ``v`` starts from ``w_F`` after the federation and is trained with
-the local budget (``local.*``, the batches of ``fedit_ft``), so ``μ = 0`` is exactly ``fedit_ft``; Ditto
-proper updates ``v`` in the rounds the client takes part in. The proximal term acts on the LoRA factors and
-the head, the tensors that are trained.
+Its own federation (:class:`potara.recipes.Ditto`, the paper's Algorithm 1): in every round it takes part in,
+client ``k`` (a) makes FedIT's local update of the global adapter ``w``, which is all that travels, and (b)
+updates its personal adapter ``v_k`` for the same budget (``fed.*``, the same batches) on
+``F_k(v) + μ/2 ‖v − w‖²`` (``μ`` = ``peers.ditto_mu``), ``w`` the global adapter it has just received. ``v_k``
+never leaves the client (no bytes: the wire is FedIT's). ``v_k`` starts from the initial (pretrained) adapter,
+so a client never sampled keeps it. Client ``k``'s model is its ``v_k`` after the last round.
+``μ = 0`` is plain local training of ``v_k`` in the rounds; the post-hoc variant is ``ditto_posthoc``.
 """
 
 from __future__ import annotations
 
 from ..client import ClientSession
 from ..config import RunConfig
-from ..training import Proximal, state_as_params
+from ..recipes import Ditto
 from .base import Choice, Method
 
 
 def build(cfg: RunConfig) -> Method:
-    mu = cfg.peers.ditto_mu
-
     def personalize(session: ClientSession) -> Choice:
-        anchor = Proximal(state_as_params(session.fed, session.model), mu)
-        return Choice([session.fine_tuned(session.fed, anchor)], [1.0])
+        return Choice([session.fed], [1.0])
 
-    return Method("ditto", personalize)
+    return Method("ditto", personalize, federation=Ditto(cfg.peers.ditto_mu))

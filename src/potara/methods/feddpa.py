@@ -1,18 +1,24 @@
-"""A dual-adapter peer in the spirit of FedDPA (Yang et al., "Dual-Personalizing Adapter for Federated
-Foundation Models", NeurIPS 2024): a global adapter, a local adapter, and an instance-wise weight.
+"""FedDPA (Yang et al., "Dual-Personalizing Adapter for Federated Foundation Models", NeurIPS 2024): a global
+adapter, a local adapter, and an instance-wise weight on the local one.
 
 - Global adapter: the final FedIT adapter ``τ_F`` (FedDPA's global adapter is FedAvg-trained LoRA).
 - Local adapter ``τ_L``: a fresh LoRA (the shared initialisation, ``B = 0``) trained on the client's data with
   the global one frozen and added, model ``W0 + τ_F + τ_L`` (FedDPA-F), with the local budget (``local.*``,
-  the batches of ``fedit_ft``). The head belongs to the local adapter: it starts at the global head, so its
-  task vector is ``P_L − P_F``.
+  the batches of ``fedit_ft``), the head at ``lora.head_lr_scale`` times the lr as in every method.
 - Instance-wise weight: at inference an input ``x`` gets ``W0 + τ_F + α(x) τ_L``, where ``α(x)`` is the
   mean cosine similarity between ``x``'s representation and those of the client's training inputs
   (FedDPA's rule, over all of them instead of 5 sampled), clipped to [0, 1]. Representations: the frozen
   base model's last hidden states, mean-pooled over tokens. ``α(x)`` is rounded to ``peers.feddpa_levels``
   levels and each level is one exact merge run over its examples.
-- Reported ``lambda`` = ``1 − mean α(x)`` over the test inputs: ``τ_F + α τ_L = (1 − α) τ_F + α (τ_F + τ_L)``,
-  so it is the federated weight against the dual model, as λ is everywhere.
+- The head: FedDPA's setting is an LLM with no classifier head (the authors' evaluation script,
+  ``Lydia-yang/FedDPA`` ``code/GlobalModel_generated.py``, runs a LLaMA causal LM and weights the local adapter
+  only); ``α(x)`` is the weight of the local LoRA. Our classifier head is personal state, trained with the
+  local adapter like every method's head (it starts at the global head), so the model of ``x`` uses it at full
+  weight: merge weights ``[1, α(x)]`` on the LoRA modules, ``[0, 1]`` on the head. Scaling the head by ``α(x)``
+  too would hand the inputs with small ``α`` the federated head, i.e. FedIT.
+- Reported ``lambda`` = ``1 − mean α(x)`` over the test inputs: on the LoRA modules
+  ``τ_F + α τ_L = (1 − α) τ_F + α (τ_F + τ_L)``, so it is the federated weight against the dual model, as λ
+  is everywhere.
 """
 
 from __future__ import annotations
@@ -24,15 +30,15 @@ from ..client import ClientSession
 from ..config import RunConfig
 from ..encoding import Encoded
 from ..taskvec import AdapterState, extra_keys, groups, lora_modules
-from ..training import base_representations, train_through_merge
+from ..training import base_representations, lr_groups, train_through_merge
 from .base import Choice, Method
 
 
 def dual_weights(state: AdapterState, alpha: float) -> list[dict[str, float]]:
-    """Merge weights of ``[global, local]`` for ``τ_F + α τ_L``: LoRA modules ``[1, α]``, saved modules
-    ``[1 − α, α]`` (the local head is a full copy starting at the global one)."""
+    """Merge weights of ``[global, local]`` for ``τ_F + α τ_L`` with the local head: LoRA modules ``[1, α]``,
+    saved modules (the head, a full copy) ``[0, 1]``."""
     lora = set(lora_modules(state))
-    return [{g: 1.0 if g in lora else 1.0 - alpha for g in groups(state)}, {g: alpha for g in groups(state)}]
+    return [{g: 1.0 if g in lora else 0.0 for g in groups(state)}, {g: alpha if g in lora else 1.0 for g in groups(state)}]
 
 
 def instance_weights(session: ClientSession, data: Encoded) -> Tensor:
@@ -54,9 +60,11 @@ def build(cfg: RunConfig) -> Method:
             return Choice([fed], [1.0], lam=1.0, note="no training data: federated model")
         start = {**session.pretrained, **{k: fed[k] for k in extra_keys(fed)}}
         local = {k: t.clone().requires_grad_(True) for k, t in start.items()}
+        budget = session.settings.local_budget
         train_through_merge(
-            session.model, session.split("train"), session.settings.local_budget, session.generator("federated"),
-            [{"params": list(local.values())}], lambda: session.merged([fed, local], dual_weights(fed, 1.0)),
+            session.model, session.split("train"), budget, session.generator("federated"),
+            lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__),
+            lambda: session.merged([fed, local], dual_weights(fed, 1.0)),
         )
         local = {k: t.detach() for k, t in local.items()}
 

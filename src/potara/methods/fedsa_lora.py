@@ -1,8 +1,12 @@
 """FedSA-LoRA (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025).
 
-Its own federation (:class:`potara.recipes.FedSALoRA`): ``A`` and the head are sent and averaged, each
-client's ``B`` stays on the client from one of its rounds to the next. Client ``k``'s model is the final
-global ``A`` and head with its own ``B``.
+Its own federation (:class:`potara.recipes.FedSALoRA`): only the ``A`` factors are sent and averaged (the
+paper finds ``A`` learns general knowledge, ``B`` client-specific knowledge); each client's ``B`` and its
+classifier head stay on the client from one of its rounds to the next. The head is client-specific as ``B``
+is (each client has its own label mix), and the authors' GLUE configuration (RoBERTa with a classifier,
+``Pengxin-Guo/FedSA-LoRA`` ``federatedscope/glue/yamls/fedsa-lora.yaml``) keeps it local:
+``personalization.local_param: ['lora_B', 'classifier']``. Client ``k``'s model is the final global ``A``
+with its own ``B`` and head.
 """
 
 from __future__ import annotations
