@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from ..config import ESTIMATORS, ConfigError, RunConfig, apply_override, from_dict
@@ -80,8 +81,11 @@ def build(spec: str, cfg: RunConfig) -> Method:
                 f"{', '.join(VARIANT_KEYS)}* (other keys change what every method shares: use a suite setting)"
             )
         apply_override(values, item)
-    variant = from_dict(values)
-    return dataclasses.replace(available(variant)[name](variant), name=spec)
+    method = available(from_dict(values))[name](from_dict(values))
+    if method.federation.name == name:  # a federation of the method's own (Ditto's μ): one per variant
+        method = dataclasses.replace(method, federation=copy.copy(method.federation))
+        method.federation.name = spec
+    return dataclasses.replace(method, name=spec)
 
 
 __all__ = ["Choice", "Method", "available", "build", "resolve"]
