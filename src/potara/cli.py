@@ -150,8 +150,10 @@ def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
 
 def _print_round(record: dict) -> None:
     extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
+    acc = record["fedit_mean_acc"]
     tqdm.write(
-        f"round {record['round']}: fedit acc {record['fedit_mean_acc']:.3f}, train loss {record['train_loss']:.3f}, "
+        f"round {record['round']}: fedit acc {'–' if acc is None else f'{acc:.3f}'}, "
+        f"train loss {record['train_loss']:.3f}, "
         f"bytes up {record['bytes_up']:,} down {record['bytes_down']:,}{extra}"
     )
 

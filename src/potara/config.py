@@ -76,6 +76,7 @@ class FedConfig:
     lr: float = 5e-3
     batch_size: int = 16
     aggregation: str = "factors"  # "factors" (FedIT) or "product" (exact FedAvg of B·A, re-factorized)
+    eval_rounds: bool = True  # every federation's accuracy on every client's test split after each round
     eval_every: int = 0  # personalize every k rounds as well as at the end (0: only at the end)
     eval_methods: list[str] | None = None  # methods personalized at those rounds (None: every federated one)
     payload_dtype: str = "fp32"  # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16
@@ -106,6 +107,9 @@ class PeersConfig:
     ditto_mu: float = 0.1  # Ditto's proximal weight μ/2 ‖v − w_F‖²: mid-range of the values Ditto tunes over
     apfl_alpha_lr: float = 0.1  # AdamW lr of APFL's mixing logit s (α = sigmoid(s), from α = ½)
     feddpa_levels: int = 21  # FedDPA's per-instance weight α(x) is evaluated on this many levels of [0, 1]
+    ffa_lora_lr_scale: float = 1.0  # FFA-LoRA's client lr ÷ fed.lr (its paper trains B alone at larger rates)
+    fedsa_lora_lr_scale: float = 1.0  # FedSA-LoRA's client lr ÷ fed.lr
+    feddpa_weight_cap: float = 1.0  # FedDPA's α(x) = cap × similarity (its authors' code: w, 0.5 by default)
     fixed_lambda: float = 0.5  # the federated weight of `fixed`, the same for every client
 
 
@@ -255,6 +259,8 @@ def validate(cfg: RunConfig) -> None:
     _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
     _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
     _check(cfg.peers.apfl_alpha_lr > 0, f"peers.apfl_alpha_lr must be > 0, got {cfg.peers.apfl_alpha_lr}")
+    _check(cfg.peers.ffa_lora_lr_scale > 0 and cfg.peers.fedsa_lora_lr_scale > 0, "peers.*_lr_scale must be > 0")
+    _check(0 < cfg.peers.feddpa_weight_cap <= 1, f"peers.feddpa_weight_cap must be in (0, 1], got {cfg.peers.feddpa_weight_cap}")
     _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
     _check(cfg.peers.feddpa_levels >= 2, f"peers.feddpa_levels must be >= 2, got {cfg.peers.feddpa_levels}")
     _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -298,6 +299,8 @@ def _federate(
         list(resumed.records) if resumed else [],
     )
 
+    budget = fed_budget(cfg)
+    budget = dataclasses.replace(budget, lr=budget.lr * recipe.lr_scale)
     meter = PassMeter()
     round_began = [meter.now()]
 
@@ -313,7 +316,7 @@ def _federate(
         round_began[0] = meter.now()
         fed.state = run_rounds(
             model, {c.name: c.train for c in clients}, fed.state, recipe.strategy(cfg.fed.aggregation),
-            rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=fed_budget(cfg), seed=cfg.seed,
+            rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=budget, seed=cfg.seed,
             start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
             progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
             kept=fed.kept, payload_dtype=cfg.fed.payload_dtype,
@@ -361,12 +364,13 @@ def _joined_records(feds: dict[str, Federated]) -> list[dict]:
 def _round_record(
     model: PeftModel, clients: list[ClientSplits], fed: Federated, entry: RoundLog, cfg: RunConfig, acc_key: str
 ) -> dict:
-    """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split.
+    """Per-round metrics: bytes, training loss, and the federation's accuracy on every client's test split
+    (None when ``fed.eval_rounds`` is off).
     ``cum_bytes_*`` count the rounds so far; ``broadcast_bytes`` is what sending this round's global tensors
     to every client costs on top (what personalizing, or stopping, at this round needs; after the last
     round it is the run's final broadcast, in ``bytes_down`` of every federated method)."""
     accs = []
-    for c in clients:
+    for c in clients if cfg.fed.eval_rounds else []:
         set_state(model, fed.of(c.name, cfg.fed.payload_dtype))
         accs.append(evaluate_split(model, c.test, cfg.eval_batch_size, cfg.model.max_new_tokens).acc)
     return {
@@ -374,5 +378,5 @@ def _round_record(
         "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"],
         "broadcast_bytes": broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype),
         "train_loss": entry.train_loss,
-        acc_key: sum(accs) / len(accs),
+        acc_key: sum(accs) / len(accs) if accs else None,
     }

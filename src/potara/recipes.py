@@ -17,6 +17,8 @@ override one hook (Flower-strategy style).
 
 from __future__ import annotations
 
+import copy
+
 from .strategies import FedAvg, ProductFedAvg
 from .taskvec import LORA_A, AdapterState
 
@@ -25,6 +27,7 @@ class FedIT:
     """Everything trained, everything sent, nothing kept."""
 
     name = "fedit"
+    lr_scale = 1.0  # the clients' learning rate in this federation ÷ ``fed.lr`` (a peer's own tuned rate)
 
     def travels(self, key: str) -> bool:
         """Whether tensor ``key`` is uploaded, aggregated and sent back (else it stays on the client)."""
@@ -54,6 +57,15 @@ class FedIT:
         """What each client holds before its first round: the tensors that stay, or its personal adapter
         (``initial`` whole) when there is one."""
         return dict(initial) if self.personal_mu() is not None else self.split(initial)[1]
+
+
+def scaled(recipe: FedIT, lr_scale: float) -> FedIT:
+    """``recipe`` with its clients' learning rate at ``lr_scale × fed.lr`` (the recipe itself when 1)."""
+    if lr_scale == 1.0:
+        return recipe
+    other = copy.copy(recipe)
+    other.lr_scale = lr_scale
+    return other
 
 
 class FFALoRA(FedIT):

@@ -170,7 +170,9 @@ def plot_accuracy_vs_bytes(summary_: dict[str, Any], rounds: list[dict], path: P
 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [(r["cum_bytes_up"] + r["cum_bytes_down"]) / 1e6 for r in rounds]
-    ax.plot(xs, [r["fedit_mean_acc"] for r in rounds], "o-", label="fedit (per round)", color="gray")
+    measured = [(x, r["fedit_mean_acc"]) for x, r in zip(xs, rounds) if r["fedit_mean_acc"] is not None]
+    if measured:
+        ax.plot(*zip(*measured), "o-", label="fedit (per round)", color="gray")
     series: dict[str, list[tuple[float, float]]] = {}
     for r, x in zip(rounds, xs):
         for name, acc in r.get("methods", {}).items():

@@ -41,18 +41,19 @@ def dual_weights(state: AdapterState, alpha: float) -> list[dict[str, float]]:
     return [{g: 1.0 if g in lora else 0.0 for g in groups(state)}, {g: alpha if g in lora else 1.0 for g in groups(state)}]
 
 
-def instance_weights(session: ClientSession, data: Encoded) -> Tensor:
-    """``α(x)`` for every input of ``data``: mean cosine similarity to the client's training inputs, in [0, 1]."""
+def instance_weights(session: ClientSession, data: Encoded, cap: float = 1.0) -> Tensor:
+    """``α(x)`` for every input of ``data``: ``cap`` × the mean cosine similarity to the client's training
+    inputs, clipped to [0, 1] (``cap`` is the authors' ``w``, ``peers.feddpa_weight_cap``)."""
     batch = session.settings.eval_batch_size
     unit = lambda reps: torch.nn.functional.normalize(reps, dim=-1)
     reference = unit(base_representations(session.model, session.split("train"), batch)).mean(0)
     if len(data) == 0:
         return torch.empty(0)
-    return (unit(base_representations(session.model, data, batch)) @ reference).clamp(0.0, 1.0)
+    return (cap * (unit(base_representations(session.model, data, batch)) @ reference)).clamp(0.0, 1.0)
 
 
 def build(cfg: RunConfig) -> Method:
-    levels = cfg.peers.feddpa_levels
+    levels, cap = cfg.peers.feddpa_levels, cfg.peers.feddpa_weight_cap
 
     def personalize(session: ClientSession) -> Choice:
         fed = session.fed
@@ -70,7 +71,7 @@ def build(cfg: RunConfig) -> Method:
 
         def logits(data: Encoded) -> Tensor:
             """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
-            alpha = torch.round(instance_weights(session, data) * (levels - 1)) / (levels - 1)
+            alpha = torch.round(instance_weights(session, data, cap) * (levels - 1)) / (levels - 1)
             parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
             out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index))
                    for index in parts]
@@ -79,7 +80,7 @@ def build(cfg: RunConfig) -> Method:
             return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))
 
         test = session.split("test")
-        mean_alpha = float(instance_weights(session, test).mean()) if len(test) else 0.0
+        mean_alpha = float(instance_weights(session, test, cap).mean()) if len(test) else 0.0
         return Choice([fed, local], dual_weights(fed, mean_alpha), lam=1 - mean_alpha, logits=logits)
 
     return Method("feddpa", personalize)

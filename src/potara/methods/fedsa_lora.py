@@ -7,13 +7,15 @@ is (each client has its own label mix), and the authors' GLUE configuration (RoB
 ``Pengxin-Guo/FedSA-LoRA`` ``federatedscope/glue/yamls/fedsa-lora.yaml``) keeps it local:
 ``personalization.local_param: ['lora_B', 'classifier']``. Client ``k``'s model is the final global ``A``
 with its own ``B`` and head.
+Its clients' learning rate is ``peers.fedsa_lora_lr_scale`` × ``fed.lr``, tuned on the dev suite like every peer's
+setting.
 """
 
 from __future__ import annotations
 
 from ..client import ClientSession
 from ..config import RunConfig
-from ..recipes import FEDSA_LORA
+from ..recipes import FEDSA_LORA, scaled
 from .base import Choice, Method
 
 
@@ -21,4 +23,4 @@ def build(cfg: RunConfig) -> Method:
     def personalize(session: ClientSession) -> Choice:
         return Choice([session.fed], [1.0])
 
-    return Method("fedsa_lora", personalize, federation=FEDSA_LORA)
+    return Method("fedsa_lora", personalize, federation=scaled(FEDSA_LORA, cfg.peers.fedsa_lora_lr_scale))

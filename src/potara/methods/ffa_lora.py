@@ -2,13 +2,15 @@
 
 Its own federation (:class:`potara.recipes.FFALoRA`): every ``A`` stays frozen at the shared random
 initialisation, only ``B`` and the head are trained, sent and averaged. Every client uses the final model.
+Its clients' learning rate is ``peers.ffa_lora_lr_scale`` × ``fed.lr``, tuned on the dev suite like every peer's
+setting.
 """
 
 from __future__ import annotations
 
 from ..client import ClientSession
 from ..config import RunConfig
-from ..recipes import FFA_LORA
+from ..recipes import FFA_LORA, scaled
 from .base import Choice, Method
 
 
@@ -16,4 +18,4 @@ def build(cfg: RunConfig) -> Method:
     def personalize(session: ClientSession) -> Choice:
         return Choice([session.fed], [1.0])
 
-    return Method("ffa_lora", personalize, federation=FFA_LORA)
+    return Method("ffa_lora", personalize, federation=scaled(FFA_LORA, cfg.peers.ffa_lora_lr_scale))
