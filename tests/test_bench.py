@@ -77,7 +77,7 @@ def test_suite_errors_are_clear(change, message, tmp_path):
 
 def test_unknown_suite_and_setting(tmp_path, capsys):
     code, _, err = bench_cli(["--suite", "nope", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "neither a file nor a packaged suite (offline, precision)" in err
+    assert code == 2 and "neither a file nor a packaged suite (dev, offline, precision, report)" in err
     code, _, err = bench_cli(["--suite", "offline", "--only", "cifar", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "suite 'offline' has no setting 'cifar'" in err
     assert not (tmp_path / "o").exists()
@@ -254,7 +254,7 @@ def write_fake_cells(out) -> bench.Suite:
             where = bench.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
             (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
-            (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, 0.2 * r)) + "\n" for r in (1, 2)))
+            (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, potara=0.2 * r)) + "\n" for r in (1, 2)))
     return bench.Suite("fake", [0, 1, 2], list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
 
 
@@ -280,13 +280,13 @@ def test_pooled_paired_differences_in_report_md_and_json(tmp_path):
     from potara import bench_report
 
     report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
-    pooled = report.split("## Paired differences, pooled over every setting")[1]
+    pooled = report.split("## Paired differences, pooled over every setting")[1].split("\n## ")[0]
     assert "| potara | +0.250 [+0.250, +0.250] | 28/0/0 | win | apfl | +0.241 [" in pooled
     assert "| 27/1/0 | win |" in pooled and "| fedit | -0.250 [-0.250, -0.250] | 0/0/28 | loss | apfl |" in pooled
     assert "oracle_test" not in pooled
 
     written = json.loads((tmp_path / "report.json").read_text())
-    assert set(written) == {"suite", "unit", "cluster", "bounds", "settings", "overall"}
+    assert set(written) == {"suite", "unit", "cluster", "bounds", "settings", "overall", "potara_versus", "compare"}
     assert written["bounds"] == ["oracle_test"] and set(written["settings"]) == {"a", "b", "c"}
     potara = written["overall"]["potara"]
     assert potara["vs_fedit_ft"] == {
@@ -298,3 +298,19 @@ def test_pooled_paired_differences_in_report_md_and_json(tmp_path):
     assert written["overall"]["apfl"]["vs_best_peer"]["against"] == "fedit_ft"
     assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci95"] == [None, None]
     assert "oracle_test" not in written["overall"]
+
+
+def test_potara_against_every_method_and_a_compared_setting(tmp_path):
+    from potara import bench_report
+
+    suite = write_fake_cells(tmp_path)
+    suite = bench.Suite(suite.name, suite.seeds, suite.methods, suite.settings, compare={"c": "a"})
+    report = bench_report.write_report(tmp_path, suite)
+    versus = report.split("## `potara` against every method")[1].split("\n## ")[0]
+    assert "| fedit | +0.500 [+0.500, +0.500] | 24/0/0 | win | win (+0.500) | win (+0.500) |" in versus
+    assert "| oracle_test (bound) | -0.375 [-0.375, -0.375] | 0/0/24 | loss |" in versus  # c is not pooled
+    cross = report.split("## `c` against `a` (same seeds and clients)")[1]
+    assert "| potara | 0 | 0 | fedit_ft | 0 | 0 | +0.250 [–] | 4/0/0 | tie |" in cross  # c has seed 0 only
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert set(written["potara_versus"]) == {"pooled", "a", "b"}
+    assert written["compare"]["c"]["potara"]["versus"]["fedit_ft"]["units"] == 4

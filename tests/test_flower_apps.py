@@ -176,7 +176,9 @@ def test_the_server_receives_only_the_federated_adapter(clean_run, overrides):
         else:
             assert (records["arrays"], records["metrics"], records["configs"]) == allowed[entry["phase"]]
     for method in summary["methods"].values():
-        assert all(set(row) <= {"client", "n_train", "acc", "lambda", "note"} for row in method["per_client"])
+        rows = method["per_client"]  # numbers about the client's own results and compute, never data
+        assert all(set(row) <= {"client", "n_train", "acc", "val_acc", "lambda", "cost", "lambda_cost", "note"}
+                   for row in rows)
 
 
 def test_bytes_are_those_of_the_messages(clean_run):

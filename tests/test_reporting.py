@@ -35,7 +35,7 @@ def test_summary_marks_bounds_and_keeps_the_existing_keys():
     summary = reporting.summary({"seed": 0}, fake_result())
     assert set(summary) == {"config", "methods", "timing", "paired"}
     for name, m in summary["methods"].items():
-        assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "per_client", "bound"}
+        assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "compute", "per_client", "bound"}
         assert m["bound"] is (name in ("oracle_val", "oracle_test"))
     table = reporting.table(summary)
     assert "| oracle_test (bound) | 1.0000 |" in table and "| potara | 0.6250 |" in table

@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from . import config as config_mod
 from .config import ConfigError, RunConfig
 
-SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings")
+SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare")
 RESERVED = ("seed", "methods")  # set per cell by the suite (narrow with --seeds / --methods)
+SETTING_METHODS = "methods"  # a setting may run a subset of the suite's methods
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class Suite:
     settings: dict[str, dict[str, Any]]
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    compare: dict[str, str] = field(default_factory=dict)  # setting -> the setting its methods are compared with
+
+    def methods_of(self, setting: str) -> list[str]:
+        """The methods a setting runs: its own ``methods`` (those of the suite's it names), else the suite's."""
+        own = self.settings[setting].get(SETTING_METHODS)
+        return [m for m in self.methods if own is None or m in own]
 
     def narrowed(
         self, seeds: list[int] | None = None, only: list[str] | None = None, methods: list[str] | None = None
@@ -46,7 +53,9 @@ class Suite:
         if unknown:
             raise ConfigError(f"suite '{self.name}' has no setting '{unknown[0]}'; settings: {', '.join(self.settings)}")
         settings = {k: v for k, v in self.settings.items() if not only or k in only}
-        return replace(self, seeds=seeds or self.seeds, methods=methods or self.methods, settings=settings)
+        compare = {k: v for k, v in self.compare.items() if k in settings and v in settings}
+        return replace(self, seeds=seeds or self.seeds, methods=methods or self.methods, settings=settings,
+                       compare=compare)
 
 
 def packaged_suites() -> list[str]:
@@ -90,9 +99,22 @@ def parse_suite(raw: Any, name: str) -> Suite:
         isinstance(settings, dict) and settings and all(isinstance(v, dict | None) for v in settings.values()),
         f"{where}: 'settings' must map each setting name to its overrides (dotted config keys to values)",
     )
-    for key in (*overrides, *(k for v in settings.values() for k in v or {})):
+    for key in (*overrides, *(k for v in settings.values() for k in v or {} if k != SETTING_METHODS)):
         _require(key not in RESERVED, f"{where}: '{key}' is set by the suite's 'seeds'/'methods', not by overrides")
-    return Suite(name, seeds, methods, {k: v or {} for k, v in settings.items()}, overrides, raw.get("description", ""))
+    for setting, values in settings.items():
+        own = (values or {}).get(SETTING_METHODS)
+        _require(
+            own is None or (isinstance(own, list) and own and set(own) <= set(methods)),
+            f"{where}, setting '{setting}': 'methods' must be a non-empty list of the suite's methods",
+        )
+    compare = raw.get("compare") or {}
+    _require(
+        isinstance(compare, dict) and all(k in settings and v in settings and k != v for k, v in compare.items()),
+        f"{where}: 'compare' must map a setting to another setting of the suite (its methods are compared with "
+        "that setting's on the same seeds and clients)",
+    )
+    return Suite(name, seeds, methods, {k: v or {} for k, v in settings.items()}, overrides,
+                 raw.get("description", ""), compare)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -105,11 +127,12 @@ def cell_config(suite: Suite, setting: str, seed: int, sets: list[str] = ()) -> 
     values: dict[str, Any] = {}
     try:
         for key, value in {**suite.overrides, **suite.settings[setting]}.items():
-            config_mod.set_key(values, key, value)
+            if key != SETTING_METHODS:
+                config_mod.set_key(values, key, value)
         for item in sets:
             _require(item.split("=", 1)[0].strip() not in RESERVED, f"--set {item}: use --seeds / --methods instead")
             config_mod.apply_override(values, item)
-        values.update(seed=seed, methods=list(suite.methods))
+        values.update(seed=seed, methods=suite.methods_of(setting))
         return config_mod.from_dict(values)
     except ConfigError as err:
         raise ConfigError(f"suite '{suite.name}', setting '{setting}': {err}") from err

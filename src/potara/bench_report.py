@@ -19,6 +19,7 @@ from .communication import FEDIT, TARGET, Reach, analyse, curve, median_round
 from .reporting import REFERENCE, _finite, atomic_write, difference, is_bound, label, paired, save_png
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
+POTARA = "potara"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def write_report(out: Path, suite: Suite) -> str:
     numbers = paired_report(cells, suite)
     every_cell = [c for group in cells.values() for c in group]
     parts.append(paired_table(numbers["overall"], method_order(every_cell, suite.methods)))
+    parts.append(versus_table(numbers["potara_versus"], pooled_settings(cells, suite)))
+    parts += [cross_setting_table(source, target, numbers["compare"][source], cells)
+              for source, target in suite.compare.items() if cells.get(source) and cells.get(target)]
     text = "\n\n".join(parts) + "\n"
     atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
     atomic_write(out / "report.md", text)
@@ -82,15 +86,63 @@ def cell_of(unit: tuple) -> tuple:
 
 
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
-    """``report.json``: ``paired`` (as in summary.json) per setting and pooled over every setting."""
+    """``report.json``: ``paired`` (as in summary.json) per setting and pooled over the settings that are not
+    compared with another (``suite.compare``); ``potara_versus``: Potara against every other method, pooled
+    and per setting; ``compare``: each compared setting's methods against its target setting's."""
+    pooled = {k: v for k, v in cells.items() if k in pooled_settings(cells, suite)}
     return {
         "suite": suite.name,
         "unit": "(setting, seed, client)",
         "cluster": "(setting, seed)",
         "bounds": sorted({name for group in cells.values() for c in group for name in c.methods if is_bound(name)}),
         "settings": {setting: paired(unit_accs({setting: group}), cell_of) for setting, group in cells.items()},
-        "overall": paired(unit_accs(cells), cell_of),
+        "overall": paired(unit_accs(pooled), cell_of),
+        "potara_versus": {
+            "pooled": versus(unit_accs(pooled), POTARA),
+            **{setting: versus(unit_accs({setting: cells[setting]}), POTARA) for setting in pooled},
+        },
+        "compare": {source: compare_settings(cells[source], cells[target]) for source, target in suite.compare.items()
+                    if cells.get(source) and cells.get(target)},
     }
+
+
+def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:
+    """The settings pooled into the overall numbers: all but those compared with another setting."""
+    return [s for s in cells if s not in suite.compare]
+
+
+def versus(accs: dict[str, dict[tuple, float]], name: str) -> dict[str, dict]:
+    """``name`` − every other method (bounds included) over their shared units, clustered by cell."""
+    if name not in accs:
+        return {}
+    out = {}
+    for other in accs:
+        diff = difference(accs[name], accs[other], cell_of) if other != name else None
+        if diff is not None:
+            out[other] = diff.to_dict()
+    return out
+
+
+def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
+    """Each non-bound method of ``source`` against each non-bound method of ``target`` on the same (seed,
+    client), with each one's mean client compute (training example passes) and bytes."""
+    a, b = unit_accs({"": source}), unit_accs({"": target})
+    out = {}
+    for name in (m for m in a if not is_bound(m)):
+        rows = {}
+        for other in (m for m in b if not is_bound(m)):
+            diff = difference(a[name], b[other], cell_of)
+            if diff is not None:
+                rows[other] = {**diff.to_dict(), **_effort(target, other)}
+        out[name] = {**_effort(source, name), "versus": rows}
+    return out
+
+
+def _effort(group: list[Cell], name: str) -> dict[str, float]:
+    """Mean over seeds of a method's mean client training passes and its total bytes (up + down)."""
+    rows = [c.methods[name] for c in group if name in c.methods]
+    return {"train_passes": _avg([r.get("compute", {}).get("train_passes", 0.0) for r in rows]),
+            "bytes": _avg([r["bytes_up"] + r["bytes_down"] for r in rows])}
 
 
 def method_order(group: list[Cell], order: list[str]) -> list[str]:
@@ -109,8 +161,8 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
     lines = [
         head, "",
         f"| method | mean acc | worst acc | Δ vs {REFERENCE} [95% CI] | W/T/L | bytes up | bytes down "
-        "| personalize s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| train passes | personalize s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     accs = unit_accs({setting: group})
     for name in method_order(group, suite.methods):
@@ -121,6 +173,7 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
             f"| {label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
             f"| {_delta(versus)} | {_wtl(versus)} "
             f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
+            f"| {_avg([r.get('compute', {}).get('train_passes', 0.0) for r in rows]):,.0f} "
             f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
         )
     timing = [c.summary["timing"] for c in group]
@@ -128,8 +181,10 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         "",
         f"cell wall time {_pm([t.get('wall_s', 0.0) for t in timing], 0)} s, shared by every method "
         f"(federation {_avg([t['federation_s'] for t in timing]):.0f} s; local training "
-        f"{_avg([t['local_epoch_s'] for t in timing]):.2f} s per client-epoch). `personalize s`: a method's own "
-        "choice and evaluation over all clients, on top of the shared local adapter. "
+        f"{_avg([t['local_epoch_s'] for t in timing]):.2f} s per client-epoch). `train passes`: a method's mean "
+        "client compute in training example passes (forward + backward), its federated rounds and its own "
+        "personalization, shared work (the local adapter) charged to every method that uses it; `personalize s`: "
+        "a method's personalization seconds per client, counted the same way. "
         f"`Δ vs {REFERENCE}`: paired over (seed, client), 95% bootstrap interval resampling seeds ('–': one seed); "
         "W/T/L: clients above / equal / below. A bound picks λ on held-out or test data: not a method.",
     ]
@@ -230,6 +285,46 @@ def paired_table(overall: dict, order: list[str]) -> str:
     for name in (m for m in order if m in overall):
         ref, peer = overall[name].get("vs_fedit_ft"), overall[name].get("vs_best_peer")
         lines.append(f"| {name} | {_columns(ref)} | {peer['against'] if peer else '–'} | {_columns(peer)} |")
+    return "\n".join(lines)
+
+
+def versus_table(numbers: dict[str, dict], settings: list[str]) -> str:
+    """Potara against every other method: pooled, and the verdict per setting."""
+    pooled = numbers.get("pooled", {})
+    lines = [
+        f"## `{POTARA}` against every method",
+        "",
+        f"`{POTARA}` − method over every (setting, seed, client) of the pooled settings; 95% bootstrap interval "
+        "resampling (setting, seed); then the verdict in each setting (win / tie / loss: the interval above, "
+        "across or below 0). Bounds are shown for the gap, not as peers.",
+        "",
+        f"| method | Δ [95% CI] | W/T/L | verdict | {' | '.join(settings)} |",
+        "|---|---|---|---|" + "---|" * len(settings),
+    ]
+    for other, diff in pooled.items():
+        per = [numbers.get(s, {}).get(other) for s in settings]
+        lines.append(f"| {label(other)} | {_columns(diff)} | "
+                     + " | ".join(f"{d['verdict']} ({d['mean']:+.3f})" if d else "–" for d in per) + " |")
+    return "\n".join(lines)
+
+
+def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cells: dict[str, list[Cell]]) -> str:
+    """The methods of ``source`` against those of ``target`` on the same seeds and clients, with their effort."""
+    lines = [
+        f"## `{source}` against `{target}` (same seeds and clients)",
+        "",
+        f"Each method of `{source}` − each method of `{target}`, paired over (seed, client); compute: mean client "
+        "training example passes (federated rounds plus personalization); bytes: up + down, broadcast included.",
+        "",
+        f"| {source} | its passes | its bytes | {target} | its passes | its bytes | Δ [95% CI] | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in numbers.items():
+        for other, diff in entry["versus"].items():
+            lines.append(
+                f"| {name} | {entry['train_passes']:,.0f} | {_size(entry['bytes'])} | {other} "
+                f"| {diff['train_passes']:,.0f} | {_size(diff['bytes'])} | {_columns(diff)} |"
+            )
     return "\n".join(lines)
 
 
