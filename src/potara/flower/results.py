@@ -8,7 +8,7 @@ from typing import Any
 
 from ..adapters import serialize
 from ..methods import resolve
-from ..reporting import _finite, atomic_write
+from ..reporting import _finite, atomic_write, is_bound, paired
 from .grid import MeteredGrid
 from .settings import FlowerSettings
 from .strategy import Personal, PotaraFedAvg
@@ -27,7 +27,8 @@ def build_summary(
     personal: dict[str, Personal],
     timing: dict[str, float],
 ) -> dict[str, Any]:
-    """``methods.<name>.{mean_acc, worst_acc, bytes_up, bytes_down, rounds, per_client}`` plus ``missing``."""
+    """``methods.<name>.{mean_acc, worst_acc, bytes_up, bytes_down, rounds, per_client, bound}`` plus ``missing``,
+    and ``paired`` as the embedded engine's summary has it."""
     cfg = settings.run
     reported = [c.name for c in strategy.clients if c.name in personal]
     missing = _missing(settings, strategy, personal)
@@ -43,10 +44,12 @@ def build_summary(
             "rounds": len(strategy.rounds) if method.federated else 0,
             "per_client": rows,
             "missing": missing,
+            "bound": is_bound(method.name),
         }
     return {
         "config": cfg.to_dict(),
         "methods": methods,
+        "paired": paired({name: {r["client"]: r["acc"] for r in m["per_client"]} for name, m in methods.items()}),
         "timing": {**_node_timings(personal), **timing},
         "flower": {
             "clients": {
