@@ -57,7 +57,7 @@ class Deployment:
                       *(f"{k}={v}" for k, v in settings.items())]
         cmd = [str(SCRIPT), "-n", str(NODES), "-p", str(free_ports(NODES + 1)), "-w", str(workdir), "-t", "300",
                *(["-c", str(creds)] if creds else []), "--", *run_config]
-        env = {**os.environ, "PYTHONHASHSEED": "0", "VENV": str(Path(sys.executable).parents[1])}
+        env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
         self.log = (workdir / "deploy.out").open("w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -134,11 +134,11 @@ out.mkdir(parents=True, exist_ok=True)
 
 
 def embedded_reference(overrides: list[str], out: Path) -> subprocess.Popen:
-    """The embedded engine in a fresh process with the SuperNodes' PYTHONHASHSEED (see the test below)."""
+    """The embedded engine in a fresh process, as the SuperNodes run (see the test below)."""
     cmd = [sys.executable, "-c", REFERENCE, json.dumps(overrides), str(out), str(Path(__file__).parent)]
     out.mkdir(parents=True, exist_ok=True)
     with (out.parent / "reference.log").open("w") as log:
-        return subprocess.Popen(cmd, env={**os.environ, "PYTHONHASHSEED": "0"}, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_tls_and_supernode_auth_deployment_matches_the_embedded_engine(overrides, tmp_path):
@@ -146,11 +146,11 @@ def test_tls_and_supernode_auth_deployment_matches_the_embedded_engine(overrides
     federated adapter and every client's λ and accuracies equal the embedded engine's on the same seed.
 
     They are equal because both sample the same clients (``sample_clients``), give each the same seed, see the
-    same batches and aggregate in the same order, from the same seeded initial adapter. Two things the core
-    does not make process-independent are pinned here: the tiny model has no dropout (dropout draws from the
-    global torch RNG, whose state differs between one process training every client and one process per
-    client), and PYTHONHASHSEED=0 for both sides (``ClientSession`` seeds local training with ``hash()`` of
-    strings, which Python salts per process). Float tolerance covers thread-count differences.
+    same batches and aggregate in the same order, from the same seeded initial adapter (local training seeds
+    come from ``zlib.crc32`` of strings, the same in every process). One thing the core does not make
+    process-independent is pinned here: the tiny model has no dropout (dropout draws from the global torch
+    RNG, whose state differs between one process training every client and one process per client). Float
+    tolerance covers thread-count differences.
     """
     began = time.monotonic()
     creds = make_credentials(tmp_path / "creds", NODES)
