@@ -21,6 +21,24 @@ def closed_form_lambda(v_fed: float, v_local: float) -> float:
     return 0.5 if total <= EPS else v_local / total
 
 
+def joint_lambda(a: float, b: float, c: float = 0.0) -> tuple[float, str]:
+    """``λ = (b − c) / (a + b − 2c)`` clipped to [0, 1], the minimiser of ``λ² a + (1−λ)² b + 2λ(1−λ) c``: the
+    weight of the model whose variance trace is ``a``, with ``b`` the other's and ``c`` their cross trace. With
+    ``c = 0`` it is :func:`closed_form_lambda`. ``a + b − 2c ≤ 0`` (no curvature in λ): ½, and a note says so."""
+    _check_variances(a, b)
+    if not math.isfinite(c):
+        raise ValueError(f"the cross trace must be finite, got {c}")
+    denom = a + b - 2.0 * c
+    if denom <= 0.0:
+        return 0.5, "a + b - 2c <= 0: took λ = 0.5"
+    return min(max((b - c) / denom, 0.0), 1.0), ""
+
+
+def clipped_cross(cosine: float, a: float, b: float) -> float:
+    """``c = clip(cos, 0, 1) · min(a, b)``: a cross trace that is non-negative and no larger than either marginal."""
+    return min(max(cosine, 0.0), 1.0) * min(a, b)
+
+
 def bound(lam: float, v_fed: float, v_local: float) -> float:
     return 0.5 * (lam**2 * v_fed + (1 - lam) ** 2 * v_local)
 
