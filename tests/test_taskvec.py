@@ -17,6 +17,7 @@ from potara.taskvec import (
     extra_keys,
     lora_modules,
     merge,
+    merge_factors,
     pad_rank,
     sq_distances,
     task_vector,
@@ -118,3 +119,37 @@ def test_lowrank_distance_matches_dense(model):
 def test_identical_adapters_have_zero_distance(model):
     a = random_state(get_state(model), 10)
     assert all(v == pytest.approx(0.0, abs=1e-8) for v in sq_distances(a, a, 2.0).values())
+
+
+def small_pair(seed: int = 0) -> tuple[dict, dict]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"m" + LORA_A: (2, 5), "m" + LORA_B: (4, 2), "head.weight": (3, 4), "head.bias": (3,)}
+    return tuple({k: torch.randn(s, generator=g) for k, s in shapes.items()} for _ in range(2))
+
+
+def test_factor_merge_at_the_ends_is_either_model():
+    fed, loc = small_pair()
+    for lam, state in ((1.0, fed), (0.0, loc)):
+        merged = merge_factors([fed, loc], [lam, 1 - lam], [2.0, 2.0])
+        assert torch.equal(merged["m" + LORA_A], state["m" + LORA_A])
+        assert torch.equal(merged["m" + LORA_B], 2.0 * state["m" + LORA_B])
+        assert all(torch.equal(merged[k], state[k]) for k in extra_keys(state))
+        assert merged["m" + LORA_A].shape[0] == 2  # rank r, not 2r
+
+
+def test_factor_merge_at_one_half_is_not_the_delta_merge():
+    fed, loc = small_pair()
+    factors = merge_factors([fed, loc], [0.5, 0.5], [2.0, 2.0])
+    delta = merge([fed, loc], [0.5, 0.5], [2.0, 2.0])
+    expected = 0.25 * 2.0 * (fed["m" + LORA_B] + loc["m" + LORA_B]) @ (fed["m" + LORA_A] + loc["m" + LORA_A])
+    assert torch.allclose(delta_weight(factors, "m", 1.0), expected, atol=1e-6)
+    assert not torch.allclose(delta_weight(factors, "m", 1.0), delta_weight(delta, "m", 1.0), atol=1e-3)
+    assert torch.allclose(factors["head.weight"], delta["head.weight"])
+
+
+def test_factor_merge_with_module_weights_and_the_average_check():
+    fed, loc = small_pair()
+    merged = merge_factors([fed, loc], [{"m": 1.0, "head": 0.0}, {"m": 0.0, "head": 1.0}], [1.0, 1.0])
+    assert torch.equal(merged["m" + LORA_A], fed["m" + LORA_A]) and torch.equal(merged["head.bias"], loc["head.bias"])
+    with pytest.raises(ValueError, match="sum to"):
+        merge_factors([fed, loc], [1.0, 1.0], [1.0, 1.0])

@@ -71,10 +71,39 @@ def merge(states: Sequence[AdapterState], weights: Sequence[Weights], scales: Se
         merged[module + LORA_B] = torch.cat(
             [w * sc * s[module + LORA_B] for s, w, sc in zip(states, ws, scales)], dim=1
         )
-    for key in extra_keys(first):
+    return {**merged, **_merge_saved(states, weights)}
+
+
+def merge_factors(
+    states: Sequence[AdapterState], weights: Sequence[Weights], scales: Sequence[float]
+) -> AdapterState:
+    """The paper's practice: ``A = Σ_i w_i A_i`` and ``B = Σ_i w_i s_i B_i`` per LoRA module (rank r, scale 1),
+    saved modules ``Σ_i w_i P_i``. Not ``Σ_i w_i τ_i``: ``B A`` gains the cross terms ``w_i w_j s_j B_j A_i``.
+    An average of factors, so every group's weights must sum to one."""
+    first = states[0]
+    for group in groups(first):
+        total = float(sum(_weight(w, group) for w in weights))
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"a factor-space merge averages: the weights of '{group}' sum to {total}, not 1")
+    merged: AdapterState = {}
+    for module in lora_modules(first):
+        ws = [_weight(w, module) for w in weights]
+        merged[module + LORA_A] = sum(w * s[module + LORA_A] for s, w in zip(states, ws))
+        merged[module + LORA_B] = sum(w * sc * s[module + LORA_B] for s, w, sc in zip(states, ws, scales))
+    return {**merged, **_merge_saved(states, weights)}
+
+
+def _merge_saved(states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
+    """Saved modules combined linearly, ``P = Σ_i w_i P_i``."""
+    out = {}
+    for key in extra_keys(states[0]):
         ws = [_weight(w, group_of(key)) for w in weights]
-        merged[key] = sum(w * s[key] for s, w in zip(states, ws))
-    return merged
+        out[key] = sum(w * s[key] for s, w in zip(states, ws))
+    return out
+
+
+MERGES = {"delta": merge, "factors": merge_factors}
+"""``potara.merge_space``: the exact ΔW-space merge, or the paper's factor-space average."""
 
 
 def pad_rank(state: AdapterState, rank: int) -> AdapterState:
