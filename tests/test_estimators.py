@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
+from potara.fisher import delta_gradient, model_fisher, parameter_fisher
 from potara.mixing import clipped_cross, closed_form_lambda, joint_lambda
 from potara.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
 
@@ -83,3 +85,99 @@ def test_the_cross_term_weight_is_the_minimum_variance_merge_of_correlated_gauss
     variance = torch.stack([(x * e_fed + (1 - x) * e_loc).pow(2).sum(1).mean() for x in grid])
     assert float(grid[variance.argmin()]) == pytest.approx(lam, abs=0.015)
     assert abs(lam - b / (a + b)) > 0.05  # the cross term matters here
+
+
+class Out:
+    def __init__(self, logits):
+        self.logits = logits
+
+
+class Lora(nn.Module):
+    """A LoRA layer stand-in: ``base_layer`` is the adapted map, ``a`` and ``b`` its factors."""
+
+    def __init__(self, d_in: int, d_out: int, r: int = 2):
+        super().__init__()
+        self.base_layer = nn.Linear(d_in, d_out)
+        self.base_layer.requires_grad_(False)
+        self.a, self.b = nn.Parameter(torch.randn(r, d_in)), nn.Parameter(torch.randn(d_out, r) * 0.5)
+
+    def forward(self, x):
+        return self.base_layer(x) + x @ self.a.T @ self.b.T
+
+
+class Tiny(nn.Module):
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = Lora(5, 4)
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x, **_):
+        return Out(self.head(torch.tanh(self.proj(x)).mean(1)))
+
+
+def trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def per_example_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Brute force: one autograd call per example."""
+    params = trainable(model)
+    out = []
+    for i in range(len(x)):
+        loss = nn.functional.cross_entropy(model(x[i : i + 1]).logits, y[i : i + 1])
+        out.append(dict(zip(params, torch.autograd.grad(loss, list(params.values())))))
+    return out
+
+
+def data(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 5, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def test_factor_space_empirical_fisher_and_gradient_match_brute_force():
+    model, (x, y) = Tiny(), data()
+    fisher, grad = parameter_fisher(model, one_by_one(x, y), trainable(model), labels="empirical")
+    brute = per_example_grads(model, x, y)
+    for key in trainable(model):
+        torch.testing.assert_close(fisher[key], torch.stack([g[key] ** 2 for g in brute]).mean(0))
+        torch.testing.assert_close(grad[key], torch.stack([g[key] for g in brute]).mean(0))
+    assert set(fisher) == {"proj.a", "proj.b", "head.weight", "head.bias"}
+
+
+def test_factor_space_model_fisher_converges_to_the_expectation_over_classes():
+    model, (x, _) = Tiny(), data(1)
+    copies = x.expand(3000, -1, -1)
+    fisher, _ = parameter_fisher(model, one_by_one(copies, torch.zeros(3000, dtype=torch.long)), trainable(model),
+                                 generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p = model(x).logits.softmax(-1)[0]
+    per_class = per_example_grads(model, x.expand(3, -1, -1), torch.arange(3))
+    for key in ("proj.a", "head.weight"):
+        expected = sum(p[c] * per_class[c][key] ** 2 for c in range(3))
+        torch.testing.assert_close(fisher[key], expected, rtol=0.1, atol=1e-4)
+
+
+def test_delta_space_gradient_and_empirical_fisher_match_autograd_on_the_weight():
+    model, (x, y) = Tiny(), data()
+    model.proj.base_layer.weight.requires_grad_(True)
+    brute = per_example_grads(model, x, y)
+    model.proj.base_layer.weight.requires_grad_(False)
+    extra = {"head": ["head.weight", "head.bias"]}
+    grad = delta_gradient(model, [{"x": x, "labels": y}], ["proj"], extra)
+    torch.testing.assert_close(grad["proj"], torch.stack([g["proj.base_layer.weight"] for g in brute]).mean(0))
+    torch.testing.assert_close(grad["head.bias"], torch.stack([g["head.bias"] for g in brute]).mean(0))
+    emp = model_fisher(model, [{"x": x, "labels": y}], ["proj"], extra, mode="exact", labels="empirical")
+    torch.testing.assert_close(emp["proj"], torch.stack([g["proj.base_layer.weight"] ** 2 for g in brute]).mean(0))
+
+
+def test_factor_space_fisher_takes_one_example_at_a_time():
+    model, (x, y) = Tiny(), data()
+    with pytest.raises(ValueError, match="one example"):
+        parameter_fisher(model, [{"x": x, "labels": y}], trainable(model))
+    with pytest.raises(ValueError, match="zero examples"):
+        parameter_fisher(model, [], trainable(model))
+
+
+def one_by_one(x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    return [{"x": x[i : i + 1], "labels": y[i : i + 1]} for i in range(len(x))]

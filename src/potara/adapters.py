@@ -24,6 +24,18 @@ def get_state(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> AdapterState:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def adapter_parameters(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> dict[str, torch.nn.Parameter]:
+    """One adapter's trainable tensors as the model's live parameters, keyed as :func:`get_state` keys them."""
+    out = {}
+    for name, param in model.named_parameters():
+        if f".{adapter}." in name and ("lora_" in name or ".modules_to_save." in name):
+            out[name.replace(f".{adapter}.", ".").replace(".modules_to_save.", ".")] = param
+    expected = set(get_peft_model_state_dict(model, adapter_name=adapter))
+    if set(out) != expected:
+        raise KeyError(f"adapter '{adapter}': parameters {sorted(set(out) ^ expected)[:3]} do not match its state")
+    return out
+
+
 def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTER) -> None:
     result = set_peft_model_state_dict(model, state, adapter_name=adapter)
     missing = [k for k in result.missing_keys if f".{adapter}." in k and ("lora_" in k or "modules_to_save" in k)]

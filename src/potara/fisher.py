@@ -77,10 +77,12 @@ def model_fisher(
     samples: int = 1,
     generator: torch.Generator | None = None,
     adapter: str = "default",
+    labels: str = "model",
 ) -> Metric:
     """Diagonal model Fisher per LoRA module (dense or ``(g, x)``) and per saved parameter (dense).
 
     ``extra_groups`` maps a saved module's name to its parameter keys (``…weight``, ``…bias``).
+    ``labels="empirical"`` gives the empirical Fisher (true labels) instead, for the ``paper`` estimator's option.
     """
     named = dict(model.named_modules())
     probes = {}
@@ -89,40 +91,144 @@ def model_fisher(
         weight = getattr(target, "weight", None) if group in extra_groups else target.base_layer.weight
         exact = group in extra_groups or _is_exact(weight, mode)
         probes[group] = _LinearProbe(target, exact)
-    count = 0
+    count, draws = 0, samples if labels == "model" else 1
     was_training = model.training
     model.eval()
     try:
         for batch in batches:
-            count += _accumulate(model, batch, samples, generator)
+            count += _accumulate(model, batch, draws, generator, labels)
     finally:
         model.train(was_training)
         for probe in probes.values():
             probe.handle.remove()
     if count == 0:
         raise ValueError("cannot estimate a Fisher from zero examples")
-    return _finish(probes, extra_groups, count * samples)
+    return _finish(probes, extra_groups, count * draws)
 
 
-def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], samples: int, generator) -> int:
-    """Backpropagate sampled-label log-likelihoods; per-token labels (causal LM) sample every target position."""
+def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], draws: int, generator, labels: str = "model") -> int:
+    """Backpropagate ``draws`` sampled-label log-likelihoods (``labels="model"``) or the true labels' (``"empirical"``);
+    per-token labels (causal LM) sample every target position."""
+    logits, true, examples = _predicted(model, batch)
+    for s in range(draws):
+        target = _draw(logits, generator) if labels == "model" else true
+        loss = nn.functional.cross_entropy(logits, target, reduction="sum")
+        loss.backward(retain_graph=s < draws - 1)
+    model.zero_grad(set_to_none=True)
+    return examples
+
+
+def _predicted(model: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, int]:
+    """Logits of the predicted positions, their true labels and the number of examples; a causal LM's logits at
+    t predict token t+1 and only target tokens count."""
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits.float()
     examples = int(logits.shape[0])
     labels = batch.get("labels")
-    if labels is not None and labels.dim() == 2:  # the logits at t predict token t+1; only target tokens count
-        logits = logits[:, :-1][labels[:, 1:].to(device) != IGNORE_INDEX]
-    probs = logits.softmax(-1).detach().cpu()  # drawn on the CPU generator, on any device
-    for s in range(samples):
-        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(device)
-        loss = nn.functional.cross_entropy(logits, drawn, reduction="sum")
-        loss.backward(retain_graph=s < samples - 1)
-    model.zero_grad(set_to_none=True)
-    return examples
+    labels = None if labels is None else labels.to(device)
+    if labels is not None and labels.dim() == 2:
+        mask = labels[:, 1:] != IGNORE_INDEX
+        return logits[:, :-1][mask], labels[:, 1:][mask], examples
+    return logits, labels, examples
 
 
-def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[str]], total: int) -> Metric:
+def _draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Labels drawn from the model's predictive distribution (on the CPU generator, on any device)."""
+    probs = logits.softmax(-1).detach().cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+class _GradientProbe(_LinearProbe):
+    """Accumulates the loss gradient itself (not its square) with respect to the linear map's weight and bias."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__(module, exact=True)
+
+    def _backward(self, grad: Tensor) -> None:
+        x, g = self.inputs, grad.detach()
+        if x.dim() == 2:
+            x, g = x[:, None, :], g[:, None, :]
+        self.bias = _add(self.bias, g.sum((0, 1)))
+        self.weight = _add(self.weight, torch.einsum("bto,bti->oi", g, x))
+
+
+def delta_gradient(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Tensor]],
+    lora_groups: Iterable[str],
+    extra_groups: Mapping[str, list[str]],
+    *,
+    adapter: str = "default",
+) -> dict[str, Tensor]:
+    """Mean loss gradient at the true labels in task-vector space: ``∂L/∂ΔW`` per LoRA module (= ``∂L/∂W``)
+    and per saved parameter, keyed as :func:`model_fisher`."""
+    named = dict(model.named_modules())
+    probes = {group: _GradientProbe(_linear_of(named[group], adapter)) for group in [*lora_groups, *extra_groups]}
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            count += _accumulate(model, batch, 1, None, "empirical")
+    finally:
+        model.train(was_training)
+        for probe in probes.values():
+            probe.handle.remove()
+    if count == 0:
+        raise ValueError("cannot take a gradient over zero examples")
+    return _finish(probes, extra_groups, count, "loss gradient")
+
+
+def parameter_fisher(
+    model: nn.Module,
+    examples: Iterable[Mapping[str, Tensor]],
+    params: Mapping[str, Tensor],
+    *,
+    labels: str = "model",
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Diagonal Fisher with respect to ``params`` themselves (LoRA factor space: the A and B factors and saved
+    modules), from per-example squared gradients, and the mean loss gradient at the true labels.
+
+    ``examples`` come one per batch. ``labels="model"``: one label drawn from the model per example (per target
+    token of a causal LM); ``"empirical"``: the true labels, whose gradients then serve both."""
+    keys, tensors = list(params), list(params.values())
+    fisher = [torch.zeros_like(t) for t in tensors]
+    grad = [torch.zeros_like(t) for t in tensors]
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for example in examples:
+            logits, true, n = _predicted(model, example)
+            if n != 1:
+                raise ValueError(f"parameter_fisher takes one example per batch, got {n}")
+            g_true = _grads(nn.functional.cross_entropy(logits, true, reduction="sum"), tensors, labels == "model")
+            g_fisher = g_true
+            if labels == "model":
+                g_fisher = _grads(nn.functional.cross_entropy(logits, _draw(logits, generator), reduction="sum"), tensors)
+            for acc, g in zip(grad, g_true):
+                acc += g
+            for acc, g in zip(fisher, g_fisher):
+                acc += g.pow(2)
+            count += 1
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("cannot estimate a Fisher from zero examples")
+    return ({k: (f / count).cpu() for k, f in zip(keys, fisher)}, {k: (g / count).cpu() for k, g in zip(keys, grad)})
+
+
+def _grads(loss: Tensor, tensors: list[Tensor], retain: bool = False) -> list[Tensor]:
+    """``∂loss/∂t`` for every tensor, zeros where the loss does not depend on it."""
+    grads = torch.autograd.grad(loss, tensors, retain_graph=retain, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, tensors)]
+
+
+def _finish(
+    probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[str]], total: int, what: str = "Fisher"
+) -> Metric:
     fisher: dict = {}
     for group, probe in probes.items():
         if group in extra_groups:
@@ -135,7 +241,7 @@ def _finish(probes: Mapping[str, _LinearProbe], extra_groups: Mapping[str, list[
     for key, value in fisher.items():
         parts = value if isinstance(value, tuple) else (value,)
         if not all(torch.isfinite(p).all() for p in parts):
-            raise ValueError(f"Fisher of module '{key}' has non-finite values")
+            raise ValueError(f"{what} of module '{key}' has non-finite values")
     return fisher
 
 
