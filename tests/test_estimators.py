@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
 
+from potara import config, engine
+from potara.adapters import get_state
+from potara.client import ClientSession, Timers
+from potara.estimators import PaperOptions, paper
 from potara.fisher import delta_gradient, model_fisher, parameter_fisher
 from potara.mixing import clipped_cross, closed_form_lambda, joint_lambda
 from potara.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
@@ -181,3 +188,81 @@ def test_factor_space_fisher_takes_one_example_at_a_time():
 
 def one_by_one(x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     return [{"x": x[i : i + 1], "labels": y[i : i + 1]} for i in range(len(x))]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir, synthetic_csv):
+    """The tiny model, one client's splits, and two random adapters standing in for τ_F and τ_L."""
+    cfg = config.load(None, [
+        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
+        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "model.max_length=16",
+        "lora.r=2", "lora.alpha=4",
+    ])
+    fed_data = engine.load_federated_data(cfg)
+    model = engine.load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
+    pretrained = get_state(model)
+    g = torch.Generator().manual_seed(0)
+    fed, local = ({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in pretrained.items()} for _ in range(2))
+    return SimpleNamespace(cfg=cfg, model=model, clients=engine.encode_clients(cfg, fed_data), fed=fed, local=local,
+                           pretrained=pretrained)
+
+
+def session_of(tiny, fed=None, client: int = 0, splits=None) -> ClientSession:
+    return ClientSession(tiny.model, splits or tiny.clients[client], tiny.fed if fed is None else fed, tiny.pretrained,
+                         engine.session_settings(tiny.cfg), Timers(), local=tiny.local)
+
+
+@pytest.mark.parametrize("options", [
+    PaperOptions(),
+    PaperOptions(space="delta", traces="module"),
+    PaperOptions(fisher="empirical", cross="none", assign="fed_is_b", samples=5, damping=1e-2),
+])
+def test_paper_gives_a_weight_in_the_unit_interval(tiny, options):
+    est = paper(session_of(tiny), options=options)
+    lams = est.lam.values() if isinstance(est.lam, dict) else [est.lam]
+    assert all(0.0 <= lam <= 1.0 for lam in lams) and est.v_fed > 0 and est.v_local > 0
+    if options.traces == "module":
+        assert set(est.lam) == {"base_model.model.classifier", *(k.rsplit(".", 2)[0] for k in tiny.fed if "lora_A" in k)}
+
+
+def test_swapping_the_assignment_on_a_client_gives_the_other_trace_to_the_federated_model(tiny):
+    session = session_of(tiny)
+    plain = paper(session, options=PaperOptions(cross="none"))
+    swapped = paper(session, options=PaperOptions(cross="none", assign="fed_is_b"))
+    assert (swapped.v_fed, swapped.v_local) == (plain.v_local, plain.v_fed)
+    assert swapped.lam == pytest.approx(1.0 - plain.lam)
+
+
+def test_paper_without_training_data_is_federated_and_non_finite_input_names_the_client(tiny):
+    split = tiny.clients[0]
+    empty = engine.ClientSplits(split.name, split.train.subset(torch.arange(0)), split.val, split.test)
+    est = paper(session_of(tiny, splits=empty))
+    assert est.lam == 1.0 and "no training data" in est.note
+    broken = {k: v.clone() for k, v in tiny.fed.items()}
+    next(v for k, v in broken.items() if "lora_B" in k).fill_(float("nan"))
+    with pytest.raises(ValueError, match=f"client {split.name}.*non-finite"):
+        paper(session_of(tiny, fed=broken))
+
+
+def test_potara_paper_and_its_variants_run_end_to_end_with_a_lambda_cost(tiny_overrides):
+    variants = ["potara_paper@potara.paper_traces=module@potara.paper_space=delta",
+                "potara_paper@potara.paper_fisher=empirical@potara.paper_damping=1e-2"]
+    cfg = config.load(None, [*tiny_overrides, "threads=1", f"methods=fedit,potara_paper,{','.join(variants)}"])
+    rows = {name: m.per_client for name, m in engine.run(cfg).methods.items()}
+    for row in rows["potara_paper"]:
+        assert 0.0 <= row["lambda"] <= 1.0
+        assert row["lambda_cost"]["train_passes"] == 2 * min(row["n_train"], 30)  # one pass per example per model
+    assert all(0.0 <= lam <= 1.0 for row in rows[variants[0]] for lam in row["lambda"].values())
+    assert [r["lambda"] for r in rows[variants[1]]] != [r["lambda"] for r in rows["potara_paper"]]
+
+
+def test_a_run_merges_in_factor_space_and_exports_the_merge(tiny_overrides, tmp_path):
+    base = [*tiny_overrides, "threads=1", "methods=fedit,fixed,potara", "potara.estimator=paper"]
+    delta = {n: m.per_client for n, m in engine.run(config.load(None, base)).methods.items()}
+    run = engine.run(config.load(None, [*base, "potara.merge_space=factors"]), export_dir=tmp_path)
+    factors = {n: m.per_client for n, m in run.methods.items()}
+    assert [r["lambda"] for r in factors["potara"]] == [r["lambda"] for r in delta["potara"]]
+    assert [r["acc"] for r in factors["fedit"]] == [r["acc"] for r in delta["fedit"]]
+    assert all(0.0 <= r["acc"] <= 1.0 for r in factors["fixed"])
+    exported = sorted(tmp_path.iterdir())
+    assert len(exported) == 3 and json.loads((exported[0] / "adapter_config.json").read_text())["r"] == 4  # 2r

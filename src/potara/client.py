@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 import torch
 from peft import PeftModel
 
-from .adapters import get_state, set_state
+from .adapters import adapter_parameters, get_state, set_state
 from .causal_lm import PromptTargets, evaluate_generative
 from .cost import Cost, PassMeter
 from .encoding import Encoded
-from .fisher import model_fisher
+from .fisher import delta_gradient, model_fisher, parameter_fisher
+from .mixing import complement
 from .models import MERGE_ADAPTER, TRAIN_ADAPTER
+from .paper_weight import check_finite_pieces
 from .taskvec import (
+    MERGES,
     AdapterState,
     Metric,
     Weights,
@@ -28,7 +31,6 @@ from .taskvec import (
     extra_keys,
     group_of,
     lora_modules,
-    merge,
     pad_rank,
 )
 from .training import Budget, Evaluation, Proximal, evaluate, predict, train
@@ -54,6 +56,7 @@ class SessionSettings:
     fisher_max_examples: int = 64
     seed: int = 0
     max_new_tokens: int = 16  # causal-LM data: greedy decoding length for accuracy
+    merge_space: str = "delta"  # "delta" (exact) or "factors" (A and B averaged): potara.merge_space
 
 
 def evaluate_split(
@@ -101,6 +104,7 @@ class ClientSession:
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
         self._evals: dict[tuple, tuple[Evaluation, bool]] = {}  # (merge, split) -> evaluation, has accuracy
         self._fisher: Metric | None = None
+        self._papers: dict[tuple, tuple[Metric, dict[str, torch.Tensor]]] = {}
         self._costs: dict[tuple, Cost] = {}  # cached piece of work -> what computing it cost
         self._used: set[tuple] = set()  # the pieces the current method used
         self._began: Cost = self.meter.now()
@@ -197,14 +201,19 @@ class ClientSession:
         train(self.model, self.splits.train, budget, self.generator("federated"), proximal)
         return get_state(self.model)
 
-    def merged(self, states: Sequence[AdapterState], weights: Sequence[Weights]) -> AdapterState:
-        """The exact merge, padded to the merge adapter's rank."""
+    def merged(
+        self, states: Sequence[AdapterState], weights: Sequence[Weights], space: str | None = None
+    ) -> AdapterState:
+        """The merge in ``space`` (default ``merge_space``: exact in ΔW, or factors averaged), padded to the merge
+        adapter's rank."""
         scales = [self.settings.scale] * len(states)
-        return pad_rank(merge(states, weights, scales), self.settings.merge_rank)
+        return pad_rank(MERGES[space or self.settings.merge_space](states, weights, scales), self.settings.merge_rank)
 
-    def predict_merged(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
-        """Logits of the exact merge on ``data`` (not cached)."""
-        set_state(self.model, self.merged(states, weights), MERGE_ADAPTER)
+    def predict_merged(
+        self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, space: str | None = None
+    ) -> torch.Tensor:
+        """Logits of the merge on ``data`` (not cached)."""
+        set_state(self.model, self.merged(states, weights, space), MERGE_ADAPTER)
         self.model.set_adapter(MERGE_ADAPTER)
         try:
             return predict(self.model, data, self.settings.eval_batch_size)
@@ -242,7 +251,7 @@ class ClientSession:
     ) -> Evaluation:
         """Evaluation of ``λ τ_F + (1−λ) τ_L``."""
         local = self.local() if local is None else local
-        return self.evaluate([self.fed, local], [lam, _complement(lam)], data, accuracy)
+        return self.evaluate([self.fed, local], [lam, complement(lam)], data, accuracy)
 
     def fisher(self) -> Metric:
         """Diagonal model Fisher at the local adapter on (up to ``fisher_max_examples``) training inputs."""
@@ -251,13 +260,10 @@ class ClientSession:
             set_state(self.model, local)
             data = self.splits.train
             data = data.subset(torch.arange(min(len(data), self.settings.fisher_max_examples)))
-            extras: dict[str, list[str]] = defaultdict(list)
-            for key in extra_keys(local):
-                extras[group_of(key)].append(key)
             began = time.perf_counter()
             try:
                 self._fisher = self._measured(("fisher",), lambda: model_fisher(
-                    self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), dict(extras),
+                    self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), _extra_groups(local),
                     mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
                     generator=torch.Generator().manual_seed(self.settings.seed + 5),
                 ))
@@ -268,10 +274,47 @@ class ClientSession:
         self._use(self._local_key(self.settings.local_init, "all"))
         return self._fisher
 
+    def paper_pieces(self, at: str, space: str, labels: str, samples: int) -> tuple[Metric, dict[str, torch.Tensor]]:
+        """Diagonal Fisher (``labels``: ``model`` or ``empirical``) and mean true-label loss gradient of the
+        federated (``at="fed"``) or the local adapter on ``samples`` seeded training examples, the same for both,
+        in LoRA factor space (``space="factors"``) or ΔW space (``"delta"``); cached per key and charged."""
+        state = self.fed if at == "fed" else self.local()
+        key = ("paper", at, space, labels, samples)
+        if key not in self._papers:
+            self._papers[key] = self._measured(key, lambda: self._paper_now(state, at, space, labels, samples))
+        self._use(key)
+        return self._papers[key]
+
+    def _paper_now(
+        self, state: AdapterState, at: str, space: str, labels: str, samples: int
+    ) -> tuple[Metric, dict[str, torch.Tensor]]:
+        train = self.splits.train
+        data = train.subset(torch.randperm(len(train), generator=self.generator("paper", "samples"))[:samples])
+        draws = self.generator("paper", at)
+        set_state(self.model, state)
+        try:
+            if space == "factors":
+                params = adapter_parameters(self.model)
+                fisher, grad = parameter_fisher(self.model, data.batches(1), params, labels=labels, generator=draws)
+            else:
+                groups, size = (lora_modules(state), _extra_groups(state)), self.settings.eval_batch_size
+                fisher = model_fisher(self.model, data.batches(size), *groups, mode=self.settings.fisher_mode,
+                                      samples=self.settings.fisher_samples, generator=draws, labels=labels)
+                grad = delta_gradient(self.model, data.batches(size), *groups)
+            check_finite_pieces(fisher, "Fisher")
+            check_finite_pieces(grad, "loss gradient")
+        except ValueError as err:
+            raise ValueError(f"client {self.name}, {at} model: {err}") from err
+        return fisher, grad
+
+
+def _extra_groups(state: AdapterState) -> dict[str, list[str]]:
+    """Each saved module's name with its parameter keys."""
+    extras: dict[str, list[str]] = defaultdict(list)
+    for key in extra_keys(state):
+        extras[group_of(key)].append(key)
+    return dict(extras)
+
 
 def _freeze(weights: Sequence[Weights]) -> tuple:
     return tuple(round(w, 10) if isinstance(w, (int, float)) else tuple(sorted(w.items())) for w in weights)
-
-
-def _complement(lam: Weights) -> Weights:
-    return 1.0 - lam if isinstance(lam, (int, float)) else {k: 1.0 - v for k, v in lam.items()}

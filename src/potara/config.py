@@ -13,7 +13,7 @@ import yaml
 
 OFFLINE_MINILM = "offline:minilm"
 OFFLINE_VIT_DIGITS = "offline:vit-digits"
-ESTIMATORS = ("heldout", "crossfit", "fisher", "folds", "cautious")
+ESTIMATORS = ("heldout", "crossfit", "fisher", "folds", "cautious", "paper")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -98,6 +98,16 @@ class PotaraSettings:
     fisher_max_examples: int = 64
     damping: float = 1e-8
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
+    # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)
+    merge_space: str = "delta"
+    # estimator "paper" (the paper's practice as read; README, "Choosing λ"):
+    paper_samples: int = 30  # seeded training examples its two Fisher passes and two gradients use
+    paper_space: str = "factors"  # Fisher and gradients of the LoRA factors and head ("factors") or in ΔW space ("delta")
+    paper_fisher: str = "model"  # "model" (labels drawn from the model) or "empirical" (true labels)
+    paper_damping: float = 1e-4  # δ in Σ 1/(F_j + δ): a prior precision, caps an unseen direction's variance at 1/δ
+    paper_traces: str = "pooled"  # "pooled" (one λ) or "module" (one λ per module, traces and cosine per module)
+    paper_cross: str = "cosine"  # "cosine": c = clip(cos(g_F, g_L), 0, 1) · min(a, b); "none": c = 0
+    paper_assign: str = "fed_is_a"  # "fed_is_a": a = the federated model's trace, λ_F = (b − c)/(a + b − 2c); "fed_is_b"
 
 
 @dataclass
@@ -252,6 +262,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.local.init in ("federated", "pretrained"), "local.init must be 'federated' or 'pretrained'")
     _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
+    _check_paper(cfg.potara)
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")
     _check(cfg.lora.head_lr_scale > 0, f"lora.head_lr_scale must be > 0, got {cfg.lora.head_lr_scale}")
     _check_task(cfg)
@@ -268,6 +279,21 @@ def validate(cfg: RunConfig) -> None:
         bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
         "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
     )
+
+
+PAPER_CHOICES = {
+    "merge_space": ("delta", "factors"), "paper_space": ("factors", "delta"), "paper_fisher": ("model", "empirical"),
+    "paper_traces": ("pooled", "module"), "paper_cross": ("cosine", "none"), "paper_assign": ("fed_is_a", "fed_is_b"),
+}
+
+
+def _check_paper(p: PotaraSettings) -> None:
+    """The merge space and the ``paper`` estimator's settings."""
+    for key, choices in PAPER_CHOICES.items():
+        value = getattr(p, key)
+        _check(value in choices, f"potara.{key} must be one of {', '.join(choices)}, got '{value}'")
+    _check(p.paper_samples >= 1, f"potara.paper_samples must be >= 1, got {p.paper_samples}")
+    _check(p.paper_damping > 0, f"potara.paper_damping must be > 0, got {p.paper_damping}")
 
 
 def _check_task(cfg: RunConfig) -> None:

@@ -117,7 +117,7 @@ def session_settings(cfg: RunConfig) -> SessionSettings:
         local_init=cfg.local.init, scale=cfg.lora.alpha / cfg.lora.r, merge_rank=2 * cfg.lora.r,
         eval_batch_size=cfg.eval_batch_size, fisher_mode=cfg.potara.fisher,
         fisher_samples=cfg.potara.fisher_samples, fisher_max_examples=cfg.potara.fisher_max_examples,
-        seed=cfg.seed, max_new_tokens=cfg.model.max_new_tokens,
+        seed=cfg.seed, max_new_tokens=cfg.model.max_new_tokens, merge_space=cfg.potara.merge_space,
     )
 
 

@@ -5,10 +5,12 @@ Each takes a :class:`ClientSession` and returns an :class:`Estimate`; none sends
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from .client import ClientSession
+from .config import PotaraSettings
 from .fisher import laplace_traces
 from .mixing import (
     QuadraticFit,
@@ -16,14 +18,15 @@ from .mixing import (
     fit_three_points,
     moment_fed_variance,
 )
-from .taskvec import sq_distances, sum_by_group
+from .paper_weight import POOLED, grouped_weights
+from .taskvec import group_of, lora_modules, sq_distances, sum_by_group
 
 THREE_POINTS = (0.0, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    lam: float
+    lam: float | Mapping[str, float]  # one federated weight, or one per module
     v_fed: float | None = None
     v_local: float | None = None
     note: str = ""
@@ -85,6 +88,41 @@ def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
     return min(folds(session, damping), heldout(session, damping), key=lambda est: est.lam)
 
 
+@dataclass(frozen=True)
+class PaperOptions:
+    """The ``paper`` estimator's choices (``potara.paper_*``; README, "Choosing λ")."""
+
+    samples: int = 30
+    space: str = "factors"
+    fisher: str = "model"
+    damping: float = 1e-4
+    traces: str = "pooled"
+    cross: str = "cosine"
+    assign: str = "fed_is_a"
+
+    @classmethod
+    def of(cls, potara: PotaraSettings) -> PaperOptions:
+        return cls(potara.paper_samples, potara.paper_space, potara.paper_fisher, potara.paper_damping,
+                   potara.paper_traces, potara.paper_cross, potara.paper_assign)
+
+
+def paper(session: ClientSession, damping: float = 1e-8, options: PaperOptions = PaperOptions()) -> Estimate:
+    """The paper's practice as read: diagonal Fisher of both models on a few training examples, inverse traces,
+    a clipped gradient correlation, ``λ_F = (b − c)/(a + b − 2c)``. Its δ is ``options.damping``, not ``damping``."""
+    if len(session.split("train")) == 0:
+        return Estimate(1.0, note="no training data")
+    pieces = [session.paper_pieces(at, options.space, options.fisher, options.samples) for at in ("fed", "local")]
+    (f_fed, g_fed), (f_loc, g_loc) = pieces
+    modules = set(lora_modules(session.fed))
+    group = (lambda _: POOLED) if options.traces == "pooled" else (lambda k: k if k in modules else group_of(k))
+    weights = grouped_weights(f_fed, f_loc, g_fed, g_loc, options.damping, group,
+                              cross=options.cross == "cosine", fed_is_a=options.assign == "fed_is_a")
+    note = "; ".join(sorted({f"{name}: {w.note}" for name, w in weights.items() if w.note}))
+    v_fed, v_local = sum(w.v_fed for w in weights.values()), sum(w.v_local for w in weights.values())
+    lam = weights[POOLED].lam if options.traces == "pooled" else {name: w.lam for name, w in weights.items()}
+    return Estimate(lam, v_fed, v_local, note)
+
+
 def _from_fit(fit: QuadraticFit) -> Estimate:
     note = "" if fit.curved else "no positive curvature: took the better endpoint"
     return Estimate(fit.lam, fit.v_fed, fit.v_local, note)
@@ -106,9 +144,18 @@ def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[st
     return spread, dist
 
 
-EXTRA_LOCAL_TRAININGS = {"heldout": 0, "crossfit": 1, "fisher": 0, "folds": 1, "cautious": 1}
+EXTRA_LOCAL_TRAININGS = {"heldout": 0, "crossfit": 1, "fisher": 0, "folds": 1, "cautious": 1, "paper": 0}
 """Full local trainings each estimator spends beyond the local adapter (two half-data adapters count as one)."""
 
 ESTIMATORS: dict[str, Callable[..., Estimate]] = {
-    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious,
+    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious, "paper": paper,
 }
+
+OPTIONS: dict[str, Callable[[PotaraSettings], dict]] = {"paper": lambda p: {"options": PaperOptions.of(p)}}
+"""The estimators with settings of their own, and how ``potara.*`` gives them."""
+
+
+def configured(name: str, potara: PotaraSettings) -> Callable[[ClientSession, float], Estimate]:
+    """The estimator ``name`` with its own settings taken from ``potara`` (a method variant's, in a sweep)."""
+    options = OPTIONS.get(name)
+    return partial(ESTIMATORS[name], **options(potara)) if options else ESTIMATORS[name]

@@ -39,6 +39,11 @@ def clipped_cross(cosine: float, a: float, b: float) -> float:
     return min(max(cosine, 0.0), 1.0) * min(a, b)
 
 
+def complement(lam: float | Mapping[str, float]) -> float | dict[str, float]:
+    """``1 − λ``, for one weight or one per module."""
+    return 1.0 - lam if isinstance(lam, (int, float)) else {k: 1.0 - v for k, v in lam.items()}
+
+
 def bound(lam: float, v_fed: float, v_local: float) -> float:
     return 0.5 * (lam**2 * v_fed + (1 - lam) ** 2 * v_local)
 

@@ -24,7 +24,7 @@ from . import (
 from .base import Choice, Method
 
 VARIANT = "@"
-VARIANT_KEYS = ("peers.", "potara.estimator", "potara.damping", "potara.grid")
+VARIANT_KEYS = ("peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_")
 
 _FIXED_NAMES = {
     "local": local.build,
@@ -67,8 +67,8 @@ def resolve(cfg: RunConfig) -> list[Method]:
 
 def build(spec: str, cfg: RunConfig) -> Method:
     """The method named ``spec``: a name, or a variant ``name@key=value[@key=value…]`` that sets method-only
-    keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``) for that method alone, so
-    that a tuning sweep runs its candidates side by side on the same federation and clients."""
+    keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``, ``potara.paper_*``) for that method
+    alone, so that a tuning sweep runs its candidates side by side on the same federation and clients."""
     name, *items = spec.split(VARIANT)
     if not items:
         return available(cfg)[name](cfg)

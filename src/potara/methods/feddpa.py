@@ -9,7 +9,8 @@ adapter, a local adapter, and an instance-wise weight on the local one.
   mean cosine similarity between ``x``'s representation and those of the client's training inputs
   (FedDPA's rule, over all of them instead of 5 sampled), clipped to [0, 1]. Representations: the frozen
   base model's last hidden states, mean-pooled over tokens. ``α(x)`` is rounded to ``peers.feddpa_levels``
-  levels and each level is one exact merge run over its examples.
+  levels and each level is one exact merge run over its examples. The dual model is a sum of two adapters, not an
+  average, so it is always merged in ΔW space, whatever ``potara.merge_space`` says.
 - The head: FedDPA's setting is an LLM with no classifier head (the authors' evaluation script,
   ``Lydia-yang/FedDPA`` ``code/GlobalModel_generated.py``, runs a LLaMA causal LM and weights the local adapter
   only); ``α(x)`` is the weight of the local LoRA. Our classifier head is personal state, trained with the
@@ -65,7 +66,7 @@ def build(cfg: RunConfig) -> Method:
         train_through_merge(
             session.model, session.split("train"), budget, session.generator("federated"),
             lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__),
-            lambda: session.merged([fed, local], dual_weights(fed, 1.0)),
+            lambda: session.merged([fed, local], dual_weights(fed, 1.0), "delta"),
         )
         local = {k: t.detach() for k, t in local.items()}
 
@@ -73,8 +74,8 @@ def build(cfg: RunConfig) -> Method:
             """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
             alpha = torch.round(instance_weights(session, data, cap) * (levels - 1)) / (levels - 1)
             parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
-            out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index))
-                   for index in parts]
+            out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index),
+                                          "delta") for index in parts]
             if not out:
                 return torch.empty(0)
             return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))

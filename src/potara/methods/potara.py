@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from ..client import ClientSession
 from ..config import RunConfig
-from ..estimators import ESTIMATORS, module_shape
-from ..mixing import module_lambdas
+from ..estimators import configured, module_shape
+from ..mixing import complement, module_lambdas
 from .base import Choice, Method
 
 
 def build_estimator(estimator: str, name: str, exports: bool = False):
     def build(cfg: RunConfig) -> Method:
-        estimate = ESTIMATORS[estimator]
+        estimate = configured(estimator, cfg.potara)
 
         def personalize(session: ClientSession) -> Choice:
             if len(session.split("train")) == 0:
                 return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
             est = estimate(session, cfg.potara.damping)
-            return Choice([session.fed, session.local()], [est.lam, 1 - est.lam], lam=est.lam, note=est.note)
+            return Choice([session.fed, session.local()], [est.lam, complement(est.lam)], lam=est.lam, note=est.note)
 
         return Method(name, personalize, estimates_lambda=True, exports=exports)
 
@@ -31,12 +31,14 @@ def build_estimator(estimator: str, name: str, exports: bool = False):
 
 
 def build_module(cfg: RunConfig) -> Method:
-    estimate = ESTIMATORS[cfg.potara.estimator]
+    estimate = configured(cfg.potara.estimator, cfg.potara)
 
     def personalize(session: ClientSession) -> Choice:
         if len(session.split("train")) == 0:
             return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
         pooled = estimate(session, cfg.potara.damping).lam
+        if isinstance(pooled, dict):
+            raise ValueError("potara_module scales a pooled λ; potara.paper_traces=module is per module already")
         traces, dist = module_shape(session, cfg.potara.damping)
         lams = module_lambdas(traces, dist, pooled)
         return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)
