@@ -14,6 +14,7 @@ from potara.adapters import get_state
 from potara.client import ClientSession, Timers
 from potara.estimators import PaperOptions, paper
 from potara.fisher import delta_gradient, model_fisher, parameter_fisher
+from potara.methods import build
 from potara.mixing import clipped_cross, closed_form_lambda, joint_lambda
 from potara.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
 
@@ -266,3 +267,17 @@ def test_a_run_merges_in_factor_space_and_exports_the_merge(tiny_overrides, tmp_
     assert all(0.0 <= r["acc"] <= 1.0 for r in factors["fixed"])
     exported = sorted(tmp_path.iterdir())
     assert len(exported) == 3 and json.loads((exported[0] / "adapter_config.json").read_text())["r"] == 4  # 2r
+
+
+@pytest.mark.parametrize("item", ["potara.paper_space=weights", "potara.paper_fisher=true", "potara.paper_damping=0",
+                                  "potara.paper_samples=0", "potara.merge_space=product", "potara.paper_assign=a"])
+def test_bad_paper_settings_are_config_errors(item):
+    with pytest.raises(config.ConfigError, match=item.split("=")[0]):
+        config.load(None, [item])
+
+
+def test_paper_settings_are_variant_keys_and_the_merge_space_is_not():
+    cfg = config.load(None, ["methods=potara_paper@potara.paper_traces=module"])
+    assert build("potara_paper@potara.paper_traces=module", cfg).name == "potara_paper@potara.paper_traces=module"
+    with pytest.raises(config.ConfigError, match="method-only"):
+        build("potara_paper@potara.merge_space=factors", cfg)
