@@ -82,7 +82,8 @@ def merge_factors(
     An average of factors, so every group's weights must sum to one."""
     first = states[0]
     for group in groups(first):
-        total = float(sum(_weight(w, group) for w in weights))
+        ws = [_weight(w, group) for w in weights]
+        total = sum(float(w.detach()) if isinstance(w, Tensor) else w for w in ws)
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"a factor-space merge averages: the weights of '{group}' sum to {total}, not 1")
     merged: AdapterState = {}
