@@ -262,3 +262,14 @@ def test_too_few_updates_stop_the_run_with_a_clear_error(overrides, tmp_path):
 def test_unknown_flower_setting_is_an_error():
     with pytest.raises(ConfigError, match="unknown Flower setting 'rounds'"):
         from_run_config({"rounds": 3})
+
+
+def test_flower_merges_in_factor_space_with_the_paper_estimator_as_the_embedded_engine(overrides, tmp_path):
+    """``potara.merge_space=factors`` and ``potara.estimator=paper`` reach the ClientApp's personalize unchanged."""
+    factors = [*overrides[:-1], "methods=[fedit,fixed,potara]", "potara.merge_space=factors", "potara.estimator=paper"]
+    summary, _ = run_local(factors, tmp_path / "flower")
+    result, _ = embedded(factors)
+    for name in ("fixed", "potara"):
+        mine, theirs = summary["methods"][name]["per_client"], result.methods[name].per_client
+        assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
+        assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
