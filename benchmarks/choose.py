@@ -1,7 +1,9 @@
 """Every tuned choice, made on the dev suite by validation accuracy, printed with its evidence.
 
     .venv/bin/potara bench --suite dev --out runs/dev
-    .venv/bin/python benchmarks/choose.py --out runs/dev [--write benchmarks/results/dev-choices.json]
+    .venv/bin/python benchmarks/choose.py --out runs/dev [more dev outputs] [--write benchmarks/results/dev-choices.json]
+
+Several ``--out`` folders of the same suite (methods run in parts, on the same seeds and clients) are read as one.
 
 A knob is a family of methods in the dev suite: ``name@key=value`` variants (``ditto@peers.ditto_mu=1.0``)
 and Potara's estimators (``potara_<estimator>`` → ``potara.estimator``). A candidate's score is its mean
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from potara.bench import load_suite
-from potara.bench_report import load_cells
+from potara.bench_report import Cell, load_cells
 from potara.config import ESTIMATORS
 from potara.reporting import atomic_write
 from potara.stats import paired_difference
@@ -50,6 +52,17 @@ def candidates(methods: list[str]) -> dict[str, list[Candidate]]:
         elif method.startswith("potara_") and method.removeprefix("potara_") in ESTIMATORS:
             knobs["potara: potara.estimator"].append(Candidate(method, "potara.estimator", method.removeprefix("potara_")))
     return dict(knobs)
+
+
+def joined_cells(parts: list[dict]) -> dict:
+    """Cells of several outputs of one suite as one: per (setting, seed), every part's methods together."""
+    joined: dict = {}
+    for part in parts:
+        for setting, group in part.items():
+            for cell in group:
+                mine = joined.setdefault(setting, {}).setdefault(cell.seed, Cell(cell.seed, {"methods": {}}, []))
+                mine.summary["methods"].update(cell.methods)
+    return {setting: list(by_seed.values()) for setting, by_seed in joined.items()}
 
 
 def val_rows(cells: dict, method: str) -> dict[tuple, float]:
@@ -118,14 +131,14 @@ def commit() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/dev", help="the dev bench's output folder")
+    parser.add_argument("--out", nargs="+", default=["runs/dev"], help="the dev bench's output folder(s)")
     parser.add_argument("--suite", default="dev")
     parser.add_argument("--write", help="also write the choices and their evidence as JSON here")
     args = parser.parse_args()
     suite = load_suite(args.suite)
-    cells = load_cells(Path(args.out), suite)
+    cells = joined_cells([load_cells(Path(out), suite) for out in args.out])
     missing = [f"{s} seed {seed}" for s in suite.settings for seed in suite.seeds
-               if seed not in {c.seed for c in cells[s]}]
+               if seed not in {c.seed for c in cells.get(s, [])}]
     results = {name: choose(cells, family) for name, family in candidates(suite.methods).items()}
     print(f"# Choices on the `{suite.name}` suite by validation accuracy (commit {commit()})\n")
     if missing:
@@ -134,7 +147,7 @@ def main() -> None:
         print(table(name, result) + "\n")
     print("chosen: " + " ".join(f"{r['knob']}={r['chosen']}" for r in results.values()))
     if args.write:
-        record = {"suite": suite.name, "commit": commit(), "command": f"benchmarks/choose.py --out {args.out}",
+        record = {"suite": suite.name, "commit": commit(), "command": f"benchmarks/choose.py --out {' '.join(args.out)}",
                   "missing_cells": missing, "choices": results}
         atomic_write(args.write, json.dumps(record, indent=2, default=str) + "\n")
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--max-length", type=int, default=48)
     merge.set_defaults(func=cmd_merge)
     bench = sub.add_parser("bench", help="methods × settings × seeds from a suite; resumable; writes report.md")
-    bench.add_argument("--suite", default="offline", help="packaged suite name (offline, precision) or a YAML path")
+    bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
     bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")

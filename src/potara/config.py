@@ -44,7 +44,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
     modules_to_save: list[str] | None = None  # None: PEFT's default task head for sequence classification
-    head_lr_scale: float = 10.0  # the task head's lr ÷ the LoRA lr: a fresh head needs larger steps (README)
+    head_lr_scale: float = 10.0  # the task head's lr ÷ the LoRA lr: a fresh head needs larger steps (docs/earlier-measurements.md)
 
 
 @dataclass
@@ -100,7 +100,7 @@ class PotaraSettings:
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)
     merge_space: str = "delta"
-    # estimator "paper" (the paper's practice as read; README, "Choosing λ"):
+    # estimator "paper" (the paper's practice as read; docs/method.md):
     paper_samples: int = 30  # seeded training examples its two Fisher passes and two gradients use
     paper_space: str = "factors"  # Fisher and gradients of the LoRA factors and head ("factors") or in ΔW space ("delta")
     paper_fisher: str = "model"  # "model" (labels drawn from the model) or "empirical" (true labels)
@@ -112,7 +112,7 @@ class PotaraSettings:
 
 @dataclass
 class PeersConfig:
-    """Settings of the personalized-FL peers (README, "Peers")."""
+    """Settings of the personalized-FL peers (docs/peers.md)."""
 
     ditto_mu: float = 0.1  # Ditto's proximal weight μ/2 ‖v − w_F‖²: mid-range of the values Ditto tunes over
     apfl_alpha_lr: float = 0.1  # AdamW lr of APFL's mixing logit s (α = sigmoid(s), from α = ½)

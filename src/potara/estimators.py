@@ -84,13 +84,13 @@ def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
 def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
     """The more local of ``folds`` and ``heldout``: two estimates of one λ*, from the training data's spread and
     from the validation loss. Erring federated costs far more accuracy than erring local (the federated head
-    can be biased against a small client's classes), and each fails alone on tiny clients (README)."""
+    can be biased against a small client's classes), and each fails alone on tiny clients (docs/earlier-measurements.md)."""
     return min(folds(session, damping), heldout(session, damping), key=lambda est: est.lam)
 
 
 @dataclass(frozen=True)
 class PaperOptions:
-    """The ``paper`` estimator's choices (``potara.paper_*``; README, "Choosing λ")."""
+    """The ``paper`` estimator's choices (``potara.paper_*``; docs/method.md)."""
 
     samples: int = 30
     space: str = "factors"
