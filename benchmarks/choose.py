@@ -92,7 +92,7 @@ def choose(cells: dict, family: list[Candidate]) -> dict:
         units = val_rows(cells, cand.method)
         overall, per = score(units)
         scored.append((overall, cand, per, units))
-    ranked = sorted(scored, key=lambda item: -item[0])
+    ranked = sorted((item for item in scored if item[3]), key=lambda item: -item[0])  # candidates that ran
     (best, winner, _, best_units), runner = ranked[0], ranked[1] if len(ranked) > 1 else None
     margin = None
     if runner is not None:
@@ -104,7 +104,8 @@ def choose(cells: dict, family: list[Candidate]) -> dict:
         "knob": winner.knob, "chosen": winner.value, "method": winner.method, "val_acc": best,
         "against_runner_up": margin,
         "candidates": [{"method": c.method, "value": c.value, "val_acc": s, "per_setting": per,
-                        "fits_on_val": c.method in FITS_ON_VAL} for s, c, per, _ in scored],
+                        "fits_on_val": c.method in FITS_ON_VAL} for s, c, per, units in scored if units],
+        "not_run": [c.method for _, c, _, units in scored if not units],
     }
 
 
@@ -118,6 +119,8 @@ def table(name: str, result: dict) -> str:
         cols = " | ".join(f"{c['per_setting'].get(s, float('nan')):.4f}" for s in settings)
         lines.append(f"| {c['value']}{flag}{mark} | {c['val_acc']:.4f} | {cols} |")
     m = result["against_runner_up"]
+    if result["not_run"]:
+        lines += ["", f"not run: {', '.join(result['not_run'])}"]
     if m:
         low, high = m["ci95"]
         lines += ["", f"chosen − runner-up ({m['against']}) on validation: {m['mean']:+.4f} "

@@ -20,7 +20,7 @@ def test_a_variant_is_named_by_its_spec_and_sets_its_key_for_itself_alone():
     )
     assert (plain.name, low.name) == ("fixed", "fixed@peers.fixed_lambda=0.3")
     assert plain.federation is FEDIT and low.federation is FEDIT  # the sweep shares FedIT's federation
-    assert (ditto.federation.mu, ditto_strong.federation.mu) == (0.1, 5.0)
+    assert (ditto.federation.mu, ditto_strong.federation.mu) == (config.PeersConfig().ditto_mu, 5.0)
     assert ditto.federation.name == "ditto" and ditto_strong.federation.name == "ditto@peers.ditto_mu=5.0"
 
 
