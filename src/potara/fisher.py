@@ -91,7 +91,20 @@ def model_fisher(
         weight = getattr(target, "weight", None) if group in extra_groups else target.base_layer.weight
         exact = group in extra_groups or _is_exact(weight, mode)
         probes[group] = _LinearProbe(target, exact)
-    count, draws = 0, samples if labels == "model" else 1
+    draws = samples if labels == "model" else 1
+    count = _probed_passes(model, batches, probes, draws, generator, labels)
+    if count == 0:
+        raise ValueError("cannot estimate a Fisher from zero examples")
+    return _finish(probes, extra_groups, count * draws)
+
+
+def _probed_passes(
+    model: nn.Module, batches: Iterable[Mapping[str, Tensor]], probes: Mapping[str, _LinearProbe], draws: int,
+    generator: torch.Generator | None, labels: str,
+) -> int:
+    """Every batch through :func:`_accumulate` in eval mode with ``probes`` listening; the examples seen. The
+    probes' hooks are removed and the model's mode restored after."""
+    count = 0
     was_training = model.training
     model.eval()
     try:
@@ -101,9 +114,7 @@ def model_fisher(
         model.train(was_training)
         for probe in probes.values():
             probe.handle.remove()
-    if count == 0:
-        raise ValueError("cannot estimate a Fisher from zero examples")
-    return _finish(probes, extra_groups, count * draws)
+    return count
 
 
 def _accumulate(model: nn.Module, batch: Mapping[str, Tensor], draws: int, generator, labels: str = "model") -> int:
@@ -165,16 +176,7 @@ def delta_gradient(
     and per saved parameter, keyed as :func:`model_fisher`."""
     named = dict(model.named_modules())
     probes = {group: _GradientProbe(_linear_of(named[group], adapter)) for group in [*lora_groups, *extra_groups]}
-    count = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            count += _accumulate(model, batch, 1, None, "empirical")
-    finally:
-        model.train(was_training)
-        for probe in probes.values():
-            probe.handle.remove()
+    count = _probed_passes(model, batches, probes, 1, None, "empirical")
     if count == 0:
         raise ValueError("cannot take a gradient over zero examples")
     return _finish(probes, extra_groups, count, "loss gradient")

@@ -37,7 +37,7 @@ def build(cfg: RunConfig) -> Method:
         train_through_merge(
             session.model, session.split("train"), budget, session.generator("federated"), groups, mixture,
         )
-        alpha = float(torch.sigmoid(logit))
+        alpha = float(torch.sigmoid(logit.detach()))
         local = {k: t.detach() for k, t in local.items()}
         return Choice([fed, local], [1 - alpha, alpha], lam=1 - alpha)
 
