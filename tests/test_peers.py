@@ -208,7 +208,7 @@ def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
     choice = feddpa.build(tiny.cfg).personalize(session)
     assert all(fedit_state[k].equal(before[k]) for k in before)  # the global adapter stayed frozen
     test = session.split("test")
-    alphas = feddpa.instance_weights(session, test)
+    alphas = feddpa.instance_weights(session, test, tiny.cfg.peers.feddpa_weight_cap)
     assert alphas.min() >= 0 and alphas.max() <= 1 and alphas.unique().numel() > 1
     assert choice.lam == pytest.approx(1 - float(alphas.mean()))
     fed, local = choice.states
