@@ -122,7 +122,7 @@ class ClientSession:
 
     def charged_local(self) -> Cost:
         """What the client's full local adapter (``local()``) cost, if the current method used it."""
-        key = (*self._local_key(self.settings.local_init, "all"),)
+        key = self._local_key(self.settings.local_init, "all")
         return next((c for k, c in self._costs.items() if k[:-1] == key and k in self._used), Cost())
 
     def _measured(self, key: tuple, compute):

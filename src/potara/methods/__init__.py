@@ -81,7 +81,8 @@ def build(spec: str, cfg: RunConfig) -> Method:
                 f"{', '.join(VARIANT_KEYS)}* (other keys change what every method shares: use a suite setting)"
             )
         apply_override(values, item)
-    method = available(from_dict(values))[name](from_dict(values))
+    variant = from_dict(values)
+    method = available(variant)[name](variant)
     if method.federation.name == name:  # a federation of the method's own (Ditto's μ): one per variant
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec

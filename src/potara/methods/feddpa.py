@@ -42,15 +42,25 @@ def dual_weights(state: AdapterState, alpha: float) -> list[dict[str, float]]:
     return [{g: 1.0 if g in lora else 0.0 for g in groups(state)}, {g: alpha if g in lora else 1.0 for g in groups(state)}]
 
 
-def instance_weights(session: ClientSession, data: Encoded, cap: float = 1.0) -> Tensor:
+def instance_weights(session: ClientSession, data: Encoded, cap: float = 1.0, reference: Tensor | None = None) -> Tensor:
     """``α(x)`` for every input of ``data``: ``cap`` × the mean cosine similarity to the client's training
-    inputs, clipped to [0, 1] (``cap`` is the authors' ``w``, ``peers.feddpa_weight_cap``)."""
-    batch = session.settings.eval_batch_size
-    unit = lambda reps: torch.nn.functional.normalize(reps, dim=-1)
-    reference = unit(base_representations(session.model, session.split("train"), batch)).mean(0)
+    inputs, clipped to [0, 1] (``cap`` is the authors' ``w``, ``peers.feddpa_weight_cap``); ``reference``:
+    :func:`training_reference`, computed here when not given."""
     if len(data) == 0:
         return torch.empty(0)
-    return (cap * (unit(base_representations(session.model, data, batch)) @ reference)).clamp(0.0, 1.0)
+    reference = training_reference(session) if reference is None else reference
+    reps = _unit(base_representations(session.model, data, session.settings.eval_batch_size))
+    return (cap * (reps @ reference)).clamp(0.0, 1.0)
+
+
+def training_reference(session: ClientSession) -> Tensor:
+    """The mean unit representation of the client's training inputs (frozen base model)."""
+    train = session.split("train")
+    return _unit(base_representations(session.model, train, session.settings.eval_batch_size)).mean(0)
+
+
+def _unit(reps: Tensor) -> Tensor:
+    return torch.nn.functional.normalize(reps, dim=-1)
 
 
 def build(cfg: RunConfig) -> Method:
@@ -69,10 +79,11 @@ def build(cfg: RunConfig) -> Method:
             lambda: session.merged([fed, local], dual_weights(fed, 1.0), "delta"),
         )
         local = {k: t.detach() for k, t in local.items()}
+        reference = training_reference(session)  # the same for every split the model is asked about
 
         def logits(data: Encoded) -> Tensor:
             """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
-            alpha = torch.round(instance_weights(session, data, cap) * (levels - 1)) / (levels - 1)
+            alpha = torch.round(instance_weights(session, data, cap, reference) * (levels - 1)) / (levels - 1)
             parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
             out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index),
                                           "delta") for index in parts]
@@ -81,7 +92,7 @@ def build(cfg: RunConfig) -> Method:
             return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))
 
         test = session.split("test")
-        mean_alpha = float(instance_weights(session, test, cap).mean()) if len(test) else 0.0
+        mean_alpha = float(instance_weights(session, test, cap, reference).mean()) if len(test) else 0.0
         return Choice([fed, local], dual_weights(fed, mean_alpha), lam=1 - mean_alpha, logits=logits)
 
     return Method("feddpa", personalize)
