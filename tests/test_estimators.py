@@ -276,8 +276,21 @@ def test_bad_paper_settings_are_config_errors(item):
         config.load(None, [item])
 
 
-def test_paper_settings_are_variant_keys_and_the_merge_space_is_not():
+def test_paper_settings_the_merge_space_and_the_local_init_are_variant_keys():
     cfg = config.load(None, ["methods=potara_paper@potara.paper_traces=module"])
     assert build("potara_paper@potara.paper_traces=module", cfg).name == "potara_paper@potara.paper_traces=module"
-    with pytest.raises(config.ConfigError, match="method-only"):
-        build("potara_paper@potara.merge_space=factors", cfg)
+    variant = build("potara_paper@potara.merge_space=factors@local.init=pretrained", cfg)
+    assert (variant.merge_space, variant.local_init) == ("factors", "pretrained")
+    assert (build("potara", cfg).merge_space, build("potara", cfg).local_init) == (None, None)  # the run's
+
+
+def test_a_variant_with_its_own_local_init_and_merge_space_is_that_run(tiny_overrides):
+    """On one federation, ``potara@local.init=pretrained`` and ``…@potara.merge_space=factors`` give what runs
+    with those settings for every method give (λ and accuracy per client)."""
+    base = [*tiny_overrides, "threads=1", "potara.estimator=heldout"]
+    mixed = engine.run(config.load(None, [*base, "methods=potara,potara@local.init=pretrained,"
+                                                 "potara@potara.merge_space=factors"])).methods
+    for item, spec in (("local.init=pretrained", "potara@local.init=pretrained"),
+                       ("potara.merge_space=factors", "potara@potara.merge_space=factors")):
+        alone = engine.run(config.load(None, [*base, "methods=potara", item])).methods["potara"].per_client
+        assert [(r["lambda"], r["acc"]) for r in mixed[spec].per_client] == [(r["lambda"], r["acc"]) for r in alone]

@@ -103,15 +103,19 @@ class ClientSession:
         self.meter = meter or PassMeter()
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
         self._evals: dict[tuple, tuple[Evaluation, bool]] = {}  # (merge, split) -> evaluation, has accuracy
-        self._fisher: Metric | None = None
+        self._fishers: dict[str, Metric] = {}  # local init -> Fisher at that local adapter
         self._papers: dict[tuple, tuple[Metric, dict[str, torch.Tensor]]] = {}
         self._costs: dict[tuple, Cost] = {}  # cached piece of work -> what computing it cost
         self._used: set[tuple] = set()  # the pieces the current method used
         self._began: Cost = self.meter.now()
+        self._init, self._space = settings.local_init, settings.merge_space
 
-    def begin(self) -> None:
-        """Start charging a new method: nothing used yet."""
+    def begin(self, local_init: str | None = None, merge_space: str | None = None) -> None:
+        """Start charging a new method: nothing used yet; ``local_init``/``merge_space`` are its own (default: the
+        session's), what ``local()``, ``halves()``, ``fisher()`` and ``merged()`` mean until the next ``begin``."""
         self._used, self._began = set(), self.meter.now()
+        self._init = local_init or self.settings.local_init
+        self._space = merge_space or self.settings.merge_space
 
     def charge(self) -> Cost:
         """The current method's cost so far: what it computed itself plus every cached piece it used, each at
@@ -122,7 +126,7 @@ class ClientSession:
 
     def charged_local(self) -> Cost:
         """What the client's full local adapter (``local()``) cost, if the current method used it."""
-        key = self._local_key(self.settings.local_init, "all")
+        key = self._local_key(self._init, "all")
         return next((c for k, c in self._costs.items() if k[:-1] == key and k in self._used), Cost())
 
     def _measured(self, key: tuple, compute):
@@ -150,11 +154,11 @@ class ClientSession:
 
     def local(self, init: str | None = None) -> AdapterState:
         """The client's local adapter trained on all its training data from ``init``."""
-        return self._local(init or self.settings.local_init, "all")
+        return self._local(init or self._init, "all")
 
     def halves(self, init: str | None = None) -> list[tuple[AdapterState, Encoded]]:
         """Two local adapters on disjoint halves of the training data, each with the *other* half."""
-        init = init or self.settings.local_init
+        init = init or self._init
         first, second = self._half_index()
         train = self.splits.train
         return [
@@ -207,7 +211,7 @@ class ClientSession:
         """The merge in ``space`` (default ``merge_space``: exact in ΔW, or factors averaged), padded to the merge
         adapter's rank."""
         scales = [self.settings.scale] * len(states)
-        return pad_rank(MERGES[space or self.settings.merge_space](states, weights, scales), self.settings.merge_rank)
+        return pad_rank(MERGES[space or self._space](states, weights, scales), self.settings.merge_rank)
 
     def predict_merged(
         self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, space: str | None = None
@@ -227,7 +231,7 @@ class ClientSession:
         Zero-weight adapters are dropped first, so equal functions (λ = 0 or 1 and the plain models) share a pass."""
         kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
         states, weights = [s for s, _ in kept], [w for _, w in kept]
-        key = (tuple(id(s) for s in states), _freeze(weights), id(data))
+        key = (tuple(id(s) for s in states), _freeze(weights), id(data), self._space if len(states) > 1 else "")
         cached = self._evals.get(key)
         if cached is None or (accuracy and not cached[1]):
             ev = self._measured(("eval", *key), lambda: self._evaluate_now(states, weights, data, accuracy))
@@ -255,14 +259,14 @@ class ClientSession:
 
     def fisher(self) -> Metric:
         """Diagonal model Fisher at the local adapter on (up to ``fisher_max_examples``) training inputs."""
-        if self._fisher is None:
+        if self._init not in self._fishers:
             local = self.local()
             set_state(self.model, local)
             data = self.splits.train
             data = data.subset(torch.arange(min(len(data), self.settings.fisher_max_examples)))
             began = time.perf_counter()
             try:
-                self._fisher = self._measured(("fisher",), lambda: model_fisher(
+                self._fishers[self._init] = self._measured(("fisher", self._init), lambda: model_fisher(
                     self.model, data.batches(self.settings.eval_batch_size), lora_modules(local), _extra_groups(local),
                     mode=self.settings.fisher_mode, samples=self.settings.fisher_samples,
                     generator=torch.Generator().manual_seed(self.settings.seed + 5),
@@ -270,16 +274,16 @@ class ClientSession:
             except ValueError as err:
                 raise ValueError(f"client {self.name}: {err}") from err
             self.timers.add("fisher", time.perf_counter() - began)
-        self._use(("fisher",))
-        self._use(self._local_key(self.settings.local_init, "all"))
-        return self._fisher
+        self._use(("fisher", self._init))
+        self._use(self._local_key(self._init, "all"))
+        return self._fishers[self._init]
 
     def paper_pieces(self, at: str, space: str, labels: str, samples: int) -> tuple[Metric, dict[str, torch.Tensor]]:
         """Diagonal Fisher (``labels``: ``model`` or ``empirical``) and mean true-label loss gradient of the
         federated (``at="fed"``) or the local adapter on ``samples`` seeded training examples, the same for both,
         in LoRA factor space (``space="factors"``) or ΔW space (``"delta"``); cached per key and charged."""
         state = self.fed if at == "fed" else self.local()
-        key = ("paper", at, space, labels, samples)
+        key = ("paper", at if at == "fed" else self._init, space, labels, samples)
         if key not in self._papers:
             self._papers[key] = self._measured(key, lambda: self._paper_now(state, at, space, labels, samples))
         self._use(key)

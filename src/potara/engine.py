@@ -146,7 +146,7 @@ def personalize(
 
 def _personalize_one(session: ClientSession, method: Method, export_dir: Path | None) -> dict:
     """One method's choice on one client, its cost, and its accuracy on the test and validation splits."""
-    session.begin()
+    session.begin(method.local_init, method.merge_space)
     try:
         choice = method.personalize(session)
     except ValueError as err:

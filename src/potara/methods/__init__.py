@@ -24,7 +24,9 @@ from . import (
 from .base import Choice, Method
 
 VARIANT = "@"
-VARIANT_KEYS = ("peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_")
+VARIANT_KEYS = (
+    "peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_", "potara.merge_space", "local.init",
+)
 
 _FIXED_NAMES = {
     "local": local.build,
@@ -67,8 +69,9 @@ def resolve(cfg: RunConfig) -> list[Method]:
 
 def build(spec: str, cfg: RunConfig) -> Method:
     """The method named ``spec``: a name, or a variant ``name@key=value[@key=value…]`` that sets method-only
-    keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``, ``potara.paper_*``) for that method
-    alone, so that a tuning sweep runs its candidates side by side on the same federation and clients."""
+    keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``, ``potara.paper_*``,
+    ``potara.merge_space``, ``local.init``) for that method alone, so that a tuning sweep runs its candidates side by
+    side on the same federation and clients."""
     name, *items = spec.split(VARIANT)
     if not items:
         return available(cfg)[name](cfg)
@@ -86,7 +89,9 @@ def build(spec: str, cfg: RunConfig) -> Method:
     if method.federation.name == name:  # a federation of the method's own (Ditto's μ): one per variant
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
-    return dataclasses.replace(method, name=spec)
+    return dataclasses.replace(
+        method, name=spec, local_init=variant.local.init, merge_space=variant.potara.merge_space
+    )
 
 
 __all__ = ["Choice", "Method", "available", "build", "resolve"]

@@ -32,3 +32,5 @@ class Method:
     estimates_lambda: bool = False  # it chooses λ: its cost of choosing is reported apart (``lambda_cost``)
     exports: bool = False  # its personalized adapters are the ones ``potara run --export`` writes
     federation: FedIT = FEDIT  # the federation it personalizes from (a recipe: what is trained, sent, kept)
+    local_init: str | None = None  # its own ``local.init`` (a variant's); None: the run's
+    merge_space: str | None = None  # its own ``potara.merge_space`` (a variant's); None: the run's
