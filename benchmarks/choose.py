@@ -25,11 +25,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from potara.bench import load_suite
-from potara.bench_report import Cell, load_cells
+from potara.bench.report import Cell, load_cells
+from potara.bench.suite import load_suite
 from potara.config import ESTIMATORS
-from potara.reporting import atomic_write
-from potara.stats import paired_difference
+from potara.reporting.outputs import atomic_write
+from potara.reporting.stats import paired_difference
 
 FITS_ON_VAL = {"potara_heldout", "potara_crossfit", "potara_cautious"}
 

@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from potara import config, engine, reporting
+from potara import config, engine
+from potara.reporting import outputs
 
 SETTINGS = {
     "default (4 classes, n 15-200, seed 0)": [],
@@ -38,8 +39,8 @@ def lambda_gap(rows: list[dict], oracle: list[dict]) -> float | None:
 def run_setting(overrides: list[str], out: Path) -> dict:
     cfg = config.load(None, overrides)
     result = engine.run(cfg)
-    summary = reporting.summary(cfg.to_dict(), result)
-    reporting.atomic_write(out, json.dumps(summary, indent=2, default=float))
+    summary = outputs.summary(cfg.to_dict(), result)
+    outputs.atomic_write(out, json.dumps(summary, indent=2, default=float))
     return summary
 
 
@@ -69,7 +70,7 @@ def main() -> None:
         summary = run_setting(extra, out / f"setting{i}.json")
         parts.append(table(name, summary))
         print(parts[-1] + "\n", flush=True)
-    reporting.atomic_write(out / "estimators.md", "\n\n".join(parts) + "\n")
+    outputs.atomic_write(out / "estimators.md", "\n\n".join(parts) + "\n")
 
 
 if __name__ == "__main__":

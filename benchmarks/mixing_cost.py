@@ -22,9 +22,9 @@ from collections.abc import Callable
 import torch
 
 from potara import config, engine
-from potara.adapters import get_state, set_state
-from potara.models import load_peft_model
-from potara.training import predict, train
+from potara.models.adapters import get_state, set_state
+from potara.models.loading import load_peft_model
+from potara.training.loop import predict, train
 
 
 def best_of(repeats: int, work: Callable[[], object]) -> float:

@@ -35,10 +35,11 @@ def measure(clients: int, rounds: int, steps: int, threads: int) -> dict:
     """One setting, in this process: setup RSS, peak RSS, s/round, adapter and data bytes."""
     import torch
 
-    from potara import checkpoint, config, engine
-    from potara.adapters import get_state, serialize
-    from potara.federation import run_rounds
-    from potara.training import Budget
+    from potara import config, engine
+    from potara.federation import checkpoint
+    from potara.federation.rounds import run_rounds
+    from potara.models.adapters import get_state, serialize
+    from potara.training.loop import Budget
 
     cfg = config.load(None, [
         f"data.num_clients={clients}", "data.train_sizes=[15,60]", "data.test_size=20",

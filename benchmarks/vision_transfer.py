@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, ViTModel
 
-from potara import data
 from potara.config import LoraSettings, ModelConfig
-from potara.encoding import encode_images
-from potara.models import load_peft_classifier
-from potara.training import Budget, evaluate, train
-from potara.vision import ViTDigitsRecipe, vit_config, vit_digits
+from potara.data import federated
+from potara.data.encoding import encode_images
+from potara.models.loading import load_peft_classifier
+from potara.models.vision import ViTDigitsRecipe, vit_config, vit_digits
+from potara.training.loop import Budget, evaluate, train
 
 
 def random_twin(pretrained: Path, out: Path) -> Path:
@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pretrained = vit_digits()
     processor = AutoImageProcessor.from_pretrained(pretrained)
-    digits = data.load_digits_images(size=8, classes=data.FEDERATED_DIGITS)
+    digits = federated.load_digits_images(size=8, classes=federated.FEDERATED_DIGITS)
     order = np.random.default_rng(0).permutation(digits.num_rows)
     cut = digits.num_rows // 5
     train_rows = order[cut:] if args.n_train is None else order[cut : cut + args.n_train]

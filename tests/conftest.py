@@ -25,7 +25,7 @@ def save_tiny_bert(out: Path, **config) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from potara.models import resolve_model_path
+    from potara.models.loading import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("offline:minilm"))
     torch.manual_seed(0)

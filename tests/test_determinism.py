@@ -7,8 +7,11 @@ import math
 import pytest
 from conftest import without_seconds
 
-from potara import checkpoint, config, engine, federation, reporting
-from potara.adapters import deserialize, serialize
+from potara import config, engine
+from potara.federation import checkpoint
+from potara.federation import rounds as fed_rounds
+from potara.models.adapters import deserialize, serialize
+from potara.reporting import outputs
 
 EXTRA = ["fed.rounds=3", "methods=local,fedit,potara", "threads=1"]
 
@@ -22,7 +25,7 @@ def run_once(cfg: config.RunConfig, folder) -> tuple[bytes, dict, list[dict]]:
     """The final global adapter as bytes, the summary's numbers and the rounds log of one run."""
     result = engine.run(cfg, export_dir=folder / "adapters", checkpoint_dir=folder / "checkpoint")
     final = checkpoint.load(folder / "checkpoint")
-    summary = reporting.summary(cfg.to_dict(), result)
+    summary = outputs.summary(cfg.to_dict(), result)
     return serialize(final.adapter), without_seconds(summary["methods"]), result.rounds
 
 
@@ -37,7 +40,7 @@ def test_same_seed_same_adapter_bytes_and_summary_another_seed_another_adapter(c
 
 
 def test_a_client_sending_nan_is_rejected_every_round_and_the_run_completes(cfg, tmp_path, monkeypatch):
-    honest_step = federation.client_step
+    honest_step = fed_rounds.client_step
 
     def poisoned_step(model, client, payload, data, budget, seed, dtype="fp32", **recipe_and_kept):
         update = honest_step(model, client, payload, data, budget, seed, dtype, **recipe_and_kept)
@@ -47,7 +50,7 @@ def test_a_client_sending_nan_is_rejected_every_round_and_the_run_completes(cfg,
             update.payload = _unchecked(state)
         return update
 
-    monkeypatch.setattr(federation, "client_step", poisoned_step)
+    monkeypatch.setattr(fed_rounds, "client_step", poisoned_step)
     _, methods, rounds = run_once(cfg, tmp_path)
     assert all("non-finite" in r["rejected"]["client_01"] and not r.get("kept_previous") for r in rounds)
     assert math.isfinite(methods["fedit"]["mean_acc"])

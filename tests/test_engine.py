@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from potara import config, engine, reporting
+from potara import config, engine
 from potara.methods import available
+from potara.reporting import outputs
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,8 @@ def tiny_run(tiny_model_dir, synthetic_csv, tmp_path_factory):
     cfg = config.load(None, overrides)
     out = tmp_path_factory.mktemp("run")
     result = engine.run(cfg, export_dir=out / "adapters")
-    summary = reporting.summary(cfg.to_dict(), result)
-    reporting.write_outputs(out, summary, result.rounds)
+    summary = outputs.summary(cfg.to_dict(), result)
+    outputs.write_outputs(out, summary, result.rounds)
     return cfg, result, summary, out
 
 

@@ -125,7 +125,7 @@ class PeersConfig:
 
 @dataclass
 class ValidationConfig:
-    """Checks on every client update before aggregation (see potara.validation)."""
+    """Checks on every client update before aggregation (see potara.federation.validation)."""
 
     dtypes: list[str] = field(default_factory=lambda: ["fp32"])  # wire dtypes an update may use
     max_norm: float | None = None  # absolute bound on an update's L2 norm (None: off)

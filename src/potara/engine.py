@@ -13,21 +13,22 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
-from . import checkpoint, prompts
-from . import data as data_mod
-from .adapters import as_received, export_peft_dir, get_state, serialize, set_state
-from .causal_lm import encode_prompt_target
-from .client import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .config import ModelConfig, RunConfig
-from .cost import PassMeter
-from .encoding import Encoded, encode_images, encode_text
-from .federation import RoundLog, run_rounds
+from .data import federated as data_mod
+from .data import prompts
+from .data.encoding import Encoded, encode_images, encode_text
+from .federation import checkpoint
+from .federation.recipes import FEDIT, FedIT
+from .federation.rounds import RoundLog, run_rounds
+from .federation.strategies import FedAvg
+from .merge.taskvec import AdapterState
 from .methods import Choice, Method, resolve
-from .models import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
-from .recipes import FEDIT, FedIT
-from .strategies import FedAvg
-from .taskvec import AdapterState
-from .training import Budget, score
+from .models.adapters import as_received, export_peft_dir, get_state, serialize, set_state
+from .models.loading import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
+from .personalize.session import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
+from .training.causal_lm import encode_prompt_target
+from .training.cost import PassMeter
+from .training.loop import Budget, score
 
 Log = Callable[[dict], None]
 
@@ -130,7 +131,7 @@ def personalize(
     ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client).
 
     A row's ``cost`` is what the method's choice cost on the client (seconds, training and forward example
-    passes; :class:`~potara.cost.Cost`), shared work such as the local adapter charged to every method that
+    passes; :class:`~potara.training.cost.Cost`), shared work such as the local adapter charged to every method that
     used it; methods that estimate λ also get ``lambda_cost``, their cost without the local adapter that
     the merge itself needs. The final evaluations are not part of either."""
     out: dict[str, list[dict]] = {m.name: [] for m in methods}

@@ -1,4 +1,4 @@
-"""Potara on Flower: a thin Message-API layer over :mod:`potara.federation`'s client and server steps.
+"""Potara on Flower: a thin Message-API layer over :mod:`potara.federation.rounds`'s client and server steps.
 
 ``potara.flower.server_app:app`` and ``potara.flower.client_app:app`` are the components named in
 ``flower_app/pyproject.toml``; :func:`build_server_app` / :func:`build_client_app` make the same apps

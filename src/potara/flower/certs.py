@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..reporting import atomic_write
+from ..reporting.outputs import atomic_write
 
 
 def make_credentials(

@@ -21,12 +21,12 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from ..adapters import deserialize, set_state
-from ..client import Timers
 from ..engine import fed_budget, personalize, session_settings
-from ..federation import client_step
+from ..federation.rounds import client_step
 from ..methods import resolve
-from ..training import evaluate
+from ..models.adapters import deserialize, set_state
+from ..personalize.session import Timers
+from ..training.loop import evaluate
 from .node import Node, node_for, partition_of
 from .settings import FlowerSettings, from_run_config
 from .wire import FED_KEY, from_record, to_payload, to_record

@@ -11,12 +11,12 @@ import torch
 from peft import PeftModel
 
 from .. import config as config_mod
-from ..adapters import get_state
-from ..client import ClientSplits
 from ..config import ConfigError, RunConfig
 from ..engine import encode_clients, load_federated_data
-from ..models import load_peft_classifier
-from ..taskvec import AdapterState
+from ..merge.taskvec import AdapterState
+from ..models.adapters import get_state
+from ..models.loading import load_peft_classifier
+from ..personalize.session import ClientSplits
 
 
 @dataclass

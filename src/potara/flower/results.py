@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..adapters import serialize
 from ..methods import resolve
-from ..reporting import _finite, atomic_write, is_bound, paired
+from ..models.adapters import serialize
+from ..reporting.outputs import _finite, atomic_write, is_bound, paired
 from .grid import MeteredGrid
 from .settings import FlowerSettings
 from .strategy import Personal, PotaraFedAvg

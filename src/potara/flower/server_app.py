@@ -13,10 +13,10 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
-from ..adapters import get_state
-from ..models import load_peft_classifier
-from ..reporting import table
-from ..taskvec import AdapterState
+from ..merge.taskvec import AdapterState
+from ..models.adapters import get_state
+from ..models.loading import load_peft_classifier
+from ..reporting.outputs import table
 from .grid import MeteredGrid
 from .results import build_summary, write_outputs
 from .settings import FlowerSettings, from_run_config

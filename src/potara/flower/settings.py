@@ -9,8 +9,8 @@ from typing import Any
 
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
+from ..federation.recipes import FEDIT
 from ..methods import resolve
-from ..recipes import FEDIT
 
 #: Flower run-config keys (``[tool.flwr.app.config]`` / ``flwr run --run-config``) and their defaults.
 DEFAULTS: dict[str, Any] = {

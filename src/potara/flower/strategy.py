@@ -21,8 +21,8 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ..engine import strategy_for
-from ..federation import ClientUpdate, aggregate_round, client_seed, sample_clients
-from ..taskvec import AdapterState
+from ..federation.rounds import ClientUpdate, aggregate_round, client_seed, sample_clients
+from ..merge.taskvec import AdapterState
 from .client_app import ROWS_KEY
 from .settings import FlowerSettings
 from .wire import FED_KEY, origin, to_payload, to_record
@@ -55,7 +55,7 @@ class Personal:
 class PotaraFedAvg(FedAvg):
     """FedAvg of the federated adapter through the core's ``aggregate_round`` (what ``server_step`` runs).
 
-    Clients are sampled by ``potara.federation.sample_clients`` among the registered clients whose node is
+    Clients are sampled by ``potara.federation.rounds.sample_clients`` among the registered clients whose node is
     connected, so with every node up the rounds see the same clients, seeds and order as the embedded engine.
     """
 
@@ -82,7 +82,7 @@ class PotaraFedAvg(FedAvg):
     def summary(self) -> None:
         log(
             INFO,
-            "\t├──> Potara FedAvg (potara.federation.aggregate_round), aggregation '%s'",
+            "\t├──> Potara FedAvg (potara.federation.rounds.aggregate_round), aggregation '%s'",
             self.settings.run.fed.aggregation,
         )
         log(

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from flwr.app import ArrayRecord, Message
 
-from ..adapters import deserialize, serialize
-from ..taskvec import AdapterState
+from ..merge.taskvec import AdapterState
+from ..models.adapters import deserialize, serialize
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
 

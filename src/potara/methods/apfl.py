@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..taskvec import extra_keys
-from ..training import lr_groups, train_through_merge
+from ..merge.taskvec import extra_keys
+from ..personalize.session import ClientSession
+from ..training.loop import lr_groups, train_through_merge
 from .base import Choice, Method
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..client import ClientSession
-from ..encoding import Encoded
-from ..recipes import FEDIT, FedIT
-from ..taskvec import AdapterState, Weights
+from ..data.encoding import Encoded
+from ..federation.recipes import FEDIT, FedIT
+from ..merge.taskvec import AdapterState, Weights
+from ..personalize.session import ClientSession
 
 
 @dataclass

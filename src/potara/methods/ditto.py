@@ -1,6 +1,6 @@
 """Ditto (Li et al., "Ditto: Fair and Robust Federated Learning Through Personalization", ICML 2021).
 
-Its own federation (:class:`potara.recipes.Ditto`, the paper's Algorithm 1): in every round it takes part in,
+Its own federation (:class:`potara.federation.recipes.Ditto`, the paper's Algorithm 1): in every round it takes part in,
 client ``k`` (a) makes FedIT's local update of the global adapter ``w``, which is all that travels, and (b)
 updates its personal adapter ``v_k`` for the same budget (``fed.*``, the same batches) on
 ``F_k(v) + μ/2 ‖v − w‖²`` (``μ`` = ``peers.ditto_mu``), ``w`` the global adapter it has just received. ``v_k``
@@ -11,9 +11,9 @@ so a client never sampled keeps it. Client ``k``'s model is its ``v_k`` after th
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..recipes import Ditto
+from ..federation.recipes import Ditto
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

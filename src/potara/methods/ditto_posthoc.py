@@ -9,9 +9,9 @@ term acts on the LoRA factors and the head, the tensors that are trained.
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..training import Proximal, state_as_params
+from ..personalize.session import ClientSession
+from ..training.loop import Proximal, state_as_params
 from .base import Choice, Method
 
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..encoding import Encoded
-from ..taskvec import AdapterState, extra_keys, groups, lora_modules
-from ..training import base_representations, lr_groups, train_through_merge
+from ..data.encoding import Encoded
+from ..merge.taskvec import AdapterState, extra_keys, groups, lora_modules
+from ..personalize.session import ClientSession
+from ..training.loop import base_representations, lr_groups, train_through_merge
 from .base import Choice, Method
 
 

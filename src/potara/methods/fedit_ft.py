@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..estimators import EXTRA_LOCAL_TRAININGS
+from ..personalize.estimators import EXTRA_LOCAL_TRAININGS
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

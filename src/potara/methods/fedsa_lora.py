@@ -1,6 +1,6 @@
 """FedSA-LoRA (Guo et al., "Selective Aggregation for LoRA in Federated Learning", ICLR 2025).
 
-Its own federation (:class:`potara.recipes.FedSALoRA`): only the ``A`` factors are sent and averaged (the
+Its own federation (:class:`potara.federation.recipes.FedSALoRA`): only the ``A`` factors are sent and averaged (the
 paper finds ``A`` learns general knowledge, ``B`` client-specific knowledge); each client's ``B`` and its
 classifier head stay on the client from one of its rounds to the next. The head is client-specific as ``B``
 is (each client has its own label mix), and the authors' GLUE configuration (RoBERTa with a classifier,
@@ -13,9 +13,9 @@ setting.
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..recipes import FEDSA_LORA, scaled
+from ..federation.recipes import FEDSA_LORA, scaled
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

@@ -1,6 +1,6 @@
 """FFA-LoRA (Sun et al., "Improving LoRA in Privacy-preserving Federated Learning", ICLR 2024).
 
-Its own federation (:class:`potara.recipes.FFALoRA`): every ``A`` stays frozen at the shared random
+Its own federation (:class:`potara.federation.recipes.FFALoRA`): every ``A`` stays frozen at the shared random
 initialisation, only ``B`` and the head are trained, sent and averaged. Every client uses the final model.
 Its clients' learning rate is ``peers.ffa_lora_lr_scale`` × ``fed.lr``, tuned on the dev suite like every peer's
 setting.
@@ -8,9 +8,9 @@ setting.
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..recipes import FFA_LORA, scaled
+from ..federation.recipes import FFA_LORA, scaled
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

@@ -6,8 +6,8 @@ the test split itself — an upper bound, never a method. Ties go to the lower l
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

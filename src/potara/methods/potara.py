@@ -2,16 +2,16 @@
 
 ``λ* = v_L / (v_F + v_L)`` minimises the variance-trace bound ``½[λ² v_F + (1−λ)² v_L]`` on the
 client's loss (SPEC, "The bound and the closed form"); the variances come from the estimator in
-``potara.estimator`` (see :mod:`potara.estimators`). ``potara_module`` gives every module its own λ:
+``potara.estimator`` (see :mod:`potara.personalize.estimators`). ``potara_module`` gives every module its own λ:
 the spread of two half-data local adapters per module (Fisher metric) as the shape, the pooled estimate's scale.
 """
 
 from __future__ import annotations
 
-from ..client import ClientSession
 from ..config import RunConfig
-from ..estimators import configured, module_shape
-from ..mixing import complement, module_lambdas
+from ..merge.mixing import complement, module_lambdas
+from ..personalize.estimators import configured, module_shape
+from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 

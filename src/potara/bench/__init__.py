@@ -1,0 +1,1 @@
+"""``potara bench``: suites of runs (methods × settings × seeds) and their report."""

@@ -1,0 +1,411 @@
+"""The report of a bench run: per-setting tables (mean ± std over seeds, paired differences), the communication
+table, paired differences over every setting (also ``report.json``), plots.
+
+A unit of a paired difference is one (setting, seed, client); its bootstrap cluster is the (setting, seed): the
+clients of one cell share a federation (see ``potara.reporting.stats``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
+from ..reporting.outputs import REFERENCE, _finite, atomic_write, difference, is_bound, label, paired, save_png
+from .suite import Suite, cell_dir
+
+BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
+POTARA = "potara"
+
+
+@dataclass(frozen=True)
+class Cell:
+    seed: int
+    summary: dict
+    rounds: list[dict]
+
+    @property
+    def methods(self) -> dict[str, dict]:
+        return self.summary["methods"]
+
+
+def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
+    """The finished cells of every setting of ``suite`` under ``out`` (missing ones are left out)."""
+    cells: dict[str, list[Cell]] = {}
+    for setting in suite.settings:
+        cells[setting] = []
+        for seed in suite.seeds:
+            where = cell_dir(out, setting, seed)
+            if (where / "summary.json").is_file():
+                rounds = [json.loads(x) for x in (where / "rounds.jsonl").read_text().splitlines() if x.strip()]
+                cells[setting].append(Cell(seed, json.loads((where / "summary.json").read_text()), rounds))
+    return cells
+
+
+def write_report(out: Path, suite: Suite) -> str:
+    """Aggregate the cells into ``out/report.md``, ``out/report.json`` and ``out/plots/<setting>.*.png``; return
+    the markdown."""
+    cells = load_cells(out, suite)
+    parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
+    for setting, group in cells.items():
+        parts.append(setting_table(setting, group, suite))
+        if group:
+            plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
+            plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
+    parts.append(communication_table(cells))
+    numbers = paired_report(cells, suite)
+    every_cell = [c for group in cells.values() for c in group]
+    parts.append(paired_table(numbers["overall"], method_order(every_cell, suite.methods)))
+    parts.append(versus_table(numbers["potara_versus"], pooled_settings(cells, suite)))
+    parts += [cross_setting_table(source, target, numbers["compare"][source], cells)
+              for source, target in suite.compare.items() if cells.get(source) and cells.get(target)]
+    text = "\n\n".join(parts) + "\n"
+    atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
+    atomic_write(out / "report.md", text)
+    return text
+
+
+def unit_accs(cells: dict[str, list[Cell]]) -> dict[str, dict[tuple, float]]:
+    """Per method, the test accuracy of every (setting, seed, client) unit."""
+    accs: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for setting, group in cells.items():
+        for cell in group:
+            for name, m in cell.methods.items():
+                for row in m["per_client"]:
+                    accs[name][(setting, cell.seed, row["client"])] = row["acc"]
+    return dict(accs)
+
+
+def cell_of(unit: tuple) -> tuple:
+    """A unit's bootstrap cluster: its (setting, seed)."""
+    return unit[:2]
+
+
+def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
+    """``report.json``: ``paired`` (as in summary.json) per setting and pooled over the settings that are not
+    compared with another (``suite.compare``); ``potara_versus``: Potara against every other method, pooled
+    and per setting; ``compare``: each compared setting's methods against its target setting's."""
+    pooled = {k: v for k, v in cells.items() if k in pooled_settings(cells, suite)}
+    return {
+        "suite": suite.name,
+        "unit": "(setting, seed, client)",
+        "cluster": "(setting, seed)",
+        "bounds": sorted({name for group in cells.values() for c in group for name in c.methods if is_bound(name)}),
+        "settings": {setting: paired(unit_accs({setting: group}), cell_of) for setting, group in cells.items()},
+        "overall": paired(unit_accs(pooled), cell_of),
+        "potara_versus": {
+            "pooled": versus(unit_accs(pooled), POTARA),
+            **{setting: versus(unit_accs({setting: cells[setting]}), POTARA) for setting in pooled},
+        },
+        "compare": {source: compare_settings(cells[source], cells[target]) for source, target in suite.compare.items()
+                    if cells.get(source) and cells.get(target)},
+    }
+
+
+def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:
+    """The settings pooled into the overall numbers: all but those compared with another setting."""
+    return [s for s in cells if s not in suite.compare]
+
+
+def versus(accs: dict[str, dict[tuple, float]], name: str) -> dict[str, dict]:
+    """``name`` − every other method (bounds included) over their shared units, clustered by cell."""
+    if name not in accs:
+        return {}
+    out = {}
+    for other in accs:
+        diff = difference(accs[name], accs[other], cell_of) if other != name else None
+        if diff is not None:
+            out[other] = diff.to_dict()
+    return out
+
+
+def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
+    """Each non-bound method of ``source`` against each non-bound method of ``target`` on the same (seed,
+    client), with each one's mean client compute (training example passes) and bytes."""
+    a, b = unit_accs({"": source}), unit_accs({"": target})
+    out = {}
+    for name in (m for m in a if not is_bound(m)):
+        rows = {}
+        for other in (m for m in b if not is_bound(m)):
+            diff = difference(a[name], b[other], cell_of)
+            if diff is not None:
+                rows[other] = {**diff.to_dict(), **_effort(target, other)}
+        out[name] = {**_effort(source, name), "versus": rows}
+    return out
+
+
+def _effort(group: list[Cell], name: str) -> dict[str, float]:
+    """Mean over seeds of a method's mean client training passes and its total bytes (up + down)."""
+    rows = [c.methods[name] for c in group if name in c.methods]
+    return {"train_passes": _avg([r.get("compute", {}).get("train_passes", 0.0) for r in rows]),
+            "bytes": _avg([r["bytes_up"] + r["bytes_down"] for r in rows])}
+
+
+def method_order(group: list[Cell], order: list[str]) -> list[str]:
+    """The methods the cells have: in ``order`` first, then any others by name."""
+    present = {name for cell in group for name in cell.methods}
+    return [m for m in order if m in present] + sorted(present - set(order))
+
+
+def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
+    """Mean ± std over seeds of mean and worst-client accuracy; bytes; each method's own personalization time."""
+    missing = [s for s in suite.seeds if s not in {c.seed for c in group}]
+    head = f"## {setting}\n\nseeds {', '.join(str(c.seed) for c in group) or 'none'}"
+    head += f" (missing: {', '.join(map(str, missing))})" if missing else ""
+    if not group:
+        return head
+    lines = [
+        head, "",
+        f"| method | mean acc | worst acc | Δ vs {REFERENCE} [95% CI] | W/T/L | bytes up | bytes down "
+        "| train passes | personalize s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    accs = unit_accs({setting: group})
+    for name in method_order(group, suite.methods):
+        rows = [c.methods[name] for c in group if name in c.methods]
+        own = [c.summary["timing"].get("method_s", {}).get(name) for c in group if name in c.methods]
+        versus = _versus_reference(accs, name)
+        lines.append(
+            f"| {label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
+            f"| {_delta(versus)} | {_wtl(versus)} "
+            f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
+            f"| {_avg([r.get('compute', {}).get('train_passes', 0.0) for r in rows]):,.0f} "
+            f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
+        )
+    timing = [c.summary["timing"] for c in group]
+    lines += [
+        "",
+        f"cell wall time {_pm([t.get('wall_s', 0.0) for t in timing], 0)} s, shared by every method "
+        f"(federation {_avg([t['federation_s'] for t in timing]):.0f} s; local training "
+        f"{_avg([t['local_epoch_s'] for t in timing]):.2f} s per client-epoch). `train passes`: a method's mean "
+        "client compute in training example passes (forward + backward), its federated rounds and its own "
+        "personalization, shared work (the local adapter) charged to every method that uses it; `personalize s`: "
+        "a method's personalization seconds per client, counted the same way. "
+        f"`Δ vs {REFERENCE}`: paired over (seed, client), 95% bootstrap interval resampling seeds ('–': one seed); "
+        "W/T/L: clients above / equal / below. A bound picks λ on held-out or test data: not a method.",
+    ]
+    return "\n".join(lines)
+
+
+def communication_table(cells: dict[str, list[Cell]]) -> str:
+    """Per setting and method: in how many seeds, at which round and with how many bytes (up + down, the
+    broadcast of that round's global adapter included) it reaches ``fedit_ft``'s final accuracy."""
+    lines = [
+        "## Communication: rounds (and cumulative bytes, up + down) to reach personalized FedIT's final accuracy",
+        "",
+        f"Target: `{TARGET}`'s (FedIT + local fine-tuning) final mean accuracy, per seed. For every method with "
+        "per-round accuracies (fedit; those of `fed.eval_methods` when `fed.eval_every` personalizes every round; "
+        "peers with their own federation): the first round at which it reaches the target and the bytes up + "
+        "down by then, the broadcast of that round's global adapter to every client included; a method that "
+        "sends nothing (local) reaches it with 0 bytes or never. Median: over the seeds that reached.",
+        "",
+        "| setting | R | target | method | seeds reached | median round | per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    skipped = []
+    for setting, group in cells.items():
+        usable = [c for c in group if _analysable(c)]
+        skipped += [f"{setting} seed {c.seed}" for c in group if c not in usable]
+        if usable:
+            lines += _communication_rows(setting, usable)
+    if skipped:
+        lines += ["", f"Not analysed (no `{TARGET}`, or round records without `broadcast_bytes`): {', '.join(skipped)}."]
+    return "\n".join(lines)
+
+
+def _analysable(cell: Cell) -> bool:
+    return bool(cell.rounds) and TARGET in cell.methods and "broadcast_bytes" in cell.rounds[-1]
+
+
+def _communication_rows(setting: str, group: list[Cell]) -> list[str]:
+    """One row per method the seeds' analyses have, in the order the first seed lists them."""
+    found = {c.seed: analyse(c.rounds, c.methods) for c in group}
+    names = list(dict.fromkeys(name for f in found.values() for name in f.reach))
+    target = _pm([f.target for f in found.values()])
+    rows = []
+    for name in names:
+        reaches = {seed: f.reach[name] for seed, f in found.items() if name in f.reach}
+        median = median_round(list(reaches.values()))
+        rows.append(
+            f"| {setting} | {next(iter(found.values())).rounds} | {target} | {name} "
+            f"| {sum(r.round is not None for r in reaches.values())}/{len(reaches)} "
+            f"| {'–' if median is None else f'r{median:g}'} "
+            f"| {', '.join(f's{seed}: {_reach(r)}' for seed, r in reaches.items())} |"
+        )
+    return rows
+
+
+def _reach(reach: Reach) -> str:
+    if reach.round is None:
+        return "never"
+    return "0 bytes" if reach.round == 0 else f"r{reach.round} ({_size(reach.cum_bytes)})"
+
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _pm(values: list[float], digits: int = 3) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{_avg(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def _size(nbytes: float) -> str:
+    if not nbytes:
+        return "0"
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
+def _versus_reference(accs: dict[str, dict[tuple, float]], name: str) -> dict | None:
+    """``name`` − fedit_ft over their shared units, clustered by cell; None for fedit_ft itself or without it."""
+    if name == REFERENCE or REFERENCE not in accs:
+        return None
+    diff = difference(accs.get(name, {}), accs[REFERENCE], cell_of)
+    return diff.to_dict() if diff else None
+
+
+def paired_table(overall: dict, order: list[str]) -> str:
+    """Every method against fedit_ft and its best peer, pooled over every (setting, seed, client)."""
+    lines = [
+        "## Paired differences, pooled over every setting",
+        "",
+        "Method − other over every (setting, seed, client); 95% bootstrap interval resampling (setting, seed); "
+        "W/T/L: units above / equal / below; verdict: win or loss when the interval excludes 0. The best peer is "
+        "the method with the highest pooled accuracy that is neither a bound nor a Potara variant. "
+        "Also in `report.json`.",
+        "",
+        f"| method | Δ vs {REFERENCE} [95% CI] | W/T/L | verdict "
+        "| best peer | Δ vs best peer [95% CI] | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in (m for m in order if m in overall):
+        ref, peer = overall[name].get("vs_fedit_ft"), overall[name].get("vs_best_peer")
+        lines.append(f"| {name} | {_columns(ref)} | {peer['against'] if peer else '–'} | {_columns(peer)} |")
+    return "\n".join(lines)
+
+
+def versus_table(numbers: dict[str, dict], settings: list[str]) -> str:
+    """Potara against every other method: pooled, and the verdict per setting."""
+    pooled = numbers.get("pooled", {})
+    lines = [
+        f"## `{POTARA}` against every method",
+        "",
+        f"`{POTARA}` − method over every (setting, seed, client) of the pooled settings; 95% bootstrap interval "
+        "resampling (setting, seed); then the verdict in each setting (win / tie / loss: the interval above, "
+        "across or below 0). Bounds are shown for the gap, not as peers.",
+        "",
+        f"| method | Δ [95% CI] | W/T/L | verdict | {' | '.join(settings)} |",
+        "|---|---|---|---|" + "---|" * len(settings),
+    ]
+    for other, diff in pooled.items():
+        per = [numbers.get(s, {}).get(other) for s in settings]
+        lines.append(f"| {label(other)} | {_columns(diff)} | "
+                     + " | ".join(f"{d['verdict']} ({d['mean']:+.3f})" if d else "–" for d in per) + " |")
+    return "\n".join(lines)
+
+
+def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cells: dict[str, list[Cell]]) -> str:
+    """The methods of ``source`` against those of ``target`` on the same seeds and clients, with their effort."""
+    lines = [
+        f"## `{source}` against `{target}` (same seeds and clients)",
+        "",
+        f"Each method of `{source}` − each method of `{target}`, paired over (seed, client); compute: mean client "
+        "training example passes (federated rounds plus personalization); bytes: up + down, broadcast included.",
+        "",
+        f"| {source} | its passes | its bytes | {target} | its passes | its bytes | Δ [95% CI] | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in numbers.items():
+        for other, diff in entry["versus"].items():
+            lines.append(
+                f"| {name} | {entry['train_passes']:,.0f} | {_size(entry['bytes'])} | {other} "
+                f"| {diff['train_passes']:,.0f} | {_size(diff['bytes'])} | {_columns(diff)} |"
+            )
+    return "\n".join(lines)
+
+
+def _columns(diff: dict | None) -> str:
+    """Δ [95% CI] | W/T/L | verdict."""
+    return f"{_delta(diff)} | {_wtl(diff)} | {diff['verdict'] if diff else '–'}"
+
+
+def _delta(diff: dict | None) -> str:
+    """``+0.004 [-0.010, +0.018]``: the mean difference and its interval."""
+    if diff is None:
+        return "–"
+    low, high = diff["ci95"]
+    return f"{diff['mean']:+.3f} [{'–' if math.isnan(low) else f'{low:+.3f}, {high:+.3f}'}]"
+
+
+def _wtl(diff: dict | None) -> str:
+    return "–" if diff is None else f"{diff['wins']}/{diff['ties']}/{diff['losses']}"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:
+    """(cumulative MB, accuracy) per round, each the mean over the seeds that measured that round."""
+    by_round: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for cell in group:
+        if name in cell.methods:
+            for p in curve(cell.rounds, name, cell.methods[name]["mean_acc"]):
+                by_round[p.round].append((p.cum_bytes, p.acc))
+    return [
+        (_avg([b for b, _ in pts]) / 1e6, _avg([a for _, a in pts])) for _, pts in sorted(by_round.items())
+    ]
+
+
+def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], path: Path) -> None:
+    """Every method on one plot, mean over seeds: a curve where accuracy was measured per round, else a point."""
+    plt = _pyplot()
+    per_round = {FEDIT} | {name for c in group for r in c.rounds for name in r.get("methods", {})}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colors: the default cycle repeats after 10 methods
+    for i, name in enumerate(method_order(group, order)):
+        color = colors[(2 * i) % 20 + (2 * i // 20) % 2]  # the even shades, then the odd ones
+        hollow = {"mfc": "none"} if is_bound(name) else {}  # a bound: hollow markers, dashed
+        if name in per_round:
+            fmt = "o--" if hollow else "o-"
+            ax.plot(*zip(*mean_curve(group, name)), fmt, color=color, label=f"{label(name)} (per round)", **hollow)
+        else:
+            rows = [c.methods[name] for c in group if name in c.methods]
+            x = _avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6
+            fmt = "s" if hollow else "^"
+            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], fmt, color=color, label=label(name), **hollow)
+    ax.set_xlabel("cumulative communication (MB, up + down)")
+    ax.set_ylabel("mean personalized test accuracy")
+    ax.set_title(f"{setting}: mean over {len(group)} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def plot_per_client(setting: str, cell: Cell, path: Path) -> None:
+    """Per-client test accuracy of potara, oracle_val, local and fedit (those the cell has), one seed."""
+    plt = _pyplot()
+    names = [m for m in BAR_METHODS if m in cell.methods]
+    clients = [r["client"] for r in cell.methods[names[0]]["per_client"]] if names else []
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(clients)), 4))
+    for i, name in enumerate(names):
+        accs = [r["acc"] for r in cell.methods[name]["per_client"]]
+        ax.bar([k + (i - (len(names) - 1) / 2) * width for k in range(len(accs))], accs, width, label=name)
+    sizes = [r["n_train"] for r in cell.methods[names[0]]["per_client"]] if names else []
+    ax.set_xticks(range(len(clients)), [f"{c}\nn={n}" for c, n in zip(clients, sizes)], fontsize=7)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{setting}: per client, seed {cell.seed}")
+    ax.legend(fontsize=7)
+    save_png(fig, path)
+    plt.close(fig)

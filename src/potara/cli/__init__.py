@@ -1,0 +1,1 @@
+"""The ``potara`` command: ``run``, ``merge`` and ``bench``."""

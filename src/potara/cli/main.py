@@ -1,0 +1,204 @@
+"""``potara run`` and ``potara merge``: the command line over the engine and the merge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import config as config_mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
+        print(f"potara: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="potara", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="federate, personalize and compare methods (default: offline MiniLM + fortunes)")
+    run.add_argument("--config", help="YAML/JSON config file (see configs/)")
+    run.add_argument("--out", help="output folder (default runs/<timestamp>); must not exist or be empty")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument(
+        "--resume", metavar="DIR", help="continue the interrupted run whose --out was DIR (state in .DIR.partial/)"
+    )
+    run.set_defaults(func=cmd_run)
+    merge = sub.add_parser("merge", help="merge a federated and a local PEFT adapter for one client's data")
+    merge.add_argument("--federated", required=True, help="federated adapter directory (PEFT)")
+    merge.add_argument("--local", required=True, help="local adapter directory (PEFT)")
+    merge.add_argument("--data", required=True, help="the client's held-out data: csv/json/parquet with text,label")
+    merge.add_argument("--out", required=True, help="folder for the merged PEFT adapter and lambda.json")
+    merge.add_argument("--num-labels", type=int, default=None, help="classifier size (default: from the adapter)")
+    merge.add_argument("--max-length", type=int, default=48)
+    merge.set_defaults(func=cmd_merge)
+    bench = sub.add_parser("bench", help="methods × settings × seeds from a suite; resumable; writes report.md")
+    bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
+    bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
+    bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")
+    bench.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings")
+    bench.add_argument("--methods", help="comma-separated methods instead of the suite's")
+    bench.add_argument("--report-only", action="store_true", help="only aggregate the finished cells")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _staging(out: Path) -> Path:
+    """A temporary folder beside ``out``: outputs appear in ``out`` only when complete."""
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder '{out}' is not empty; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def _publish(staging: Path, out: Path) -> None:
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)
+
+
+def _partial_of(out: Path) -> Path:
+    """The stable folder a run writes to until it is complete: ``.<out>.partial`` beside ``out``."""
+    return out.parent / f".{out.name}.partial"
+
+
+def _start(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
+    """Config, output folder and partial folder of a new run; the config is saved for ``--resume``."""
+    from ..reporting.outputs import atomic_write
+
+    cfg = config_mod.load(args.config, args.set)
+    from ..methods import resolve
+
+    resolve(cfg)
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    partial = _partial_of(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"output folder '{out}' is not empty; choose another --out")
+    if partial.exists():
+        raise FileExistsError(f"an interrupted run is in '{partial}': continue it with --resume {out}, or delete it")
+    atomic_write(partial / "config.json", config_mod.dumps(cfg))
+    return cfg, out, partial
+
+
+def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
+    """Config, output folder and partial folder of the interrupted run ``--resume`` names."""
+    if args.config or args.set or args.out:
+        raise config_mod.ConfigError("--resume continues the run with its saved config; drop --config/--set/--out")
+    out = Path(args.resume)
+    partial = _partial_of(out)
+    if not partial.is_dir():
+        done = (out / "summary.json").is_file()
+        raise FileNotFoundError(
+            f"run in '{out}' is already complete" if done else f"no interrupted run for '{out}' (looked for '{partial}')"
+        )
+    path = partial / "config.json"
+    try:
+        cfg = config_mod.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as err:
+        raise config_mod.ConfigError(f"saved config '{path}' is missing, truncated or altered: {err}") from err
+    from ..methods import resolve
+
+    resolve(cfg)
+    return cfg, out, partial
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .. import engine
+    from ..federation.checkpoint import CheckpointError
+    from ..reporting import outputs
+
+    cfg, out, staging = _resumed(args) if args.resume else _start(args)
+    try:
+        began = time.perf_counter()
+        result = engine.run(
+            cfg, log=_print_round, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint"
+        )
+        summary = outputs.summary(cfg.to_dict(), result)
+        summary["timing"]["wall_s"] = time.perf_counter() - began
+        outputs.write_outputs(staging, summary, result.rounds)
+        _publish(staging, out)
+    except BaseException as err:
+        _keep_if_resumable(staging, out, hint=not isinstance(err, CheckpointError))
+        raise
+    print(outputs.table(summary))
+    print(f"\nwrote {out}/summary.json, rounds.jsonl, accuracy_vs_bytes.png, lambda_vs_train_size.png, adapters/")
+    return 0
+
+
+def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
+    """After a failure, keep a partial run that has a checkpoint (and say how to resume it); drop any other."""
+    from ..federation.checkpoint import rounds
+
+    if rounds(partial / "checkpoint"):
+        if hint:
+            print(f"potara: the run stopped; continue it with: potara run --resume {out}", file=sys.stderr)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _print_round(record: dict) -> None:
+    extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
+    acc = record["fedit_mean_acc"]
+    tqdm.write(
+        f"round {record['round']}: fedit acc {'–' if acc is None else f'{acc:.3f}'}, "
+        f"train loss {record['train_loss']:.3f}, "
+        f"bytes up {record['bytes_up']:,} down {record['bytes_down']:,}{extra}"
+    )
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge_saved
+
+    out = Path(args.out)
+    staging = _staging(out)
+    try:
+        lam = merge_saved(
+            Path(args.federated), Path(args.local), Path(args.data), staging / "adapter",
+            num_labels=args.num_labels, max_length=args.max_length,
+        )
+        (staging / "lambda.json").write_text(json.dumps(lam, indent=2))
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"λ (federated weight) = {lam['lambda']:.3f}; merged adapter in {out}/adapter")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench.report import write_report
+    from ..bench.suite import load_suite, run_suite
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    suite = load_suite(args.suite).narrowed(args.seeds, args.only, methods)
+    out = Path(args.out or f"runs/bench-{suite.name}")
+    if args.report_only:
+        if not (out / "cells").is_dir():
+            raise FileNotFoundError(f"no bench cells in '{out}' (looked for '{out / 'cells'}')")
+    else:
+        ran, skipped, failed = run_suite(suite, out, args.set)
+        print(f"{ran} cell(s) run, {skipped} already done, {len(failed)} failed")
+    print(write_report(out, suite))
+    print(f"wrote {out}/report.md, {out}/plots/")
+    if not args.report_only and failed:
+        for cell, error in failed.items():
+            print(f"potara: error: cell {cell} failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

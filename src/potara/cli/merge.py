@@ -1,0 +1,64 @@
+"""``potara merge``: choose λ for two saved PEFT adapters on one client's held-out data, write the merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from ..config import LoraSettings, ModelConfig
+from ..data.encoding import encode_text
+from ..data.federated import load_local_files
+from ..models.adapters import export_peft_dir
+from ..models.loading import load_peft_classifier, load_tokenizer
+from ..personalize.estimators import heldout
+from ..personalize.session import ClientSession, ClientSplits, SessionSettings, Timers
+from ..training.loop import Budget
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def read_adapter(path: Path) -> tuple[dict, dict]:
+    """(adapter_config.json, tensors) of a PEFT adapter directory, with errors naming the file."""
+    config_path, weights_path = path / "adapter_config.json", path / WEIGHTS
+    for f in (config_path, weights_path):
+        if not f.is_file():
+            raise FileNotFoundError(f"'{f}' not found: '{path}' is not a PEFT adapter directory")
+    try:
+        config = json.loads(config_path.read_text())
+        tensors = load_file(str(weights_path))
+    except (json.JSONDecodeError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(f"could not read adapter '{path}': {err}") from err
+    return config, tensors
+
+
+def _num_labels(tensors: dict) -> int:
+    heads = [v for k, v in tensors.items() if k.endswith(("classifier.weight", "score.weight"))]
+    if not heads:
+        raise ValueError("the adapter has no classifier head (modules_to_save); pass --num-labels")
+    return int(heads[0].shape[0])
+
+
+def merge_saved(
+    federated: Path, local: Path, data: Path, out: Path, *, num_labels: int | None = None, max_length: int = 48
+) -> dict:
+    fed_cfg, fed_state = read_adapter(federated)
+    loc_cfg, loc_state = read_adapter(local)
+    if fed_cfg.get("r") != loc_cfg.get("r") or set(fed_state) != set(loc_state):
+        raise ValueError(f"adapters '{federated}' and '{local}' have different shapes or modules; cannot merge")
+    model_cfg = ModelConfig(name=fed_cfg["base_model_name_or_path"], max_length=max_length)
+    lora = LoraSettings(
+        r=fed_cfg["r"], alpha=fed_cfg["lora_alpha"], target_modules=sorted(fed_cfg["target_modules"]),
+        modules_to_save=fed_cfg.get("modules_to_save"),
+    )
+    model = load_peft_classifier(model_cfg, lora, num_labels or _num_labels(fed_state), seed=0)
+    held_out = encode_text(load_tokenizer(model_cfg), load_local_files(data), max_length)
+    empty = held_out.subset(held_out.tensors["labels"][:0])
+    settings = SessionSettings(Budget(), "federated", lora.alpha / lora.r, 2 * lora.r)
+    session = ClientSession(
+        model, ClientSplits("client", empty, held_out, empty), fed_state, fed_state, settings, Timers(), local=loc_state
+    )
+    est = heldout(session)
+    export_peft_dir(model, session.merged([fed_state, loc_state], [est.lam, 1 - est.lam]), out)
+    return {"lambda": est.lam, "v_fed": est.v_fed, "v_local": est.v_local, "note": est.note, "n_heldout": len(held_out)}

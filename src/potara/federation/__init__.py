@@ -1,0 +1,1 @@
+"""The federated rounds: client and server steps, aggregation strategies, recipes, update validation, checkpoints."""

@@ -1,0 +1,197 @@
+"""The federated rounds: the client step and the server step that the embedded engine and Flower share."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from peft import PeftModel
+
+from ..config import ValidationConfig
+from ..data.encoding import Encoded
+from ..merge.taskvec import AdapterState
+from ..models.adapters import deserialize, get_state, serialize, set_state
+from ..training.loop import Budget, Proximal, state_as_params, train
+from .recipes import FEDIT, FedIT
+from .strategies import FedAvg
+from .validation import Expectation, Screened, admit, screen
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClientUpdate:
+    client: str
+    payload: bytes
+    n: int
+    train_loss: float
+    kept: AdapterState = field(default_factory=dict)  # the tensors that stay on the client (never serialized)
+
+
+def client_step(
+    model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int, dtype: str = "fp32",
+    *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
+) -> ClientUpdate:
+    """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
+    local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay. A recipe
+    with a personal adapter (Ditto) has it in ``kept`` and gets it updated here too, after the global step."""
+    received = deserialize(payload, "server")
+    set_state(model, {**(kept or {}), **received})
+    loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
+    sent, stays = recipe.split(get_state(model))
+    mu = recipe.personal_mu()
+    if mu is not None:
+        stays = {**stays, **personal_step(model, kept or {}, received, data, budget, seed, mu)}
+    return ClientUpdate(client, serialize(sent, dtype), len(data), loss, stays)
+
+
+def personal_step(
+    model: PeftModel, personal: AdapterState, anchor: AdapterState, data: Encoded, budget: Budget, seed: int,
+    mu: float,
+) -> AdapterState:
+    """Ditto's personal update (Algorithm 1): ``personal`` trained for ``budget`` on the client's loss plus
+    ``μ/2 ‖v − anchor‖²``, ``anchor`` the global adapter the client has just received; the batches of the
+    client's global step."""
+    set_state(model, personal)
+    train(model, data, budget, torch.Generator().manual_seed(seed), Proximal(state_as_params(anchor, model), mu))
+    return get_state(model)
+
+
+@dataclass
+class RoundOutcome:
+    """The new global adapter, who was aggregated, who was rejected and why."""
+
+    state: AdapterState
+    accepted: list[str]
+    rejected: dict[str, str]
+    kept_previous: bool
+
+
+def aggregate_round(
+    strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate],
+    limits: ValidationConfig | None = None, where: str = "round",
+) -> RoundOutcome:
+    """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so."""
+    limits = limits or ValidationConfig()
+    return conclude_round(strategy, current, screen(updates, current, limits, where), len(updates), limits, where)
+
+
+def conclude_round(
+    strategy: FedAvg, current: AdapterState, screened: Screened, offered: int, limits: ValidationConfig, where: str
+) -> RoundOutcome:
+    """Aggregate the screened updates, or keep ``current`` when fewer than ``limits.min_updates`` passed."""
+    names = [name for name, _, _ in screened.accepted]
+    if len(names) < limits.min_updates:
+        log.warning(
+            "%s: %d of %d updates valid, %d needed (validation.min_updates): keeping the previous global adapter",
+            where, len(names), offered, limits.min_updates,
+        )
+        return RoundOutcome(current, names, screened.rejected, True)
+    state = strategy.aggregate([(s, n) for _, s, n in screened.accepted], current)
+    return RoundOutcome(state, names, screened.rejected, False)
+
+
+def server_step(
+    strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate], limits: ValidationConfig | None = None
+) -> AdapterState:
+    """Validate the uploads (rejecting bad ones with a logged reason) and aggregate the rest weighted by n_k."""
+    return aggregate_round(strategy, current, updates, limits).state
+
+
+def client_seed(seed: int, round_idx: int, index: int) -> int:
+    """The training seed of the ``index``-th sampled client in a round (shared with the Flower app)."""
+    return seed * 7919 + round_idx * 131 + index
+
+
+def sample_clients(names: Sequence[str], fraction: float, seed: int, round_idx: int) -> list[str]:
+    k = max(1, round(fraction * len(names)))
+    return sorted(random.Random(seed * 100_003 + round_idx).sample(list(names), k))
+
+
+@dataclass
+class RoundLog:
+    round: int
+    clients: list[str]
+    bytes_up: int
+    bytes_down: int
+    train_loss: float
+    extra: dict = field(default_factory=dict)
+
+
+def run_rounds(
+    model: PeftModel,
+    clients: dict[str, Encoded],
+    initial: AdapterState,
+    strategy: FedAvg,
+    *,
+    rounds: int,
+    fraction: float,
+    budget: Budget,
+    seed: int,
+    start_round: int = 1,
+    limits: ValidationConfig | None = None,
+    on_round: Callable[[RoundLog, AdapterState], None] | None = None,
+    progress: Callable | None = None,
+    recipe: FedIT = FEDIT,
+    kept: dict[str, AdapterState] | None = None,
+    payload_dtype: str = "fp32",
+) -> AdapterState:
+    """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
+    the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
+    from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped.
+
+    ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
+    tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
+    ``payload_dtype`` (which validation then accepts); aggregation is in fp32."""
+    state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
+    kept = {} if kept is None else kept
+    for r in range(start_round, rounds + 1):
+        chosen = sample_clients(list(clients), fraction, seed, r)
+        down = serialize(state, payload_dtype)
+        expect, screened, sent = Expectation.of(state), Screened(), []
+        for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
+            update = client_step(
+                model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,
+                recipe=recipe, kept=kept.get(name),
+            )
+            if update.kept:
+                kept[name] = update.kept
+            admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
+            sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
+        outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")
+        state = outcome.state
+        if on_round:
+            on_round(_round_log(r, chosen, down, sent, outcome), state)
+    return state
+
+
+def accepting(limits: ValidationConfig, dtype: str) -> ValidationConfig:
+    """``limits`` with the configured wire dtype added to the dtypes an update may use."""
+    return limits if dtype in limits.dtypes else dataclasses.replace(limits, dtypes=[*limits.dtypes, dtype])
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the round log keeps of an upload once it has been checked."""
+
+    client: str
+    n: int
+    train_loss: float
+    nbytes: int
+
+
+def _round_log(r: int, chosen: list[str], down: bytes, sent: list[Sent], outcome: RoundOutcome) -> RoundLog:
+    """Bytes of every payload; the training loss of the accepted updates; rejections when there were any."""
+    kept = [u for u in sent if u.client in outcome.accepted]
+    extra: dict = {"rejected": outcome.rejected} if outcome.rejected else {}
+    if outcome.kept_previous:
+        extra["kept_previous"] = True
+    return RoundLog(
+        r, chosen, sum(u.nbytes for u in sent), len(down) * len(chosen),
+        sum(u.train_loss * u.n for u in kept) / max(1, sum(u.n for u in kept)), extra,
+    )

@@ -1,0 +1,136 @@
+"""Every client update is checked before aggregation: size, format, names, shapes, dtype, finiteness, norm.
+
+A failing update is rejected with a logged reason naming the client; the caller aggregates the rest.
+The norm bound is relative to the global adapter the client started from (``max_norm_ratio``) and/or
+absolute (``max_norm``): an honest round of local training moves an adapter by a fraction of its norm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import ValidationConfig
+from ..merge.taskvec import AdapterState
+from ..models.adapters import WIRE_DTYPES, parse_payload, serialize
+
+if TYPE_CHECKING:
+    from .rounds import ClientUpdate
+
+log = logging.getLogger(__name__)
+Fail = Callable[[str], "InvalidUpdate"]
+
+
+class InvalidUpdate(ValueError):
+    """One client's update failed a check; ``reason`` says which."""
+
+    def __init__(self, client: str, reason: str) -> None:
+        super().__init__(f"update from client {client} rejected: {reason}")
+        self.client, self.reason = client, reason
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What a valid update looks like, taken from the global adapter the clients trained from."""
+
+    shapes: dict[str, tuple[int, ...]]
+    norm: float
+    payload_bytes: int
+
+    @classmethod
+    def of(cls, state: AdapterState) -> Expectation:
+        """Names, shapes, L2 norm and payload size of ``state``."""
+        return cls({k: tuple(v.shape) for k, v in state.items()}, l2_norm(state), len(serialize(state)))
+
+
+@dataclass
+class Screened:
+    """The updates that passed (name, tensors as float32, n) and the reasons for the rest."""
+
+    accepted: list[tuple[str, AdapterState, int]] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def l2_norm(state: AdapterState) -> float:
+    """The L2 norm of all tensors of an adapter state together."""
+    return math.sqrt(sum(float(v.double().pow(2).sum()) for v in state.values()))
+
+
+def payload_limit(expect: Expectation, limits: ValidationConfig) -> int:
+    """``limits.max_payload_bytes``, or twice the global adapter's payload when unset."""
+    return limits.max_payload_bytes if limits.max_payload_bytes else 2 * expect.payload_bytes
+
+
+def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationConfig) -> AdapterState:
+    """The update's tensors as float32, or :class:`InvalidUpdate` with the first failed check."""
+    fail = lambda reason: InvalidUpdate(update.client, reason)
+    limit = payload_limit(expect, limits)
+    if len(update.payload) > limit:
+        raise fail(f"payload of {len(update.payload):,} bytes exceeds the limit of {limit:,} bytes")
+    if not isinstance(update.n, int) or update.n < 1:
+        raise fail(f"example count must be a positive integer, got {update.n!r}")
+    try:
+        raw = parse_payload(update.payload)
+    except ValueError as err:
+        raise fail(f"payload is {err}") from err
+    _check_names(raw, expect, fail)
+    _check_tensors(raw, expect, limits, fail)
+    state = {k: v.to(torch.float32) for k, v in raw.items()}
+    _check_norm(state, expect, limits, fail)
+    return state
+
+
+def _check_names(raw: AdapterState, expect: Expectation, fail: Fail) -> None:
+    missing = sorted(set(expect.shapes) - set(raw))
+    unexpected = sorted(set(raw) - set(expect.shapes))
+    if missing:
+        raise fail(f"{len(missing)} tensor(s) missing, e.g. '{missing[0]}'")
+    if unexpected:
+        raise fail(f"{len(unexpected)} unexpected tensor(s), e.g. '{unexpected[0]}'")
+
+
+def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
+    allowed = {WIRE_DTYPES[d] for d in limits.dtypes}
+    for key in sorted(raw):
+        tensor = raw[key]
+        if tuple(tensor.shape) != expect.shapes[key]:
+            raise fail(f"tensor '{key}' has shape {tuple(tensor.shape)}, expected {expect.shapes[key]}")
+        if tensor.dtype not in allowed:
+            raise fail(f"tensor '{key}' has dtype {tensor.dtype}, allowed: {', '.join(limits.dtypes)}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise fail(f"tensor '{key}' has non-finite values (NaN or inf)")
+
+
+def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
+    norm = l2_norm(state)
+    if limits.max_norm is not None and norm > limits.max_norm:
+        raise fail(f"L2 norm {norm:.4g} exceeds validation.max_norm={limits.max_norm:.4g}")
+    if limits.max_norm_ratio is not None and expect.norm > 0 and norm > limits.max_norm_ratio * expect.norm:
+        raise fail(
+            f"L2 norm {norm:.4g} exceeds {limits.max_norm_ratio:g}× the global adapter's norm {expect.norm:.4g} "
+            "(validation.max_norm_ratio)"
+        )
+
+
+def admit(update: ClientUpdate, expect: Expectation, limits: ValidationConfig, into: Screened, where: str) -> None:
+    """Check one update: its tensors join ``into.accepted``, or its reason ``into.rejected`` (and the log)."""
+    try:
+        into.accepted.append((update.client, check_update(update, expect, limits), update.n))
+    except InvalidUpdate as err:
+        into.rejected[update.client] = err.reason
+        log.warning("%s: %s", where, err)
+
+
+def screen(
+    updates: Sequence[ClientUpdate], current: AdapterState, limits: ValidationConfig, where: str = "round"
+) -> Screened:
+    """Check every update against ``current``; log each rejection with its reason and the client's name."""
+    expect, out = Expectation.of(current), Screened()
+    for update in updates:
+        admit(update, expect, limits, out, where)
+    return out

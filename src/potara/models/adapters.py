@@ -1,0 +1,96 @@
+"""Adapter state in and out of the PEFT model, on the wire (safetensors bytes) and on disk (PEFT dirs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..merge.taskvec import AdapterState, check_finite
+from .loading import MERGE_ADAPTER, TRAIN_ADAPTER
+
+WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def get_state(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> AdapterState:
+    """A detached CPU copy of one adapter's trainable tensors (LoRA factors and saved modules)."""
+    state = get_peft_model_state_dict(model, adapter_name=adapter)
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def adapter_parameters(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> dict[str, torch.nn.Parameter]:
+    """One adapter's trainable tensors as the model's live parameters, keyed as :func:`get_state` keys them."""
+    out = {}
+    for name, param in model.named_parameters():
+        if f".{adapter}." in name and ("lora_" in name or ".modules_to_save." in name):
+            out[name.replace(f".{adapter}.", ".").replace(".modules_to_save.", ".")] = param
+    expected = set(get_peft_model_state_dict(model, adapter_name=adapter))
+    if set(out) != expected:
+        raise KeyError(f"adapter '{adapter}': parameters {sorted(set(out) ^ expected)[:3]} do not match its state")
+    return out
+
+
+def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTER) -> None:
+    result = set_peft_model_state_dict(model, state, adapter_name=adapter)
+    missing = [k for k in result.missing_keys if f".{adapter}." in k and ("lora_" in k or "modules_to_save" in k)]
+    if missing:
+        raise KeyError(f"adapter state is missing {len(missing)} tensors, e.g. {missing[0]}")
+
+
+def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
+    """The payload that travels: safetensors bytes (its length is what the byte counters measure)."""
+    cast = WIRE_DTYPES[dtype]
+    return st_save({k: v.to(cast).contiguous() for k, v in state.items()})
+
+
+def parse_payload(payload: bytes) -> AdapterState:
+    """The tensors of a payload as sent (dtype kept); ``ValueError`` when the bytes are not safetensors."""
+    try:
+        return st_load(payload)
+    except Exception as err:  # safetensors raises several error types for malformed bytes
+        raise ValueError(f"not a valid safetensors blob ({err})") from err
+
+
+def deserialize(payload: bytes, client: str = "?") -> AdapterState:
+    try:
+        state = parse_payload(payload)
+    except ValueError as err:
+        raise ValueError(f"payload from client {client} is {err}") from err
+    state = {k: v.to(torch.float32) for k, v in state.items()}
+    check_finite(state, f"payload from client {client}")
+    return state
+
+
+def as_received(state: AdapterState, dtype: str) -> AdapterState:
+    """``state`` as a client holds it after a download in ``dtype``: rounded to the wire dtype, back in fp32."""
+    return state if dtype == "fp32" else deserialize(serialize(state, dtype), "server")
+
+
+def export_peft_dir(model: PeftModel, state: AdapterState, out_dir: str | Path) -> Path:
+    """Write ``state`` (an exact merge, rank 2r, scale 1) as a standard PEFT adapter directory, atomically."""
+    out_dir = Path(out_dir)
+    set_state(model, state, MERGE_ADAPTER)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(str(tmp), selected_adapters=[MERGE_ADAPTER])
+        saved = tmp / MERGE_ADAPTER
+        _mark_inference_mode(saved / "adapter_config.json")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        saved.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _mark_inference_mode(config_path: Path) -> None:
+    config = json.loads(config_path.read_text())
+    config["inference_mode"] = True
+    config_path.write_text(json.dumps(config, indent=2))

@@ -1,0 +1,161 @@
+"""Estimators of the federated weight λ for one client (SPEC, "Estimating v_L and v_F").
+
+Each takes a :class:`ClientSession` and returns an :class:`Estimate`; none sends anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from ..config import PotaraSettings
+from ..merge.fisher import laplace_traces
+from ..merge.mixing import (
+    QuadraticFit,
+    closed_form_lambda,
+    fit_three_points,
+    moment_fed_variance,
+)
+from ..merge.paper_weight import POOLED, grouped_weights
+from ..merge.taskvec import group_of, lora_modules, sq_distances, sum_by_group
+from .session import ClientSession
+
+THREE_POINTS = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    lam: float | Mapping[str, float]  # one federated weight, or one per module
+    v_fed: float | None = None
+    v_local: float | None = None
+    note: str = ""
+
+
+def heldout(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Fit the bound's quadratic to the validation loss of the exact merge at λ = 0, ½, 1."""
+    val = session.split("val")
+    if len(val) == 0:
+        fallback = crossfit(session)
+        return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, "empty validation split: used crossfit")
+    f = [session.fed_local_eval(lam, val, accuracy=False).loss for lam in THREE_POINTS]
+    return _from_fit(fit_three_points(*f))
+
+
+def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Pool held-out losses: each half-data local adapter scored on the other half, plus validation."""
+    pooled = [0.0, 0.0, 0.0]
+    count = 0
+    parts = list(session.halves())
+    parts.append((session.local(), session.split("val")))
+    for local, data in parts:
+        for i, lam in enumerate(THREE_POINTS):
+            ev = session.fed_local_eval(lam, data, local, accuracy=False)
+            pooled[i] += ev.loss * ev.n if ev.n else 0.0
+        count += len(data)
+    if count == 0:
+        return Estimate(1.0, note="no held-out examples")
+    return _from_fit(fit_three_points(*(f / count for f in pooled)))
+
+
+def fisher(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """Laplace: ``v_L = Σ_j F_j / (n F_j + δ)`` at the local adapter, ``v_F`` by moments."""
+    n = len(session.split("train"))
+    if n == 0:
+        return Estimate(1.0, note="no training data")
+    metric = session.fisher()
+    v_local = sum(laplace_traces(metric, n, damping).values())
+    dist = sum(sq_distances(session.fed, session.local(), session.settings.scale, metric).values())
+    return _from_variances(moment_fed_variance(dist, v_local), v_local)
+
+
+def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """``v_L = ‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` from two half-data local adapters, ``v_F`` by moments."""
+    if len(session.split("train")) < 2:
+        return Estimate(1.0, note="fewer than two training examples")
+    metric = session.fisher()
+    (first, _), (second, _) = session.halves()
+    scale = session.settings.scale
+    v_local = sum(sq_distances(first, second, scale, metric).values()) / 4.0
+    dist = sum(sq_distances(session.fed, session.local(), scale, metric).values())
+    return _from_variances(moment_fed_variance(dist, v_local), v_local)
+
+
+def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
+    """The more local of ``folds`` and ``heldout``: two estimates of one λ*, from the training data's spread and
+    from the validation loss. Erring federated costs far more accuracy than erring local (the federated head
+    can be biased against a small client's classes), and each fails alone on tiny clients (docs/earlier-measurements.md)."""
+    return min(folds(session, damping), heldout(session, damping), key=lambda est: est.lam)
+
+
+@dataclass(frozen=True)
+class PaperOptions:
+    """The ``paper`` estimator's choices (``potara.paper_*``; docs/method.md)."""
+
+    samples: int = 30
+    space: str = "factors"
+    fisher: str = "model"
+    damping: float = 1e-4
+    traces: str = "pooled"
+    cross: str = "cosine"
+    assign: str = "fed_is_a"
+
+    @classmethod
+    def of(cls, potara: PotaraSettings) -> PaperOptions:
+        return cls(potara.paper_samples, potara.paper_space, potara.paper_fisher, potara.paper_damping,
+                   potara.paper_traces, potara.paper_cross, potara.paper_assign)
+
+
+def paper(session: ClientSession, damping: float = 1e-8, options: PaperOptions = PaperOptions()) -> Estimate:
+    """The paper's practice as read: diagonal Fisher of both models on a few training examples, inverse traces,
+    a clipped gradient correlation, ``λ_F = (b − c)/(a + b − 2c)``. Its δ is ``options.damping``, not ``damping``."""
+    if len(session.split("train")) == 0:
+        return Estimate(1.0, note="no training data")
+    pieces = [session.paper_pieces(at, options.space, options.fisher, options.samples) for at in ("fed", "local")]
+    (f_fed, g_fed), (f_loc, g_loc) = pieces
+    modules = set(lora_modules(session.fed))
+    group = (lambda _: POOLED) if options.traces == "pooled" else (lambda k: k if k in modules else group_of(k))
+    weights = grouped_weights(f_fed, f_loc, g_fed, g_loc, options.damping, group,
+                              cross=options.cross == "cosine", fed_is_a=options.assign == "fed_is_a")
+    note = "; ".join(sorted({f"{name}: {w.note}" for name, w in weights.items() if w.note}))
+    v_fed, v_local = sum(w.v_fed for w in weights.values()), sum(w.v_local for w in weights.values())
+    lam = weights[POOLED].lam if options.traces == "pooled" else {name: w.lam for name, w in weights.items()}
+    return Estimate(lam, v_fed, v_local, note)
+
+
+def _from_fit(fit: QuadraticFit) -> Estimate:
+    note = "" if fit.curved else "no positive curvature: took the better endpoint"
+    return Estimate(fit.lam, fit.v_fed, fit.v_local, note)
+
+
+def _from_variances(v_fed: float, v_local: float) -> Estimate:
+    return Estimate(closed_form_lambda(v_fed, v_local), v_fed, v_local)
+
+
+def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[str, float], dict[str, float]]:
+    """Per module: the local estimator's spread ``‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` (the shape of ``v_L``) and the
+    Fisher distance ``‖τ_F − τ_L‖²_D``. The Laplace traces are no shape: they are ~P_m/n everywhere."""
+    metric = session.fisher()
+    local = session.local()
+    scale = session.settings.scale
+    (first, _), (second, _) = session.halves()
+    spread = sum_by_group({k: v / 4.0 for k, v in sq_distances(first, second, scale, metric).items()}, local)
+    dist = sum_by_group(sq_distances(session.fed, local, scale, metric), local)
+    return spread, dist
+
+
+EXTRA_LOCAL_TRAININGS = {"heldout": 0, "crossfit": 1, "fisher": 0, "folds": 1, "cautious": 1, "paper": 0}
+"""Full local trainings each estimator spends beyond the local adapter (two half-data adapters count as one)."""
+
+ESTIMATORS: dict[str, Callable[..., Estimate]] = {
+    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious, "paper": paper,
+}
+
+OPTIONS: dict[str, Callable[[PotaraSettings], dict]] = {"paper": lambda p: {"options": PaperOptions.of(p)}}
+"""The estimators with settings of their own, and how ``potara.*`` gives them."""
+
+
+def configured(name: str, potara: PotaraSettings) -> Callable[[ClientSession, float], Estimate]:
+    """The estimator ``name`` with its own settings taken from ``potara`` (a method variant's, in a sweep)."""
+    options = OPTIONS.get(name)
+    return partial(ESTIMATORS[name], **options(potara)) if options else ESTIMATORS[name]

@@ -1,0 +1,100 @@
+"""Bad input gets one clear line, a non-zero exit, and nothing half-written; merge writes a PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from potara import config
+from potara.cli.main import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["nope=1"], "unknown config key 'nope'"),
+        (["fed.nope=1"], "unknown config key 'fed.nope'"),
+        (["methods=potara,magic"], "unknown method 'magic'"),
+        (["data.partition=weird"], "data.partition must be one of"),
+        (["fed.fraction=0"], "fed.fraction"),
+        (["model.name=/does/not/exist"], "model path '/does/not/exist' does not exist"),
+        (["data.source=/no/such/file.csv"], "/no/such/file.csv"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_nothing_written(overrides, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--out", str(out)] + [x for o in overrides for x in ("--set", o)]
+    code, err = run_cli(args, capsys)
+    assert code != 0
+    assert message in err
+    assert err.startswith("potara: error:") and err.count("\n") == 1
+    assert not out.exists()
+    assert [p for p in tmp_path.iterdir()] == []
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, err = run_cli(["run", "--config", str(tmp_path / "none.yaml")], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_client_with_no_examples_is_named(tiny_overrides, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["run", "--out", str(out)] + [x for o in tiny_overrides + ["data.num_clients=400"] for x in ("--set", o)]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and "client" in err
+    assert not out.exists()
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nfed:\n  rounds: 4\n")
+    cfg = config.load(path, ["fed.fraction=0.5", "methods=fedit,potara"])
+    assert (cfg.seed, cfg.fed.rounds, cfg.fed.fraction, cfg.methods) == (3, 4, 0.5, ["fedit", "potara"])
+
+
+def test_run_then_merge_saved_adapters(tiny_overrides, synthetic_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    sets = tiny_overrides + ["methods=fedit,potara"]
+    code, err = run_cli(["run", "--out", str(out)] + [x for o in sets for x in ("--set", o)], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"fedit", "potara"}
+    assert summary["paired"]["potara"]["vs_best_peer"]["against"] == "fedit"  # no fedit_ft in this run
+    assert summary["paired"]["potara"]["vs_best_peer"]["units"] == 3 and not summary["methods"]["potara"]["bound"]
+    adapter = out / "adapters" / "client_00"
+    merged = tmp_path / "merged"
+    code, err = run_cli(
+        ["merge", "--federated", str(adapter), "--local", str(out / "adapters" / "client_01"),
+         "--data", str(synthetic_csv), "--out", str(merged), "--max-length", "16"], capsys,
+    )
+    assert code == 0, err
+    lam = json.loads((merged / "lambda.json").read_text())
+    assert 0.0 <= lam["lambda"] <= 1.0
+    assert (merged / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_merge_rejects_a_folder_that_is_not_an_adapter(tmp_path, synthetic_csv, capsys):
+    code, err = run_cli(
+        ["merge", "--federated", str(tmp_path), "--local", str(tmp_path), "--data", str(synthetic_csv),
+         "--out", str(tmp_path / "m")], capsys,
+    )
+    assert code == 2 and "not a PEFT adapter directory" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_lone_method_is_a_one_item_list():
+    assert config.load(None, ["methods=potara"]).methods == ["potara"]
+    assert config.load(None, ["methods=potara,fedit"]).methods == ["potara", "fedit"]
+
+
+def test_the_shipped_default_config_is_the_embedded_default():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    assert config.load(shipped, []).to_dict() == config.RunConfig().to_dict()

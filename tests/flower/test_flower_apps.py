@@ -1,0 +1,275 @@
+"""The Flower apps in one process (a Grid that calls the ClientApp directly): same numbers as the embedded
+engine, only the federated adapter reaches the server, bytes from the real Messages, faults."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_tiny_bert
+from flwr.app import Array, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from potara import config, engine
+from potara.config import ConfigError
+from potara.flower import build_client_app
+from potara.flower.grid import MeteredGrid
+from potara.flower.server_app import run_federation
+from potara.flower.settings import from_run_config
+from potara.flower.strategy import FederationError
+from potara.flower.wire import to_record
+from potara.models.adapters import deserialize, get_state, serialize
+from potara.models.loading import load_peft_classifier
+
+NODE0 = 1000
+SERVER = 1
+
+
+class LocalGrid(Grid):
+    """Delivers each Message to the ClientApp of its node in this process; ``lost`` nodes stop after k replies."""
+
+    def __init__(self, app: ClientApp, run_config: dict, nodes: int, lost: dict[int, int] | None = None) -> None:
+        self.app, self.run_config = app, run_config
+        self.nodes = {NODE0 + i: {"partition-id": i, "num-partitions": nodes} for i in range(nodes)}
+        self.lost, self.replies = dict(lost or {}), {n: 0 for n in self.nodes}
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER, 1
+
+    def set_run(self, run) -> None:
+        """Nothing to set: one run."""
+
+    @property
+    def run(self) -> None:
+        return None
+
+    def create_message(self, *args, **kwargs) -> Message:
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return [n for n in self.nodes if not self._gone(n)]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        return [r for r in (self._deliver(m) for m in messages) if r is not None]
+
+    def _gone(self, node: int) -> bool:
+        return node in self.lost and self.replies[node] >= self.lost[node]
+
+    def _deliver(self, msg: Message) -> Message | None:
+        node = msg.metadata.dst_node_id
+        if self._gone(node):
+            return None
+        self.replies[node] += 1
+        context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=RecordDict(),
+                          run_config=self.run_config)
+        msg.metadata.__dict__["_message_id"] = msg.object_id  # as the real grids do when pushing
+        TaskIdentity.node_id = node
+        try:
+            return self.app(msg, context)
+        except Exception as err:  # noqa: BLE001 (what a SuperNode does when its ClientApp raises)
+            return Message(Error(code=1, reason=f"ClientApp raised {type(err).__name__}: {err}"), reply_to=msg)
+        finally:
+            TaskIdentity.node_id = SERVER
+
+
+@pytest.fixture(scope="module")
+def nodrop_model(tmp_path_factory) -> Path:
+    """The tiny BERT of conftest without dropout: training is then a function of the seeds alone."""
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny_nodrop"), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+
+
+def potara_overrides(model_dir: Path, csv: Path) -> list[str]:
+    """A whole federation in seconds: 3 clients, 2 rounds, tiny model."""
+    return [
+        f"model.name={model_dir}", f"data.source={csv}", "data.num_clients=3", "data.classes_per_client=2",
+        "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2", "local.epochs=2", "model.max_length=16",
+        "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8", "methods=[fedit,local,potara]",
+    ]
+
+
+def run_local(overrides: list[str], out: Path, lost: dict[int, int] | None = None, mods=(), **settings):
+    run_config = {"overrides": " ".join(overrides), "evaluate-every": 1, **settings}
+    grid = MeteredGrid(LocalGrid(build_client_app(mods=mods), run_config, 3, lost))
+    summary = run_federation(grid, from_run_config(run_config), out)
+    return summary, grid
+
+
+@pytest.fixture(scope="module")
+def overrides(nodrop_model, synthetic_csv) -> list[str]:
+    return potara_overrides(nodrop_model, synthetic_csv)
+
+
+@pytest.fixture(scope="module")
+def clean_run(overrides, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flower_local")
+    summary, grid = run_local(overrides, out)
+    return summary, grid, out
+
+
+def embedded(overrides: list[str]) -> tuple[engine.RunResult, dict]:
+    """The embedded engine's result and its final federated adapter (captured from ``run_rounds``)."""
+    captured = {}
+    original = engine.run_rounds
+
+    def capture(*args, **kwargs):
+        captured["state"] = original(*args, **kwargs)
+        return captured["state"]
+
+    engine.run_rounds = capture
+    try:
+        result = engine.run(config.load(None, overrides))
+    finally:
+        engine.run_rounds = original
+    return result, captured["state"]
+
+
+@pytest.fixture(scope="module")
+def embedded_run(overrides) -> tuple[engine.RunResult, dict]:
+    return embedded(overrides)
+
+
+def test_same_adapter_and_lambdas_as_the_embedded_engine(clean_run, embedded_run):
+    summary, _, out = clean_run
+    result, fed_state = embedded_run
+    flower_state = deserialize((out / "federated.safetensors").read_bytes())
+    assert set(flower_state) == set(fed_state)
+    for key, value in fed_state.items():
+        torch.testing.assert_close(flower_state[key], value, rtol=1e-5, atol=1e-6)
+    for name in ("potara", "fedit", "local"):
+        mine = summary["methods"][name]["per_client"]
+        theirs = result.methods[name].per_client
+        assert [r["client"] for r in mine] == [r["client"] for r in theirs]
+        assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
+        if name == "potara":
+            assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
+
+
+def test_the_server_receives_only_the_federated_adapter(clean_run, overrides):
+    """Every reply, by record and entry name: the only arrays are the federated adapter's tensors in train
+    replies; everything else is a whitelisted number or the per-method rows (accuracy, λ)."""
+    summary, _, out = clean_run
+    cfg = config.load(None, overrides)
+    fed_keys = sorted(get_state(load_peft_classifier(cfg.model, cfg.lora, 6, cfg.seed)))
+    received = [e for e in map(json.loads, (out / "messages.jsonl").read_text().splitlines()) if e["direction"] == "up"]
+    assert len(received) == 3 * 6  # register, 2 × (train + evaluate), personalize; 3 nodes
+    allowed = {
+        "register": ({}, {"node": ["n-train", "num-labels", "partition-id"]}, {"client": ["name"]}),
+        "train": ({"fed": fed_keys}, {"metrics": ["num-examples", "train-loss"]}, {}),
+        "evaluate": ({}, {"metrics": ["fedit-acc", "fedit-loss", "num-examples"]}, {}),
+    }
+    for entry in received:
+        records = entry["records"]
+        if entry["phase"] == "personalize":
+            assert records["arrays"] == {} and records["configs"] == {"report": ["rows"]}
+            assert all(k.endswith((".acc", ".lambda", "-s")) or k == "n-train" for k in records["metrics"]["metrics"])
+        else:
+            assert (records["arrays"], records["metrics"], records["configs"]) == allowed[entry["phase"]]
+    for method in summary["methods"].values():
+        rows = method["per_client"]  # numbers about the client's own results and compute, never data
+        assert all(set(row) <= {"client", "n_train", "acc", "val_acc", "lambda", "cost", "lambda_cost", "note"}
+                   for row in rows)
+
+
+def test_bytes_are_those_of_the_messages(clean_run):
+    """Every adapter a Message carries, measured in the core's wire format; Flower's own count beside it."""
+    summary, _, out = clean_run
+    state = deserialize((out / "federated.safetensors").read_bytes())
+    record_bytes, flower_bytes = len(serialize(state)), to_record(state).count_bytes()
+    messages = [json.loads(line) for line in (out / "messages.jsonl").read_text().splitlines()]
+    train = [e for e in messages if e["phase"] == "train"]
+    assert {(e["bytes"], e["array_bytes"]) for e in train} == {(record_bytes, flower_bytes)}
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    for r in rounds:
+        assert r["bytes_down"] == r["bytes_up"] == 3 * record_bytes
+        assert r["clients"] == ["client_00", "client_01", "client_02"]
+    m = summary["methods"]
+    personalize_down = summary["flower"]["bytes"]["personalize"]["down"]
+    assert personalize_down == 3 * record_bytes
+    assert m["potara"]["bytes_up"] == m["fedit"]["bytes_up"] == sum(r["bytes_up"] for r in rounds)
+    assert m["potara"]["bytes_down"] == sum(r["bytes_down"] for r in rounds) + personalize_down
+    assert m["local"]["bytes_up"] == m["local"]["bytes_down"] == 0
+
+
+def test_embedded_and_flower_count_the_same_bytes(clean_run, embedded_run):
+    """One run, both engines: the same bytes up and down for every method, the final broadcast (Flower's
+    personalize messages) included in both."""
+    summary, _, _ = clean_run
+    result, _ = embedded_run
+    for name, method in result.methods.items():
+        flower = summary["methods"][name]
+        assert (flower["bytes_up"], flower["bytes_down"]) == (method.bytes_up, method.bytes_down), name
+    last = result.rounds[-1]
+    assert summary["flower"]["bytes"]["personalize"]["down"] == last["broadcast_bytes"] > 0
+    assert result.methods["fedit"].bytes_down == last["cum_bytes_down"] + last["broadcast_bytes"]
+
+
+def test_a_clientapp_that_raises_or_sends_nan_is_reported_and_the_round_goes_on(overrides, tmp_path):
+    """Client 1 raises in round 1; client 2 uploads NaN in round 2: each round aggregates the others and
+    names the client, its node and the reason."""
+
+    def faults(msg: Message, context: Context, call_next: Callable) -> Message:
+        round_ = msg.content.config_records["config"]["server-round"] if "config" in msg.content else 0
+        partition = context.node_config["partition-id"]
+        if msg.metadata.message_type == "train" and (partition, round_) == (1, 1):
+            raise RuntimeError("disk full on client 1")
+        reply = call_next(msg, context)
+        if msg.metadata.message_type == "train" and (partition, round_) == (2, 2):
+            first = next(iter(reply.content["fed"]))
+            reply.content["fed"][first] = Array(torch.full((2, 2), float("nan")))
+        return reply
+
+    summary, _ = run_local(overrides, tmp_path, mods=[faults], **{"min-train-nodes": 2})
+    rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["aggregated"] == ["client_00", "client_02"]
+    [error] = rounds[0]["errors"]
+    assert error["client"] == "client_01" and error["node_id"] == NODE0 + 1
+    assert "disk full on client 1" in error["reason"]
+    assert rounds[1]["aggregated"] == ["client_00", "client_01"]
+    [rejected] = rounds[1]["errors"]
+    assert rejected["client"] == "client_02" and rejected["node_id"] == NODE0 + 2 and rejected["reason"]
+    assert summary["methods"]["potara"]["missing"] == []
+    assert len(summary["methods"]["potara"]["per_client"]) == 3
+
+
+def test_a_lost_node_is_missing_not_zero(overrides, tmp_path):
+    # node 2 answers register, round-1 train and evaluate, then is gone
+    summary, _ = run_local(overrides, tmp_path, lost={NODE0 + 2: 3}, **{"min-train-nodes": 2})
+    rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[0]["aggregated"] == ["client_00", "client_01", "client_02"]
+    assert rounds[1]["clients"] == rounds[1]["aggregated"] == ["client_00", "client_01"]
+    potara = summary["methods"]["potara"]
+    assert potara["missing"] == ["client_02"] and summary["flower"]["missing"] == ["client_02"]
+    assert [r["client"] for r in potara["per_client"]] == ["client_00", "client_01"]
+    assert potara["mean_acc"] == pytest.approx(sum(r["acc"] for r in potara["per_client"]) / 2)
+
+
+def test_too_few_updates_stop_the_run_with_a_clear_error(overrides, tmp_path):
+    with pytest.raises(FederationError, match="fewer than min-train-nodes=3"):
+        run_local(overrides, tmp_path, lost={NODE0 + 2: 1}, **{"min-train-nodes": 3})
+
+
+def test_unknown_flower_setting_is_an_error():
+    with pytest.raises(ConfigError, match="unknown Flower setting 'rounds'"):
+        from_run_config({"rounds": 3})
+
+
+def test_flower_merges_in_factor_space_with_the_paper_estimator_as_the_embedded_engine(overrides, tmp_path):
+    """``potara.merge_space=factors`` and ``potara.estimator=paper`` reach the ClientApp's personalize unchanged."""
+    factors = [*overrides[:-1], "methods=[fedit,fixed,potara]", "potara.merge_space=factors", "potara.estimator=paper"]
+    summary, _ = run_local(factors, tmp_path / "flower")
+    result, _ = embedded(factors)
+    for name in ("fixed", "potara"):
+        mine, theirs = summary["methods"][name]["per_client"], result.methods[name].per_client
+        assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
+        assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)

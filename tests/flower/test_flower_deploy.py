@@ -1,0 +1,215 @@
+"""Real Flower deployments on loopback (scripts/deploy_local.sh): one SuperLink, three SuperNodes, `flwr run`.
+
+Slow by nature on 2 cores (every Flower message starts a fresh ClientApp process that imports torch,
+transformers and peft, ~10 s): each deployment takes one to two minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_flower_apps import nodrop_model, potara_overrides  # noqa: F401 (fixture)
+
+from potara.flower.certs import make_credentials
+from potara.models.adapters import deserialize, serialize
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "deploy_local.sh"
+NODES = 3
+
+
+def free_ports(count: int) -> int:
+    """A base port p with p..p+count-1 free on 127.0.0.1 (checked by binding each)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count < 65000 and all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no block of free ports on 127.0.0.1")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Deployment:
+    """deploy_local.sh in its own session; ``stop`` ends it and anything it started that is still alive."""
+
+    def __init__(self, workdir: Path, overrides: list[str], settings: dict[str, str], creds: Path | None = None):
+        self.workdir, self.out = workdir, workdir / "out"
+        workdir.mkdir(parents=True, exist_ok=True)
+        run_config = [f"overrides='{' '.join(overrides)}'", f"out-dir='{self.out}'",
+                      *(f"{k}={v}" for k, v in settings.items())]
+        cmd = [str(SCRIPT), "-n", str(NODES), "-p", str(free_ports(NODES + 1)), "-w", str(workdir), "-t", "300",
+               *(["-c", str(creds)] if creds else []), "--", *run_config]
+        env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
+        self.log = (workdir / "deploy.out").open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """TERM the script (its trap stops what it started); then KILL every recorded process group left."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for pid_file in self.workdir.glob("*.pid"):
+            _kill_group(int(pid_file.read_text()))
+        self.log.close()
+
+    def kill_node(self, i: int) -> None:
+        """SIGKILL SuperNode ``i`` and its children (its SuperExec and ClientApp processes)."""
+        pid = int((self.workdir / f"supernode_{i}.pid").read_text())
+        ps = ["ps", "-o", "pid=", "--ppid", str(pid)]
+        children = subprocess.run(ps, capture_output=True, text=True, check=False).stdout
+        _kill_group(pid)
+        for child in children.split():
+            _kill_group(int(child))
+
+    def summary(self) -> dict:
+        return json.loads((self.out / "summary.json").read_text())
+
+    def text(self) -> str:
+        return (self.workdir / "deploy.out").read_text()
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_for(path: Path, text: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"'{text}' did not appear {count}× in {path} within {timeout} s")
+
+
+@pytest.fixture
+def overrides(nodrop_model, synthetic_csv) -> list[str]:  # noqa: F811
+    return [*potara_overrides(nodrop_model, synthetic_csv), "threads=1"]
+
+
+REFERENCE = """
+import json, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[3], str(Path(sys.argv[3]).parent)]  # test_flower_apps and its conftest
+from test_flower_apps import embedded
+from potara.models.adapters import serialize
+result, state = embedded(json.loads(sys.argv[1]))
+out = Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+(out / "federated.safetensors").write_bytes(serialize(state))
+(out / "methods.json").write_text(json.dumps({n: r.per_client for n, r in result.methods.items()}))
+"""
+
+
+def embedded_reference(overrides: list[str], out: Path) -> subprocess.Popen:
+    """The embedded engine in a fresh process, as the SuperNodes run (see the test below)."""
+    cmd = [sys.executable, "-c", REFERENCE, json.dumps(overrides), str(out), str(Path(__file__).parent)]
+    out.mkdir(parents=True, exist_ok=True)
+    with (out.parent / "reference.log").open("w") as log:
+        return subprocess.Popen(cmd, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_tls_and_supernode_auth_deployment_matches_the_embedded_engine(overrides, tmp_path):
+    """Three authenticated SuperNodes over TLS (credentials made here), two rounds, every node up: the final
+    federated adapter and every client's λ and accuracies equal the embedded engine's on the same seed.
+
+    They are equal because both sample the same clients (``sample_clients``), give each the same seed, see the
+    same batches and aggregate in the same order, from the same seeded initial adapter (local training seeds
+    come from ``zlib.crc32`` of strings, the same in every process). One thing the core does not make
+    process-independent is pinned here: the tiny model has no dropout (dropout draws from the global torch
+    RNG, whose state differs between one process training every client and one process per client). Float
+    tolerance covers thread-count differences.
+    """
+    began = time.monotonic()
+    creds = make_credentials(tmp_path / "creds", NODES)
+    reference = embedded_reference(overrides, tmp_path / "reference")
+    try:
+        deployment = Deployment(tmp_path / "deploy", overrides, {"evaluate-every": "0"}, creds)
+        try:
+            assert deployment.wait(400) == 0, deployment.text()[-3000:]
+        finally:
+            deployment.stop()
+        took = time.monotonic() - began
+        assert reference.wait(300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+
+    link_log = (deployment.workdir / "superlink.log").read_text()
+    assert "Uvicorn running on https://127.0.0.1" in link_log  # TLS on the SuperLink
+    assert (deployment.workdir / "register.log").read_text().count("registered successfully") == NODES
+    assert link_log.count("[Fleet.ActivateNode] Activated") == NODES  # only registered keys get in
+
+    flower = deserialize((deployment.out / "federated.safetensors").read_bytes())
+    embedded_state = deserialize((tmp_path / "reference" / "federated.safetensors").read_bytes())
+    assert set(flower) == set(embedded_state)
+    for key, value in embedded_state.items():
+        torch.testing.assert_close(flower[key], value, rtol=1e-4, atol=1e-6)
+    theirs = json.loads((tmp_path / "reference" / "methods.json").read_text())
+    summary = deployment.summary()
+    for name in ("potara", "fedit", "local"):
+        mine = summary["methods"][name]["per_client"]
+        assert [r["client"] for r in mine] == [r["client"] for r in theirs[name]]
+        assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs[name]], abs=1e-6)
+    lams = [r["lambda"] for r in summary["methods"]["potara"]["per_client"]]
+    assert lams == pytest.approx([r["lambda"] for r in theirs["potara"]], abs=1e-4)
+
+    payload_bytes = len(serialize(flower))  # bytes are measured as the embedded engine measures them
+    rounds = [json.loads(line) for line in (deployment.out / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["bytes_up"], r["bytes_down"]) for r in rounds] == [(NODES * payload_bytes,) * 2] * 2
+    print(f"TLS deployment: {took:.0f} s; bytes per round up/down: {rounds[0]['bytes_up']}/{rounds[0]['bytes_down']}")
+
+
+def test_killed_supernode_is_missing_and_the_run_completes(overrides, tmp_path):
+    """SuperNode 2 is SIGKILLed once it has received its round-1 train message (its ClientApp is starting):
+    round 1 aggregates the other two, and client_02 is reported missing, not as accuracy 0."""
+    began = time.monotonic()
+    deployment = Deployment(tmp_path, [*overrides, "fed.rounds=1"],
+                            {"min-train-nodes": "2", "evaluate-every": "0", "round-timeout": "120.0"})
+    try:
+        wait_for(tmp_path / "supernode_2.log", "Receiving: train message", 1, 240)
+        deployment.kill_node(2)
+        assert deployment.wait(300) == 0, deployment.text()[-3000:]
+    finally:
+        deployment.stop()
+    summary = deployment.summary()
+    [round_] = [json.loads(line) for line in (deployment.out / "rounds.jsonl").read_text().splitlines()]
+    assert round_["aggregated"] == ["client_00", "client_01"]
+    assert round_["missing"] == ["client_02"] or [e["client"] for e in round_["errors"]] == ["client_02"]
+    potara = summary["methods"]["potara"]
+    assert potara["missing"] == ["client_02"]
+    assert [r["client"] for r in potara["per_client"]] == ["client_00", "client_01"]
+    print(f"kill-a-node deployment: {time.monotonic() - began:.0f} s")

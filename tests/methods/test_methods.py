@@ -1,0 +1,40 @@
+"""Method names and variants: ``name@key=value`` sets method-only keys for one method of a sweep."""
+
+from __future__ import annotations
+
+import pytest
+
+from potara import config
+from potara.config import ConfigError
+from potara.federation.recipes import FEDIT
+from potara.methods import resolve
+
+
+def methods(*names: str):
+    return resolve(config.load(None, [f"methods=[{','.join(names)}]"]))
+
+
+def test_a_variant_is_named_by_its_spec_and_sets_its_key_for_itself_alone():
+    plain, low, ditto, ditto_strong = methods(
+        "fixed", "fixed@peers.fixed_lambda=0.3", "ditto", "ditto@peers.ditto_mu=5.0"
+    )
+    assert (plain.name, low.name) == ("fixed", "fixed@peers.fixed_lambda=0.3")
+    assert plain.federation is FEDIT and low.federation is FEDIT  # the sweep shares FedIT's federation
+    assert (ditto.federation.mu, ditto_strong.federation.mu) == (config.PeersConfig().ditto_mu, 5.0)
+    assert ditto.federation.name == "ditto" and ditto_strong.federation.name == "ditto@peers.ditto_mu=5.0"
+
+
+def test_a_potara_variant_takes_its_estimator():
+    (variant,) = methods("potara@potara.estimator=heldout")
+    assert variant.estimates_lambda and variant.name == "potara@potara.estimator=heldout"
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("fixed@fed.rounds=3", "not a method-only key"),
+    ("fixed@local.lr=0.1", "not a method-only key"),
+    ("fixed@peers.fixed_lambda=2", "peers.fixed_lambda must be in [0, 1]"),
+    ("nosuch@peers.ditto_mu=1", "unknown method 'nosuch@peers.ditto_mu=1'"),
+])
+def test_bad_variants_are_clear_errors(spec, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        methods(spec)

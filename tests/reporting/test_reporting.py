@@ -1,0 +1,77 @@
+"""summary.json marks the oracles as bounds and pairs every method with FedIT + FT and its best peer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from potara.engine import MethodResult, RunResult
+from potara.reporting import outputs
+
+ACCS = {
+    "local": [0.25, 0.25, 0.5, 0.25],
+    "fedit": [0.25, 0.25, 0.25, 0.25],
+    "fedit_ft": [0.5, 0.5, 0.5, 0.5],
+    "oracle_val": [1.0, 1.0, 1.0, 1.0],
+    "oracle_test": [1.0, 1.0, 1.0, 1.0],
+    "potara": [0.75, 0.5, 0.75, 0.5],
+    "potara_folds": [1.0, 1.0, 0.75, 1.0],  # a Potara variant is never a peer, however good
+    "apfl": [0.5, 0.75, 0.5, 0.5],
+}
+TIMING = {"local_epoch_s": 0.1, "fisher_s": 0.0, "mixing_s": 0.0, "federation_s": 1.0}
+
+
+def fake_result() -> RunResult:
+    methods = {
+        name: MethodResult([{"client": k, "n_train": 10 * (k + 1), "acc": acc, "lambda": None}
+                            for k, acc in enumerate(accs)])
+        for name, accs in ACCS.items()
+    }
+    return RunResult(methods, rounds=[], timing=TIMING)
+
+
+def test_summary_marks_bounds_and_keeps_the_existing_keys():
+    summary = outputs.summary({"seed": 0}, fake_result())
+    assert set(summary) == {"config", "methods", "timing", "paired"}
+    for name, m in summary["methods"].items():
+        assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "compute", "per_client", "bound"}
+        assert m["bound"] is (name in ("oracle_val", "oracle_test"))
+    table = outputs.table(summary)
+    assert "| oracle_test (bound) | 1.0000 |" in table and "| potara | 0.6250 |" in table
+
+
+def test_summary_pairs_each_method_with_fedit_ft_and_its_best_peer():
+    paired = outputs.summary({"seed": 0}, fake_result())["paired"]
+    assert set(paired) == set(ACCS) - {"oracle_val", "oracle_test"}
+    vs_ft = paired["potara"]["vs_fedit_ft"]
+    assert vs_ft["against"] == "fedit_ft" and vs_ft["mean"] == pytest.approx(0.125)
+    assert (vs_ft["wins"], vs_ft["ties"], vs_ft["losses"], vs_ft["units"]) == (2, 2, 0, 4)
+    assert vs_ft["ci95"] == [pytest.approx(0.0), pytest.approx(0.25)] and vs_ft["verdict"] == "tie"
+    vs_peer = paired["potara"]["vs_best_peer"]
+    assert vs_peer["against"] == "apfl" and vs_peer["mean"] == pytest.approx(0.0625)
+    assert (vs_peer["wins"], vs_peer["ties"], vs_peer["losses"]) == (2, 1, 1)
+    assert paired["apfl"]["vs_best_peer"]["against"] == "fedit_ft"  # a peer meets the best *other* peer
+    assert set(paired["fedit_ft"]) == {"vs_best_peer"} and paired["fedit_ft"]["vs_best_peer"]["against"] == "apfl"
+    assert paired["potara_folds"]["vs_fedit_ft"]["verdict"] == "win"
+
+
+def test_written_summary_and_plots(tmp_path, monkeypatch):
+    summary = outputs.summary({"seed": 0}, fake_result())
+    rounds = [{"round": 1, "cum_bytes_up": 10, "cum_bytes_down": 10, "fedit_mean_acc": 0.25}]
+    outputs.write_outputs(tmp_path, summary, rounds)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["paired"]["potara"]["vs_fedit_ft"]["wins"] == 2 and written["methods"]["oracle_val"]["bound"]
+    assert (tmp_path / "accuracy_vs_bytes.png").stat().st_size > 1000
+
+    drawn = {}
+    monkeypatch.setattr(outputs, "save_png", lambda fig, path: drawn.update(lines(fig)))
+    outputs.plot_accuracy_vs_bytes(summary, rounds, tmp_path / "again.png")
+    assert drawn["oracle_test (bound)"] == ("--", "none") and drawn["potara"][0] == "-"
+    assert drawn["potara"][1] != "none"
+
+
+def lines(fig) -> dict[str, tuple[str, str]]:
+    """Each labelled line of a figure: its line style and marker face color."""
+    return {line.get_label(): (line.get_linestyle(), line.get_markerfacecolor())
+            for ax in fig.axes for line in ax.get_lines()}
