@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save as st_save
 
 from potara.config import ValidationConfig
-from potara.federation.rounds import ClientUpdate, aggregate_round, server_step
+from potara.federation.rounds import aggregate_round, server_step
 from potara.federation.strategies import FedAvg
+from potara.federation.update import ClientUpdate
 from potara.models.adapters import serialize
 
 KEYS = {"q.lora_A.weight": (2, 8), "q.lora_B.weight": (8, 2), "classifier.weight": (3, 8)}

@@ -18,18 +18,10 @@ from ..models.adapters import deserialize, get_state, serialize, set_state
 from ..training.loop import Budget, Proximal, state_as_params, train
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg
+from .update import ClientUpdate
 from .validation import Expectation, Screened, admit, screen
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClientUpdate:
-    client: str
-    payload: bytes
-    n: int
-    train_loss: float
-    kept: AdapterState = field(default_factory=dict)  # the tensors that stay on the client (never serialized)
 
 
 def client_step(

@@ -11,16 +11,13 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..config import ValidationConfig
 from ..merge.taskvec import AdapterState
 from ..models.adapters import WIRE_DTYPES, parse_payload, serialize
-
-if TYPE_CHECKING:
-    from .rounds import ClientUpdate
+from .update import ClientUpdate
 
 log = logging.getLogger(__name__)
 Fail = Callable[[str], "InvalidUpdate"]

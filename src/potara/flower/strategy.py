@@ -21,7 +21,8 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ..engine import strategy_for
-from ..federation.rounds import ClientUpdate, aggregate_round, client_seed, sample_clients
+from ..federation.rounds import aggregate_round, client_seed, sample_clients
+from ..federation.update import ClientUpdate
 from ..merge.taskvec import AdapterState
 from .client_app import ROWS_KEY
 from .settings import FlowerSettings
