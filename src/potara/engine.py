@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -26,34 +26,12 @@ from .methods import Choice, Method, resolve
 from .models.adapters import as_received, export_peft_dir, get_state, serialize, set_state
 from .models.loading import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
 from .personalize.session import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
+from .reporting.results import MethodResult, RunResult
 from .training.causal_lm import encode_prompt_target
 from .training.cost import PassMeter
 from .training.loop import Budget, score
 
 Log = Callable[[dict], None]
-
-
-@dataclass
-class MethodResult:
-    per_client: list[dict] = field(default_factory=list)
-    bytes_up: int = 0
-    bytes_down: int = 0
-    rounds: int = 0
-    compute: dict[str, float] = field(default_factory=dict)  # mean per client: example passes and seconds
-
-    def mean_acc(self) -> float:
-        return sum(c["acc"] for c in self.per_client) / max(1, len(self.per_client))
-
-    def worst_acc(self) -> float:
-        return min((c["acc"] for c in self.per_client), default=0.0)
-
-
-@dataclass
-class RunResult:
-    methods: dict[str, MethodResult]
-    rounds: list[dict]
-    timing: dict[str, float | dict[str, float]]
-    lambdas_at: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def load_federated_data(cfg: RunConfig) -> data_mod.FederatedData:

@@ -25,6 +25,7 @@ from potara.flower.strategy import FederationError
 from potara.flower.wire import to_record
 from potara.models.adapters import deserialize, get_state, serialize
 from potara.models.loading import load_peft_classifier
+from potara.reporting.results import RunResult
 
 NODE0 = 1000
 SERVER = 1
@@ -117,7 +118,7 @@ def clean_run(overrides, tmp_path_factory):
     return summary, grid, out
 
 
-def embedded(overrides: list[str]) -> tuple[engine.RunResult, dict]:
+def embedded(overrides: list[str]) -> tuple[RunResult, dict]:
     """The embedded engine's result and its final federated adapter (captured from ``run_rounds``)."""
     captured = {}
     original = engine.run_rounds
@@ -135,7 +136,7 @@ def embedded(overrides: list[str]) -> tuple[engine.RunResult, dict]:
 
 
 @pytest.fixture(scope="module")
-def embedded_run(overrides) -> tuple[engine.RunResult, dict]:
+def embedded_run(overrides) -> tuple[RunResult, dict]:
     return embedded(overrides)
 
 

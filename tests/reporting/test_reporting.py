@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from potara.engine import MethodResult, RunResult
 from potara.reporting import outputs
+from potara.reporting.results import MethodResult, RunResult
 
 ACCS = {
     "local": [0.25, 0.25, 0.5, 0.25],

@@ -1,1 +1,1 @@
-"""A run's outputs (summary, table, plots), paired statistics and the communication analysis."""
+"""A run's outputs (summary, table, plots), paired statistics and the communication analysis. Torch-free."""

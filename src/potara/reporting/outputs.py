@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
-from ..engine import RunResult
+from .results import RunResult
 from .stats import PairedDiff, paired_difference
 
 BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
