@@ -17,7 +17,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from potara import config, engine
 from potara.config import ConfigError
-from potara.flower import build_client_app
+from potara.flower.client_app import build_client_app
 from potara.flower.grid import MeteredGrid
 from potara.flower.server_app import run_federation
 from potara.flower.settings import from_run_config
