@@ -29,11 +29,7 @@ from ..personalize.session import Timers
 from ..training.loop import evaluate
 from .node import Node, node_for, partition_of
 from .settings import FlowerSettings, from_run_config
-from .wire import FED_KEY, from_record, to_payload, to_record
-
-ROWS_KEY = (
-    "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
-)
+from .wire import FED_KEY, ROWS_KEY, from_record, to_payload, to_record
 
 
 def build_client_app(

@@ -24,9 +24,8 @@ from ..engine import strategy_for
 from ..federation.rounds import aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..merge.taskvec import AdapterState
-from .client_app import ROWS_KEY
 from .settings import FlowerSettings
-from .wire import FED_KEY, origin, to_payload, to_record
+from .wire import FED_KEY, ROWS_KEY, origin, to_payload, to_record
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
 

@@ -1,4 +1,5 @@
-"""Adapter state in Flower records, and the bytes a Message carries."""
+"""What the apps send each other: adapter state in Flower records, the keys of a Message's content, and the bytes
+a Message carries."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, serialize
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
+ROWS_KEY = "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
 
 
 def to_record(state: AdapterState) -> ArrayRecord:
