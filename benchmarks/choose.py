@@ -27,7 +27,7 @@ from pathlib import Path
 
 from potara.bench.report import Cell, load_cells
 from potara.bench.suite import load_suite
-from potara.config import ESTIMATORS
+from potara.personalize.estimators import ESTIMATORS
 from potara.reporting.outputs import atomic_write
 from potara.reporting.stats import paired_difference
 

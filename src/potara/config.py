@@ -13,7 +13,6 @@ import yaml
 
 OFFLINE_MINILM = "offline:minilm"
 OFFLINE_VIT_DIGITS = "offline:vit-digits"
-ESTIMATORS = ("heldout", "crossfit", "fisher", "folds", "cautious", "paper")
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -260,7 +259,6 @@ def validate(cfg: RunConfig) -> None:
         f"fed.payload_dtype must be one of {', '.join(PAYLOAD_DTYPES)}, got '{cfg.fed.payload_dtype}'",
     )
     _check(cfg.local.init in ("federated", "pretrained"), "local.init must be 'federated' or 'pretrained'")
-    _check(cfg.potara.estimator in ESTIMATORS, f"potara.estimator must be one of {ESTIMATORS}")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
     _check_paper(cfg.potara)
     _check(cfg.lora.r >= 1, "lora.r must be >= 1")

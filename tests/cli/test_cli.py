@@ -22,6 +22,7 @@ def run_cli(args, capsys):
         (["fed.nope=1"], "unknown config key 'fed.nope'"),
         (["methods=potara,magic"], "unknown method 'magic'"),
         (["data.partition=weird"], "data.partition must be one of"),
+        (["potara.estimator=magic"], "potara.estimator must be one of heldout, crossfit, fisher, folds, cautious, paper"),
         (["fed.fraction=0"], "fed.fraction"),
         (["model.name=/does/not/exist"], "model path '/does/not/exist' does not exist"),
         (["data.source=/no/such/file.csv"], "/no/such/file.csv"),

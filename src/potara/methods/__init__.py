@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from ..config import ESTIMATORS, ConfigError, RunConfig, apply_override, from_dict
+from ..config import ConfigError, RunConfig, apply_override, from_dict
+from ..personalize.estimators import ESTIMATORS
 from . import (
     apfl,
     ditto,
@@ -48,6 +49,8 @@ _FIXED_NAMES = {
 
 def available(cfg: RunConfig) -> dict:
     """Every method name valid under ``cfg``: ``potara`` is the configured estimator, ``potara_<name>`` any."""
+    if cfg.potara.estimator not in ESTIMATORS:
+        raise ConfigError(f"potara.estimator must be one of {', '.join(ESTIMATORS)}, got '{cfg.potara.estimator}'")
     builders = dict(_FIXED_NAMES)
     builders["potara"] = potara.build_estimator(cfg.potara.estimator, "potara", exports=True)
     for est in ESTIMATORS:

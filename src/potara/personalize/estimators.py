@@ -144,18 +144,28 @@ def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[st
     return spread, dist
 
 
-EXTRA_LOCAL_TRAININGS = {"heldout": 0, "crossfit": 1, "fisher": 0, "folds": 1, "cautious": 1, "paper": 0}
-"""Full local trainings each estimator spends beyond the local adapter (two half-data adapters count as one)."""
+@dataclass(frozen=True)
+class Estimator:
+    """One λ estimator: the estimate, the full local trainings it spends beyond the local adapter (two half-data
+    adapters count as one), and its own settings as ``potara.*`` gives them (none for most)."""
 
-ESTIMATORS: dict[str, Callable[..., Estimate]] = {
-    "heldout": heldout, "crossfit": crossfit, "fisher": fisher, "folds": folds, "cautious": cautious, "paper": paper,
+    estimate: Callable[..., Estimate]
+    extra_local_trainings: int
+    options: Callable[[PotaraSettings], dict] | None = None
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "heldout": Estimator(heldout, 0),
+    "crossfit": Estimator(crossfit, 1),
+    "fisher": Estimator(fisher, 0),
+    "folds": Estimator(folds, 1),
+    "cautious": Estimator(cautious, 1),
+    "paper": Estimator(paper, 0, lambda p: {"options": PaperOptions.of(p)}),
 }
-
-OPTIONS: dict[str, Callable[[PotaraSettings], dict]] = {"paper": lambda p: {"options": PaperOptions.of(p)}}
-"""The estimators with settings of their own, and how ``potara.*`` gives them."""
+"""Every estimator by the name ``potara.estimator`` and the ``potara_<name>`` methods use: the one registry."""
 
 
 def configured(name: str, potara: PotaraSettings) -> Callable[[ClientSession, float], Estimate]:
     """The estimator ``name`` with its own settings taken from ``potara`` (a method variant's, in a sweep)."""
-    options = OPTIONS.get(name)
-    return partial(ESTIMATORS[name], **options(potara)) if options else ESTIMATORS[name]
+    estimator = ESTIMATORS[name]
+    return partial(estimator.estimate, **estimator.options(potara)) if estimator.options else estimator.estimate
