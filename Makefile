@@ -1,10 +1,11 @@
-# Quick start: `make run` (set up + the default run), `make test` (set up + the test suite).
+# Quick start: `make run` (set up + the default run), `make test` (set up + the layer contract + every test),
+# `make test-fast` (the same without the slow and the Flower deployment tests, under 2 minutes).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: setup run test lint
+.PHONY: setup run test test-fast lint-imports lint
 
 setup: $(VENV)/.installed $(FORTUNES)
 
@@ -23,8 +24,15 @@ $(FORTUNES):
 run: setup
 	$(VENV)/bin/potara run
 
-test: setup
+test: lint-imports
 	$(PY) -m pytest
+
+test-fast: lint-imports
+	$(PY) -m pytest -m "not slow and not deploy"
+
+# The layers (pyproject.toml, [tool.importlinter]): a module imports only from the layers below its own.
+lint-imports: setup
+	$(VENV)/bin/lint-imports
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

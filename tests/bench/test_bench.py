@@ -85,6 +85,7 @@ def test_unknown_suite_and_setting(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_path, capsys):
     path = write_suite(tmp_path / "tiny.yaml", tiny_suite(tiny_model_dir, synthetic_csv))
     out = tmp_path / "out"

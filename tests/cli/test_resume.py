@@ -55,6 +55,7 @@ def outputs(out: Path) -> tuple[dict, list[dict], dict]:
     return summary, rounds, adapters
 
 
+@pytest.mark.slow
 def test_sigkill_mid_round_then_resume_equals_the_uninterrupted_run(overrides, tmp_path, capsys):
     assert main(cli_args(tmp_path / "straight", overrides)) == 0
     resumed = tmp_path / "resumed"

@@ -22,6 +22,8 @@ from test_flower_apps import nodrop_model, potara_overrides  # noqa: F401 (fixtu
 from potara.flower.certs import make_credentials
 from potara.models.adapters import deserialize, serialize
 
+pytestmark = pytest.mark.deploy
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "deploy_local.sh"
 NODES = 3
