@@ -1,4 +1,4 @@
-"""Tests for potara.partition on synthetic labels."""
+"""Tests for potara.data.partition on synthetic labels."""
 
 import warnings
 

@@ -1,6 +1,6 @@
 """The offline vision setting: a small ViT pretrained centrally on digits 0–4, cached, for LoRA on digits 5–9.
 
-``offline:vit-digits`` (``models.resolve_model_path``) is the directory :func:`vit_digits` returns: the
+``offline:vit-digits`` (``potara.models.loading.resolve_model_path``) is the directory :func:`vit_digits` returns: the
 pretrained ViT *backbone* (``ViTModel``, no head: a new task gets a new head, as with a hub checkpoint
 such as ``google/vit-base-patch16-224-in21k``) and its image processor. It is trained once per recipe
 (deterministic in the recipe's seed) and cached under ``$POTARA_CACHE`` (default ``~/.cache/potara``).
