@@ -14,9 +14,9 @@ from potara.merge.fisher import delta_gradient, model_fisher, parameter_fisher
 from potara.merge.mixing import clipped_cross, closed_form_lambda, joint_lambda
 from potara.merge.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
 from potara.methods import build
-from potara.models.adapters import get_state
+from potara.models.adapters import get_state, set_state
 from potara.personalize.estimators import PaperOptions, paper
-from potara.personalize.session import ClientSession, Timers
+from potara.personalize.session import ClientSession, Timers, evaluate_split
 
 
 def test_without_a_cross_term_the_weight_is_the_closed_form():
@@ -211,6 +211,26 @@ def tiny(tiny_model_dir, synthetic_csv):
 def session_of(tiny, fed=None, client: int = 0, splits=None) -> ClientSession:
     return ClientSession(tiny.model, splits or tiny.clients[client], tiny.fed if fed is None else fed, tiny.pretrained,
                          engine.session_settings(tiny.cfg), Timers(), local=tiny.local)
+
+
+def test_cached_evaluations_never_answer_for_a_freed_split(tiny):
+    """The cache is keyed by identity; a split built, evaluated and dropped must not lend its answer to the next
+    one CPython allocates at the same address (it did to ``halves()``' fresh subsets before)."""
+    session, train = session_of(tiny), tiny.clients[0].train
+    g = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        part = train.subset(torch.randperm(len(train), generator=g)[: len(train) // 2])
+        cached = session.evaluate([tiny.local], [1.0], part).loss
+        set_state(tiny.model, tiny.local)
+        assert cached == pytest.approx(evaluate_split(tiny.model, part, batch_size=8).loss)
+
+
+def test_halves_are_the_same_data_on_every_call(tiny):
+    session = session_of(tiny)
+    (_, second), (_, first) = session.halves()
+    (_, second_again), (_, first_again) = session.halves()
+    assert second is second_again and first is first_again
+    assert len(first) + len(second) == len(tiny.clients[0].train)
 
 
 @pytest.mark.parametrize("options", [

@@ -102,7 +102,9 @@ class ClientSession:
         self.settings, self.timers = settings, timers
         self.meter = meter or PassMeter()
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
-        self._evals: dict[tuple, tuple[Evaluation, bool]] = {}  # (merge, split) -> evaluation, has accuracy
+        # (merge, split) by identity -> evaluation, has accuracy, and the keyed objects (kept alive: ids stay unique)
+        self._evals: dict[tuple, tuple[Evaluation, bool, tuple]] = {}
+        self._half_data: tuple[Encoded, Encoded] | None = None
         self._fishers: dict[str, Metric] = {}  # local init -> Fisher at that local adapter
         self._papers: dict[tuple, tuple[Metric, dict[str, torch.Tensor]]] = {}
         self._costs: dict[tuple, Cost] = {}  # cached piece of work -> what computing it cost
@@ -159,17 +161,16 @@ class ClientSession:
     def halves(self, init: str | None = None) -> list[tuple[AdapterState, Encoded]]:
         """Two local adapters on disjoint halves of the training data, each with the *other* half."""
         init = init or self._init
-        first, second = self._half_index()
-        train = self.splits.train
-        return [
-            (self._local(init, "half0", train.subset(first)), train.subset(second)),
-            (self._local(init, "half1", train.subset(second)), train.subset(first)),
-        ]
+        first, second = self._halves_data()
+        return [(self._local(init, "half0", first), second), (self._local(init, "half1", second), first)]
 
-    def _half_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.splits.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.settings.seed + 17))
-        return order[: n // 2], order[n // 2 :]
+    def _halves_data(self) -> tuple[Encoded, Encoded]:
+        """The training data's two seeded halves, the same objects on every call (evaluations are cached by them)."""
+        if self._half_data is None:
+            n, train = len(self.splits.train), self.splits.train
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.settings.seed + 17))
+            self._half_data = (train.subset(order[: n // 2]), train.subset(order[n // 2 :]))
+        return self._half_data
 
     def _local(self, init: str, part: str, data: Encoded | None = None) -> AdapterState:
         key = (init, part)
@@ -235,7 +236,7 @@ class ClientSession:
         cached = self._evals.get(key)
         if cached is None or (accuracy and not cached[1]):
             ev = self._measured(("eval", *key), lambda: self._evaluate_now(states, weights, data, accuracy))
-            self._evals[key] = (ev, accuracy or not isinstance(data, PromptTargets))
+            self._evals[key] = (ev, accuracy or not isinstance(data, PromptTargets), (tuple(states), data))
         self._use(("eval", *key))
         return self._evals[key][0]
 
