@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("potara.validation")
 Fail = Callable[[str], "InvalidUpdate"]
+MAX_EXAMPLES = 2**53  # the largest count a float holds exactly (FedAvg weights and mean losses are floats)
 
 
 class InvalidUpdate(ValueError):
@@ -72,8 +73,10 @@ def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationCo
     limit = payload_limit(expect, limits)
     if len(update.payload) > limit:
         raise fail(f"payload of {len(update.payload):,} bytes exceeds the limit of {limit:,} bytes")
-    if not isinstance(update.n, int) or update.n < 1:
-        raise fail(f"example count must be a positive integer, got {update.n!r}")
+    if not isinstance(update.n, int) or isinstance(update.n, bool) or not 1 <= update.n <= MAX_EXAMPLES:
+        raise fail(f"example count must be an integer from 1 to 2**53, got {update.n!r}")
+    if not isinstance(update.train_loss, (int, float)) or not math.isfinite(update.train_loss):
+        raise fail(f"training loss must be a finite number, got {update.train_loss!r}")
     try:
         raw = parse_payload(update.payload)
     except ValueError as err:
