@@ -92,9 +92,9 @@ def _check_names(raw: AdapterState, expect: Expectation, fail: Fail) -> None:
     missing = sorted(set(expect.shapes) - set(raw))
     unexpected = sorted(set(raw) - set(expect.shapes))
     if missing:
-        raise fail(f"{len(missing)} tensor(s) missing, e.g. '{missing[0]}'")
+        raise fail(f"{len(missing)} tensor(s) missing, e.g. {missing[0]!r}")
     if unexpected:
-        raise fail(f"{len(unexpected)} unexpected tensor(s), e.g. '{unexpected[0]}'")
+        raise fail(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]!r}")
 
 
 def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
@@ -102,11 +102,11 @@ def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationCon
     for key in sorted(raw):
         tensor = raw[key]
         if tuple(tensor.shape) != expect.shapes[key]:
-            raise fail(f"tensor '{key}' has shape {tuple(tensor.shape)}, expected {expect.shapes[key]}")
+            raise fail(f"tensor {key!r} has shape {tuple(tensor.shape)}, expected {expect.shapes[key]}")
         if tensor.dtype not in allowed:
-            raise fail(f"tensor '{key}' has dtype {tensor.dtype}, allowed: {', '.join(limits.dtypes)}")
+            raise fail(f"tensor {key!r} has dtype {tensor.dtype}, allowed: {', '.join(limits.dtypes)}")
         if not bool(torch.isfinite(tensor).all()):
-            raise fail(f"tensor '{key}' has non-finite values (NaN or inf)")
+            raise fail(f"tensor {key!r} has non-finite values (NaN or inf)")
 
 
 def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
