@@ -91,7 +91,7 @@ def data_files(draw) -> tuple[str, bytes]:
 FILE_NUMBERS = itertools.count()
 
 
-@hostile(120)
+@hostile(90)
 @given(file=data_files())
 def test_a_data_file_loads_into_sound_clients_or_is_refused_in_one_line(file, tmp_path):
     suffix, content = file

@@ -293,7 +293,7 @@ def hostile_train_replies(draw) -> dict:
     return draw(st.sampled_from([{}, {FED_KEY: to_record(honest_state(9))}, {"metrics": good_metrics}]))
 
 
-@hostile(200)
+@hostile(150)
 @given(data=st.data(), hostile_nodes=st.sets(st.sampled_from(sorted(NODES)), min_size=1, max_size=3))
 def test_hostile_train_replies_are_faults_and_the_round_aggregates_the_honest_ones(data, hostile_nodes):
     strategy, sent = strategy_with_sent("train")
