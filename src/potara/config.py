@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+import reprlib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,41 +161,65 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def shown(value: Any) -> str:
+    """``value`` as an error message shows it: its repr, on one line and cut short."""
+    return reprlib.repr(value)
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     """Instantiate dataclass ``cls`` from a dict, rejecting unknown keys with their full path."""
     if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {values!r}")
+        raise ConfigError(f"config section '{prefix or 'root'}' must be a mapping, got {shown(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((k for k in values if k not in fields), key=str)
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
-            f"unknown config key '{where}{unknown[0]}'; valid keys here: {', '.join(sorted(fields))}"
+            f"unknown config key {shown(f'{where}{unknown[0]}')}; valid keys here: {', '.join(sorted(fields))}"
         )
     kwargs = {}
-    defaults = cls()
+    kinds = typing.get_type_hints(cls)
     for name, value in values.items():
         sub = _dataclass_type(fields[name])
         path = f"{prefix}.{name}".strip(".")
-        kwargs[name] = _build(sub, value, path) if sub else _coerce(value, getattr(defaults, name), path)
+        kwargs[name] = _build(sub, value, path) if sub else _coerce(value, kinds[name], path)
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, path: str) -> Any:
-    """Numbers written as YAML 1.1 strings (``5e-3``) become floats, a lone string where a list goes a one-item
-    list; other type mismatches are errors."""
-    if isinstance(default, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{path} must be a number, got '{value}'") from None
-    if isinstance(default, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{path} must be true or false, got '{value}'")
-    if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
-        raise ConfigError(f"{path} must be an integer, got '{value}'")
-    if isinstance(default, list) and isinstance(value, str):
-        return [value]  # `--set methods=potara` means the one-item list
-    return value
+TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+
+
+def _coerce(value: Any, kind: Any, path: str) -> Any:
+    """``value`` as the field's declared type ``kind``: numbers written as YAML 1.1 strings (``5e-3``) become
+    floats, a lone string where a list goes a one-item list; any other mismatch is an error."""
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    options = typing.get_args(kind) if union else (kind,)
+    if value is None and type(None) in options:
+        return None
+    kind = next(k for k in options if k is not type(None))
+    if typing.get_origin(kind) is list:
+        items = [value] if isinstance(value, str) else value  # `--set methods=potara` means the one-item list
+        if not isinstance(items, list):
+            raise ConfigError(f"{path} must be a list, got {shown(value)}")
+        return [_scalar(item, typing.get_args(kind)[0], f"{path}[{i}]") for i, item in enumerate(items)]
+    return _scalar(value, kind, path)
+
+
+def _scalar(value: Any, kind: type, path: str) -> Any:
+    if kind is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        number = _float(value)
+        if math.isfinite(number):
+            return number
+    elif isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{path} must be {TYPE_NAMES[kind]}, got {shown(value)}")
+
+
+def _float(value: int | float | str) -> float:
+    try:
+        return float(value)
+    except (ValueError, OverflowError):  # a word, or an integer beyond float range
+        return math.nan
 
 
 def _dataclass_type(f: dataclasses.Field) -> type | None:
@@ -213,9 +241,9 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {err}") from err
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file '{path}' is not valid YAML/JSON: {one_line(err)}") from err
     for item in overrides:
         apply_override(values, item)
     return from_dict(values)
@@ -224,9 +252,18 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
 def apply_override(values: dict[str, Any], item: str) -> None:
     """Apply one ``--set key=value`` to a nested config dict."""
     if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got '{item}'")
+        raise ConfigError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
-    set_key(values, key, _parse_value(raw))
+    try:
+        value = _parse_value(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value {shown(raw)} is not valid YAML ({one_line(err)}); quote it") from err
+    set_key(values, key, value)
+
+
+def one_line(err: Exception) -> str:
+    """An error's message with its line breaks (YAML's pointers to the bad column) folded into one line."""
+    return " ".join(str(err).split())
 
 
 def set_key(values: dict[str, Any], key: str, value: Any) -> None:
@@ -236,7 +273,7 @@ def set_key(values: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
     node[parts[-1]] = value
 
 
@@ -248,35 +285,69 @@ def _parse_value(raw: str) -> Any:
 
 def validate(cfg: RunConfig) -> None:
     """Check values that a type alone does not constrain."""
-    _check(cfg.data.partition in PARTITIONS, f"data.partition must be one of {PARTITIONS}, got '{cfg.data.partition}'")
-    _check(cfg.data.num_clients >= 1, "data.num_clients must be >= 1")
-    _check(cfg.data.alpha > 0, "data.alpha must be > 0")
+    _check(cfg.data.partition in PARTITIONS, f"data.partition must be one of {PARTITIONS}, got {cfg.data.partition!r}")
     _check(0 < cfg.fed.fraction <= 1, f"fed.fraction must be in (0, 1], got {cfg.fed.fraction}")
-    _check(cfg.fed.rounds >= 1, "fed.rounds must be >= 1")
     _check(cfg.fed.aggregation in ("factors", "product"), "fed.aggregation must be 'factors' or 'product'")
     _check(
         cfg.fed.payload_dtype in PAYLOAD_DTYPES,
-        f"fed.payload_dtype must be one of {', '.join(PAYLOAD_DTYPES)}, got '{cfg.fed.payload_dtype}'",
+        f"fed.payload_dtype must be one of {', '.join(PAYLOAD_DTYPES)}, got {cfg.fed.payload_dtype!r}",
     )
     _check(cfg.local.init in ("federated", "pretrained"), "local.init must be 'federated' or 'pretrained'")
     _check(cfg.potara.fisher in ("exact", "kfac", "auto"), "potara.fisher must be 'exact', 'kfac' or 'auto'")
     _check_paper(cfg.potara)
-    _check(cfg.lora.r >= 1, "lora.r must be >= 1")
-    _check(cfg.lora.head_lr_scale > 0, f"lora.head_lr_scale must be > 0, got {cfg.lora.head_lr_scale}")
     _check_task(cfg)
-    _check(isinstance(cfg.methods, list) and cfg.methods, "methods must be a non-empty list")
-    _check(all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid values must lie in [0, 1]")
+    _check(bool(cfg.methods), "methods must be a non-empty list")
+    _check(bool(cfg.potara.grid) and all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid must be a non-empty list of values in [0, 1]")
     _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
-    _check(cfg.peers.apfl_alpha_lr > 0, f"peers.apfl_alpha_lr must be > 0, got {cfg.peers.apfl_alpha_lr}")
-    _check(cfg.peers.ffa_lora_lr_scale > 0 and cfg.peers.fedsa_lora_lr_scale > 0, "peers.*_lr_scale must be > 0")
     _check(0 < cfg.peers.feddpa_weight_cap <= 1, f"peers.feddpa_weight_cap must be in (0, 1], got {cfg.peers.feddpa_weight_cap}")
     _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
-    _check(cfg.peers.feddpa_levels >= 2, f"peers.feddpa_levels must be >= 2, got {cfg.peers.feddpa_levels}")
-    _check(cfg.validation.min_updates >= 1, "validation.min_updates must be >= 1")
     _check(
         bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
         "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
     )
+    _check_ranges(cfg)
+
+
+# Numeric settings and their least value (``AT_LEAST``), those that must be > 0 (``POSITIVE``) and the
+# fractions that must lie in [0, 1) (``BELOW_ONE``); an optional one may also be null (unset).
+AT_LEAST = {
+    "eval_batch_size": 1, "threads": 1, "model.max_length": 1, "model.max_new_tokens": 1, "lora.r": 1,
+    "data.num_clients": 1, "data.classes_per_client": 1, "data.test_size": 1, "data.min_val": 1,
+    "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
+    "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
+    "potara.damping": 0, "peers.ditto_mu": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
+    "validation.max_payload_bytes": 1,
+}
+POSITIVE = (
+    "lora.alpha", "lora.head_lr_scale", "data.alpha", "fed.lr", "local.lr", "peers.apfl_alpha_lr",
+    "peers.ffa_lora_lr_scale", "peers.fedsa_lora_lr_scale", "validation.max_norm", "validation.max_norm_ratio",
+)
+BELOW_ONE = ("lora.dropout", "data.val_fraction")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    for key, least in AT_LEAST.items():
+        value = setting(cfg, key)
+        _check(value is None or value >= least, f"{key} must be >= {least}, got {value}")
+    for key in POSITIVE:
+        value = setting(cfg, key)
+        _check(value is None or value > 0, f"{key} must be > 0, got {value}")
+    for key in BELOW_ONE:
+        value = setting(cfg, key)
+        _check(0 <= value < 1, f"{key} must be in [0, 1), got {value}")
+    sizes = cfg.data.train_sizes
+    _check(
+        sizes is None or (len(sizes) == 2 and 1 <= sizes[0] <= sizes[1]),
+        f"data.train_sizes must be [lo, hi] with 1 <= lo <= hi, or null, got {sizes}",
+    )
+
+
+def setting(cfg: RunConfig, key: str) -> Any:
+    """The value of the dotted ``key`` (``fed.lr``) in ``cfg``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 PAPER_CHOICES = {
@@ -289,7 +360,7 @@ def _check_paper(p: PotaraSettings) -> None:
     """The merge space and the ``paper`` estimator's settings."""
     for key, choices in PAPER_CHOICES.items():
         value = getattr(p, key)
-        _check(value in choices, f"potara.{key} must be one of {', '.join(choices)}, got '{value}'")
+        _check(value in choices, f"potara.{key} must be one of {', '.join(choices)}, got {value!r}")
     _check(p.paper_samples >= 1, f"potara.paper_samples must be >= 1, got {p.paper_samples}")
     _check(p.paper_damping > 0, f"potara.paper_damping must be > 0, got {p.paper_damping}")
 
@@ -297,22 +368,22 @@ def _check_paper(p: PotaraSettings) -> None:
 def _check_task(cfg: RunConfig) -> None:
     """``model.task`` and the data source must agree: suites are causal-LM data, and causal LMs need a suite."""
     m, d = cfg.model, cfg.data
-    _check(m.task in MODEL_TASKS, f"model.task must be one of {MODEL_TASKS}, got '{m.task}'")
-    _check(m.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got '{m.dtype}'")
+    _check(m.task in MODEL_TASKS, f"model.task must be one of {MODEL_TASKS}, got {m.task!r}")
+    _check(m.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {m.dtype!r}")
     _check(
         re.fullmatch(r"cpu|auto|cuda(:\d+)?", m.device) is not None,
-        f"model.device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got '{m.device}'",
+        f"model.device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {m.device!r}",
     )
     suite = d.source.startswith("suite:")
     _check(
         suite == (m.task == "causal_lm"),
-        f"data.source '{d.source}' needs model.task={'causal_lm' if suite else 'text or image'}: "
+        f"data.source {d.source!r} needs model.task={'causal_lm' if suite else 'text or image'}: "
         "'suite:<name>' sources hold (prompt, target) pairs for causal LMs, other sources hold labelled examples",
     )
     if m.task == "causal_lm":
         _check(
             d.partition in ("task", "iid"),
-            f"data.partition '{d.partition}' splits by label; causal-LM data has none: use 'task' (one task per client) "
+            f"data.partition {d.partition!r} splits by label; causal-LM data has none: use 'task' (one task per client) "
             "or 'iid'",
         )
         _check(m.max_new_tokens >= 1, "model.max_new_tokens must be >= 1")

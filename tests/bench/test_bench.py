@@ -66,7 +66,7 @@ def test_packaged_offline_suite_names_every_setting_and_method():
         ({"seeds": []}, "'seeds' must be a non-empty list"),
         ({"settings": {"a": {"fed.nope": 1}}}, "suite 's', setting 'a': unknown config key 'fed.nope'"),
         ({"settings": {"a": {"seed": 1}}}, "'seed' is set by the suite"),
-        ({"methods": ["fedit", "magic"]}, "setting 'a': unknown method 'magic'"),
+        ({"methods": ["fedit", "magic"]}, "setting 'a': methods names unknown method 'magic'"),
         ({"overrides": {"fed.payload_dtype": "fp8"}}, "fed.payload_dtype must be one of fp32, bf16, fp16"),
         ({"overrides": {"fed.eval_methods": ["nope"]}}, "setting 'a': fed.eval_methods names unknown method 'nope'"),
     ],

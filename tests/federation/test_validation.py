@@ -86,7 +86,7 @@ def test_absolute_norm_bound_and_payload_limit_are_configurable():
 def test_non_positive_example_count_is_rejected():
     update = honest("c9", 1)
     update.n = 0
-    assert "positive integer" in aggregate_round(FedAvg(), state(0), [update]).rejected["c9"]
+    assert "example count must be an integer from 1" in aggregate_round(FedAvg(), state(0), [update]).rejected["c9"]
 
 
 def test_server_step_with_only_honest_updates_is_fedavg():

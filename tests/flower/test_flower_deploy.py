@@ -57,7 +57,8 @@ class Deployment:
         workdir.mkdir(parents=True, exist_ok=True)
         run_config = [f"overrides='{' '.join(overrides)}'", f"out-dir='{self.out}'",
                       *(f"{k}={v}" for k, v in settings.items())]
-        cmd = [str(SCRIPT), "-n", str(NODES), "-p", str(free_ports(NODES + 1)), "-w", str(workdir), "-t", "300",
+        self.port = free_ports(NODES + 1)
+        cmd = [str(SCRIPT), "-n", str(NODES), "-p", str(self.port), "-w", str(workdir), "-t", "300",
                *(["-c", str(creds)] if creds else []), "--", *run_config]
         env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
         self.log = (workdir / "deploy.out").open("w")
@@ -215,3 +216,42 @@ def test_killed_supernode_is_missing_and_the_run_completes(overrides, tmp_path):
     assert potara["missing"] == ["client_02"]
     assert [r["client"] for r in potara["per_client"]] == ["client_00", "client_01"]
     print(f"kill-a-node deployment: {time.monotonic() - began:.0f} s")
+
+
+def run_intruder(deployment: Deployment, key: Path) -> int:
+    """A SuperNode with ``key`` joins the deployment's SuperLink (in its own session, logging to intruder.log);
+    its exit status, once it gives up (it is killed after 120 s)."""
+    cmd = ["flower-supernode", "--root-certificates", str(key.parent / "ca.crt"), "--auth-supernode-private-key",
+           str(key), "--superlink", f"127.0.0.1:{deployment.port}", "--port", str(free_ports(1)),
+           "--node-config", f"partition-id=0 num-partitions={NODES}"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with (deployment.workdir / "intruder.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            return proc.wait(120)
+        finally:
+            _kill_group(proc.pid)
+
+
+@pytest.mark.deploy
+def test_a_supernode_with_an_unregistered_key_is_refused_and_the_run_completes(overrides, tmp_path):
+    """Over TLS with SuperNode authentication, a fourth SuperNode whose key was never registered tries to join
+    the running deployment: the SuperLink refuses it (it exits, activated never), the three registered nodes
+    complete the round."""
+    began = time.monotonic()
+    creds = make_credentials(tmp_path / "creds", NODES + 1)  # deploy_local.sh registers node_0..node_2 only
+    deployment = Deployment(tmp_path / "deploy", [*overrides, "fed.rounds=1"], {"evaluate-every": "0"}, creds)
+    try:
+        wait_for(deployment.workdir / "superlink.log", "Uvicorn running on https://", 1, 120)
+        code = run_intruder(deployment, creds / f"node_{NODES}")
+        assert deployment.wait(400) == 0, deployment.text()[-3000:]
+    finally:
+        deployment.stop()
+    intruder_log = (deployment.workdir / "intruder.log").read_text()
+    assert code != 0 and "Failed to activate SuperNode" in intruder_log, intruder_log[-2000:]
+    link_log = (deployment.workdir / "superlink.log").read_text()
+    assert "No SuperNode found with the given public key" in link_log
+    assert link_log.count("[Fleet.ActivateNode] Activated") == NODES
+    [round_] = [json.loads(line) for line in (deployment.out / "rounds.jsonl").read_text().splitlines()]
+    assert round_["aggregated"] == [f"client_{i:02d}" for i in range(NODES)]
+    print(f"refused-intruder deployment: {time.monotonic() - began:.0f} s")

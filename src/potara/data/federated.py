@@ -17,6 +17,7 @@ FORTUNES_ROOT = "/usr/share/games/fortunes"
 FORTUNE_SEPARATOR = re.compile(r"^%[ \t\r]*$", flags=re.MULTILINE)
 OVERSTRIKE = re.compile(r".\x08")
 MIN_QUOTE_CHARS = 20
+MAX_CLASSES = 100_000  # integer labels are class ids below this
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 IMAGE_FEATURES = (datasets.Image, datasets.Array2D, datasets.Array3D)
 PRETRAIN_DIGITS = (0, 1, 2, 3, 4)  # the offline ViT is pretrained on these (potara.models.vision) ...
@@ -98,9 +99,22 @@ def load_local_files(path: str | Path, *, text_column: str = "text", label_colum
     if path.suffix not in LOCAL_FORMATS:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} not found")
-    ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        raise FileNotFoundError(f"data file {path} not found (or not a file)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"data file {path} is empty")
+    kind = LOCAL_FORMATS[path.suffix]
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as err:  # the readers raise many types for a bad file (DatasetGenerationError, ArrowInvalid, ...)
+        raise ValueError(f"data file {path} is not readable as {kind}: {_root_cause(err)}") from err
     return normalize_columns(ds, text_column=text_column, label_column=label_column, source=str(path))
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost error behind ``err`` (what the reader found wrong), on one line."""
+    while err.__cause__ or err.__context__:
+        err = err.__cause__ or err.__context__
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def normalize_columns(
@@ -113,11 +127,43 @@ def normalize_columns(
             raise ValueError(f"{source}: no column {column!r}; available columns: {', '.join(ds.column_names)}")
     target = "image" if isinstance(ds.features[input_column], IMAGE_FEATURES) else "text"
     ds = ds.select_columns([input_column, label_column])
+    _check_rows(ds, input_column if target == "text" else None, label_column, source)
     renames = {old: new for old, new in ((input_column, target), (label_column, "label")) if old != new}
     ds = ds.rename_columns(renames) if renames else ds
     if _is_string_column(ds, "label"):
         ds = ds.class_encode_column("label")
+    _check_label_ids(ds, source)
     return ds
+
+
+def _check_rows(ds: datasets.Dataset, text_column: str | None, label_column: str, source: str) -> None:
+    """Rows, each with a label and an input, a string where the input is text (``text_column``)."""
+    if ds.num_rows == 0:
+        raise ValueError(f"{source}: no rows")
+    if text_column is not None and not _is_string_column(ds, text_column):
+        raise ValueError(f"{source}: input column {text_column!r} holds {ds.features[text_column]}, not text")
+    for column in ds.column_names:
+        missing = ds.data.column(column).null_count
+        if missing:
+            raise ValueError(f"{source}: {missing} row(s) have no value in column {column!r}; fill or drop them")
+
+
+def _check_label_ids(ds: datasets.Dataset, source: str) -> None:
+    """Labels are class ids 0..n-1: n the named classes, or for plain integers at most ``MAX_CLASSES`` (a
+    classifier head has a row per id up to the largest; a larger id is a mislabelled row)."""
+    feature = ds.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        classes = feature.num_classes
+    elif isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+        classes = MAX_CLASSES
+    else:
+        raise ValueError(f"{source}: labels must be class names or integer class ids, got {feature}")
+    low, high = min(ds["label"]), max(ds["label"])
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{source}: label {low if low < 0 else high} is not a class id in 0..{classes - 1}; "
+            "use ids 0..n-1 or class names"
+        )
 
 
 def _guess_input_column(ds: datasets.Dataset, label_column: str, source: str) -> str:

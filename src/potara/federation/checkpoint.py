@@ -166,7 +166,7 @@ def load(root: str | Path) -> RoundState | None:
     folder = found[-1]
     manifest = read_json(folder / MANIFEST)
     files = _verified(folder, manifest)
-    meta = _json_of(folder / STATE, files[STATE])
+    meta = _state_of(folder / STATE, files[STATE])
     tensors = {rel: _tensors_of(folder / rel, data) for rel, data in files.items() if rel.endswith(".safetensors")}
     clients = {name: _listed(tensors, f"{CLIENTS}/{name}.safetensors", folder) for name in meta["clients"]}
     return RoundState(
@@ -187,7 +187,7 @@ def _verified(folder: Path, manifest: dict) -> dict[str, bytes]:
         raise CheckpointError(f"checkpoint manifest '{folder / MANIFEST}' does not list the checkpoint's files")
     out = {}
     for rel, meta in listed.items():
-        path = folder / rel
+        path = _entry(folder, rel, meta)
         if not path.is_file():
             raise CheckpointError(f"checkpoint file '{path}' is missing")
         data = path.read_bytes()
@@ -199,6 +199,23 @@ def _verified(folder: Path, manifest: dict) -> dict[str, bytes]:
             raise CheckpointError(f"checkpoint file '{path}' does not match its sha256 in the manifest (altered?)")
         out[rel] = data
     return out
+
+
+def _entry(folder: Path, rel: str, meta: Any) -> Path:
+    """The path of a file the manifest lists, once its entry is a relative name inside ``folder`` with a size
+    and a sha256."""
+    well_formed = isinstance(meta, dict) and type(meta.get("bytes")) is int and isinstance(meta.get("sha256"), str)
+    if not well_formed or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise CheckpointError(f"checkpoint manifest '{folder / MANIFEST}' has a malformed entry {rel!r} (altered?)")
+    return folder / rel
+
+
+def _state_of(path: Path, data: bytes) -> dict[str, Any]:
+    meta = _json_of(path, data)
+    keys = ("round", "records", "totals", "config", "rng", "clients")
+    if not isinstance(meta, dict) or any(k not in meta for k in keys):
+        raise CheckpointError(f"checkpoint file '{path}' lacks some of {', '.join(keys)} (altered?)")
+    return meta
 
 
 def read_json(path: str | Path) -> Any:

@@ -21,6 +21,7 @@ from .update import ClientUpdate
 
 log = logging.getLogger(__name__)
 Fail = Callable[[str], "InvalidUpdate"]
+MAX_EXAMPLES = 2**53  # the largest count a float holds exactly (FedAvg weights and mean losses are floats)
 
 
 class InvalidUpdate(ValueError):
@@ -69,8 +70,10 @@ def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationCo
     limit = payload_limit(expect, limits)
     if len(update.payload) > limit:
         raise fail(f"payload of {len(update.payload):,} bytes exceeds the limit of {limit:,} bytes")
-    if not isinstance(update.n, int) or update.n < 1:
-        raise fail(f"example count must be a positive integer, got {update.n!r}")
+    if not isinstance(update.n, int) or isinstance(update.n, bool) or not 1 <= update.n <= MAX_EXAMPLES:
+        raise fail(f"example count must be an integer from 1 to 2**53, got {update.n!r}")
+    if not isinstance(update.train_loss, (int, float)) or not math.isfinite(update.train_loss):
+        raise fail(f"training loss must be a finite number, got {update.train_loss!r}")
     try:
         raw = parse_payload(update.payload)
     except ValueError as err:
@@ -86,9 +89,9 @@ def _check_names(raw: AdapterState, expect: Expectation, fail: Fail) -> None:
     missing = sorted(set(expect.shapes) - set(raw))
     unexpected = sorted(set(raw) - set(expect.shapes))
     if missing:
-        raise fail(f"{len(missing)} tensor(s) missing, e.g. '{missing[0]}'")
+        raise fail(f"{len(missing)} tensor(s) missing, e.g. {missing[0]!r}")
     if unexpected:
-        raise fail(f"{len(unexpected)} unexpected tensor(s), e.g. '{unexpected[0]}'")
+        raise fail(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]!r}")
 
 
 def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
@@ -96,11 +99,11 @@ def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationCon
     for key in sorted(raw):
         tensor = raw[key]
         if tuple(tensor.shape) != expect.shapes[key]:
-            raise fail(f"tensor '{key}' has shape {tuple(tensor.shape)}, expected {expect.shapes[key]}")
+            raise fail(f"tensor {key!r} has shape {tuple(tensor.shape)}, expected {expect.shapes[key]}")
         if tensor.dtype not in allowed:
-            raise fail(f"tensor '{key}' has dtype {tensor.dtype}, allowed: {', '.join(limits.dtypes)}")
+            raise fail(f"tensor {key!r} has dtype {tensor.dtype}, allowed: {', '.join(limits.dtypes)}")
         if not bool(torch.isfinite(tensor).all()):
-            raise fail(f"tensor '{key}' has non-finite values (NaN or inf)")
+            raise fail(f"tensor {key!r} has non-finite values (NaN or inf)")
 
 
 def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:

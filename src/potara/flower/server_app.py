@@ -20,7 +20,7 @@ from ..reporting.outputs import table
 from .grid import MeteredGrid
 from .results import build_summary, write_outputs
 from .settings import FlowerSettings, from_run_config
-from .strategy import ClientInfo, FederationError, PotaraFedAvg
+from .strategy import MALFORMED, ClientInfo, FederationError, PotaraFedAvg
 from .wire import to_record
 
 REGISTER = f"{MessageType.QUERY}.register"
@@ -116,31 +116,41 @@ def register(
     clients, labels, faults = [], set(), []
     for msg in replies:
         node_id = msg.metadata.src_node_id
-        if msg.has_error():
+        kind, reason = ("error", msg.error.reason) if msg.has_error() else ("", "")
+        if not kind:
+            try:
+                client, num_labels = _registration(msg)
+            except MALFORMED as err:
+                kind, reason = "invalid", f"malformed reply: {err!r}"
+        if kind:
             faults.append(
                 {
                     "phase": "register",
                     "round": 0,
                     "client": "?",
                     "node_id": node_id,
-                    "kind": "error",
-                    "reason": msg.error.reason,
+                    "kind": kind,
+                    "reason": reason,
                 }
             )
-            log(WARNING, "register: node %d failed: %s", node_id, msg.error.reason)
+            log(WARNING, "register: node %d failed: %s", node_id, reason)
             continue
-        info = msg.content["node"]
-        clients.append(
-            ClientInfo(
-                str(msg.content["client"]["name"]),
-                node_id,
-                int(info["partition-id"]),
-                int(info["n-train"]),
-            )
-        )
-        labels.add(int(info["num-labels"]))
+        clients.append(client)
+        labels.add(num_labels)
     _check_registry(clients, labels, settings)
     return clients, labels.pop(), faults
+
+
+def _registration(msg: Message) -> tuple[ClientInfo, int]:
+    """A register reply: the node's client and its number of labels."""
+    info = msg.content["node"]
+    client = ClientInfo(
+        str(msg.content["client"]["name"]),
+        msg.metadata.src_node_id,
+        int(info["partition-id"]),
+        int(info["n-train"]),
+    )
+    return client, int(info["num-labels"])
 
 
 def _check_registry(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,24 +48,41 @@ def from_run_config(
 ) -> FlowerSettings:
     """Settings from Flower's ``context.run_config`` over ``defaults`` (e.g. the simulation's)."""
     values = {**DEFAULTS, **(defaults or {}), **dict(run_config)}
-    unknown = sorted(set(values) - set(DEFAULTS))
+    unknown = sorted((k for k in values if k not in DEFAULTS), key=str)
     if unknown:
         raise ConfigError(
-            f"unknown Flower setting '{unknown[0]}'; valid: {', '.join(sorted(DEFAULTS))}"
+            f"unknown Flower setting {unknown[0]!r}; valid: {', '.join(sorted(DEFAULTS))}"
         )
-    overrides = shlex.split(str(values["overrides"]))
+    try:
+        overrides = shlex.split(str(values["overrides"]))
+    except ValueError as err:  # an unclosed quote
+        raise ConfigError(f"overrides {config_mod.shown(values['overrides'])} do not split into key=value words: {err}") from err
     run = config_mod.load(str(values["config-file"]) or None, overrides)
     settings = FlowerSettings(
         run=run,
         out_dir=str(values["out-dir"]),
-        min_train_nodes=int(values["min-train-nodes"]),
-        min_available_nodes=int(values["min-available-nodes"]),
-        wait_nodes_timeout=float(values["wait-nodes-timeout"]),
-        round_timeout=float(values["round-timeout"]),
-        evaluate_every=int(values["evaluate-every"]),
+        min_train_nodes=_integer(values, "min-train-nodes"),
+        min_available_nodes=_integer(values, "min-available-nodes"),
+        wait_nodes_timeout=_seconds(values, "wait-nodes-timeout"),
+        round_timeout=_seconds(values, "round-timeout"),
+        evaluate_every=_integer(values, "evaluate-every"),
     )
     _check(settings)
     return settings
+
+
+def _integer(values: Mapping[str, Any], key: str) -> int:
+    value = values[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {config_mod.shown(value)}")
+    return value
+
+
+def _seconds(values: Mapping[str, Any], key: str) -> float:
+    value = values[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number of seconds, got {config_mod.shown(value)}")
+    return float(value)
 
 
 def _check(settings: FlowerSettings) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
@@ -24,10 +24,13 @@ from ..engine import strategy_for
 from ..federation.rounds import aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..merge.taskvec import AdapterState
+from ..methods import resolve
 from .settings import FlowerSettings
 from .wire import FED_KEY, ROWS_KEY, origin, to_payload, to_record
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
+# What reading a reply raises when its records are not what a ClientApp sends (missing, mistyped, unreadable)
+MALFORMED = (KeyError, TypeError, ValueError, OverflowError, RecursionError)
 
 
 class FederationError(RuntimeError):
@@ -145,7 +148,9 @@ class PotaraFedAvg(FedAvg):
         """The core's ``aggregate_round`` (validation, then FedAvg) over the replies in the sampled order."""
         valid = self._valid(list(replies), "train", server_round)
         updates = [
-            u for u in (self._update(m, server_round) for m in valid) if u is not None
+            u
+            for u in (self._read(m, "train", server_round, self._update) for m in valid)
+            if u is not None
         ]
         order = list(self._sent.values())
         updates.sort(key=lambda u: order.index(u.client))
@@ -203,12 +208,13 @@ class PotaraFedAvg(FedAvg):
     ) -> MetricRecord | None:
         """The mean over clients of FedIT's test accuracy (as the embedded engine's ``fedit_mean_acc``)."""
         valid = self._valid(list(replies), "evaluate", server_round)
-        if not valid:
-            return None
-        accs = {
-            self._sent[self._node(m)]: float(m.content["metrics"]["fedit-acc"])
+        read = {
+            self._sent[self._node(m)]: self._read(m, "evaluate", server_round, _fedit_acc)
             for m in valid
         }
+        accs = {name: acc for name, acc in read.items() if acc is not None}
+        if not accs:
+            return None
         record = self.rounds[-1]
         record["fedit_mean_acc"] = sum(accs.values()) / len(accs)
         record["fedit_acc"] = accs
@@ -228,17 +234,11 @@ class PotaraFedAvg(FedAvg):
     def aggregate_personalize(self, replies: Iterable[Message]) -> dict[str, Personal]:
         """Per reporting client, every method's row (accuracy, λ, ...) and timings; the others become faults."""
         valid = self._valid(list(replies), "personalize", len(self.rounds))
-        return {
-            self._sent[self._node(m)]: Personal(
-                json.loads(str(m.content["report"][ROWS_KEY])),
-                {
-                    k: float(v)
-                    for k, v in m.content["metrics"].items()
-                    if k.endswith("-s")
-                },
-            )
+        read = {
+            self._sent[self._node(m)]: self._read(m, "personalize", len(self.rounds), self._personal)
             for m in valid
         }
+        return {name: p for name, p in read.items() if p is not None}
 
     def _post(self, messages: list[Message]) -> list[Message]:
         """Keep the outgoing messages: the grid gives them ids, which replies (and SuperLink errors) refer to."""
@@ -265,26 +265,35 @@ class PotaraFedAvg(FedAvg):
                 )
         return [m for m in replies if not m.has_error() and self._node(m) in self._sent]
 
-    def _update(self, msg: Message, round_: int) -> ClientUpdate | None:
-        """The reply as the core's ClientUpdate; a reply without a readable adapter is a fault."""
-        name = self._sent[self._node(msg)]
+    def _read(self, msg: Message, phase: str, round_: int, parse: Callable[[Message], Any]) -> Any:
+        """``parse(msg)``, or None and a fault naming the client when the reply is malformed."""
         try:
-            metrics = msg.content["metrics"]
-            return ClientUpdate(
-                name,
-                to_payload(msg.content[FED_KEY]),
-                int(metrics["num-examples"]),
-                float(metrics["train-loss"]),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            self._fault(
-                "train",
-                round_,
-                self._node(msg),
-                "invalid",
-                f"malformed reply: {err!r}",
-            )
+            return parse(msg)
+        except MALFORMED as err:
+            self._fault(phase, round_, self._node(msg), "invalid", f"malformed reply: {err!r}")
             return None
+
+    def _update(self, msg: Message) -> ClientUpdate:
+        """A train reply as the core's ClientUpdate (which ``aggregate_round`` then validates)."""
+        metrics = msg.content["metrics"]
+        return ClientUpdate(
+            self._sent[self._node(msg)],
+            to_payload(msg.content[FED_KEY]),
+            int(metrics["num-examples"]),
+            float(metrics["train-loss"]),
+        )
+
+    def _personal(self, msg: Message) -> Personal:
+        """A personalize reply: a row for every configured method, about this client, with an accuracy."""
+        name = self._sent[self._node(msg)]
+        rows = json.loads(str(msg.content["report"][ROWS_KEY]))
+        for method in resolve(self.settings.run):
+            row = rows[method.name]
+            if row["client"] != name:
+                raise ValueError(f"row of {method.name} is about client {row['client']!r}, not {name}")
+            accuracy(row["acc"])
+        timings = {k: float(v) for k, v in msg.content["metrics"].items() if k.endswith("-s")}
+        return Personal(rows, timings)
 
     def _fault(
         self, phase: str, round_: int, node_id: int, kind: str, reason: str
@@ -323,6 +332,18 @@ class PotaraFedAvg(FedAvg):
                 if f["kind"] != "missing"
             ],
         }
+
+
+def accuracy(value: Any) -> float:
+    """``value`` as an accuracy; ``ValueError`` when it is not a number in [0, 1]."""
+    acc = float(value)
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(f"accuracy {value!r} is not a number in [0, 1]")
+    return acc
+
+
+def _fedit_acc(msg: Message) -> float:
+    return accuracy(msg.content["metrics"]["fedit-acc"])
 
 
 def _message(content: dict[str, Any], node_id: int, message_type: str) -> Message:

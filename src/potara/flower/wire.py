@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flwr.app import ArrayRecord, Message
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Message
 
 from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, serialize
@@ -20,8 +22,21 @@ def to_record(state: AdapterState) -> ArrayRecord:
 
 
 def to_payload(record: ArrayRecord) -> bytes:
-    """The core's wire format (safetensors bytes) for a received ArrayRecord."""
-    return serialize({k: v.float() for k, v in record.to_torch_state_dict().items()})
+    """The core's wire format (safetensors bytes) for a received ArrayRecord; ``ValueError`` when it is not an
+    ArrayRecord of readable float32 arrays (a peer's bytes are not trusted: nothing is cast)."""
+    if not isinstance(record, ArrayRecord):
+        raise ValueError(f"expected an ArrayRecord of the adapter's tensors, got a {type(record).__name__}")
+    return serialize({key: _tensor(key, array) for key, array in record.items()})
+
+
+def _tensor(key: str, array: Array) -> torch.Tensor:
+    try:
+        values = array.numpy()
+    except Exception as err:  # NumPy raises several error types for malformed bytes
+        raise ValueError(f"array '{key}' is not a readable NumPy array ({type(err).__name__}: {err})") from err
+    if not isinstance(values, np.ndarray) or values.dtype != np.float32:
+        raise ValueError(f"array '{key}' holds {getattr(values, 'dtype', type(values).__name__)}, expected float32")
+    return torch.tensor(values)
 
 
 def from_record(record: ArrayRecord, sender: str) -> AdapterState:
@@ -35,7 +50,16 @@ def payload_bytes(message: Message) -> int:
     count the same bytes for the same adapter."""
     if not message.has_content():
         return 0
-    return sum(len(to_payload(record)) for record in message.content.array_records.values())
+    return sum(_wire_bytes(record) for record in message.content.array_records.values())
+
+
+def _wire_bytes(record: ArrayRecord) -> int:
+    """The record's wire payload length; for a record that is not one (a malformed reply), Flower's count of
+    what crossed."""
+    try:
+        return len(to_payload(record))
+    except ValueError:
+        return record.count_bytes()
 
 
 def array_bytes(message: Message) -> int:

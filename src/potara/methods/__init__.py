@@ -63,10 +63,10 @@ def resolve(cfg: RunConfig) -> list[Method]:
     names = available(cfg)
     unknown = [m for m in cfg.methods if m.split(VARIANT)[0] not in names]
     if unknown:
-        raise ConfigError(f"unknown method '{unknown[0]}'; available: {', '.join(sorted(names))}")
+        raise ConfigError(f"methods names unknown method {unknown[0]!r}; available: {', '.join(sorted(names))}")
     unknown = [m for m in cfg.fed.eval_methods or [] if m not in cfg.methods and m.split(VARIANT)[0] not in names]
     if unknown:
-        raise ConfigError(f"fed.eval_methods names unknown method '{unknown[0]}'; available: {', '.join(sorted(names))}")
+        raise ConfigError(f"fed.eval_methods names unknown method {unknown[0]!r}; available: {', '.join(sorted(names))}")
     return [build(spec, cfg) for spec in cfg.methods]
 
 
@@ -83,7 +83,7 @@ def build(spec: str, cfg: RunConfig) -> Method:
         key = item.split("=", 1)[0].strip()
         if not key.startswith(VARIANT_KEYS):
             raise ConfigError(
-                f"method variant '{spec}': '{key}' is not a method-only key; a variant may set "
+                f"method variant {spec!r}: {key!r} is not a method-only key; a variant may set "
                 f"{', '.join(VARIANT_KEYS)}* (other keys change what every method shares: use a suite setting)"
             )
         apply_override(values, item)

@@ -54,7 +54,7 @@ def parse_payload(payload: bytes) -> AdapterState:
     try:
         return st_load(payload)
     except Exception as err:  # safetensors raises several error types for malformed bytes
-        raise ValueError(f"not a valid safetensors blob ({err})") from err
+        raise ValueError(f"not a valid safetensors blob ({' '.join(str(err).split())})") from err
 
 
 def deserialize(payload: bytes, client: str = "?") -> AdapterState:
