@@ -19,8 +19,8 @@ from pathlib import Path
 from choose import commit, joined_cells, score, val_rows
 from lambda_cost import training
 
-from potara.bench.suite import load_suite
 from potara.bench.report import load_cells
+from potara.bench.suite import load_suite
 from potara.personalize.estimators import ESTIMATORS
 from potara.reporting.outputs import atomic_write
 from potara.reporting.stats import paired_difference
