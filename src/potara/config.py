@@ -95,7 +95,7 @@ class LocalConfig:
 
 @dataclass
 class PotaraSettings:
-    estimator: str = "crossfit"  # chosen on the dev suite by validation accuracy (benchmarks/results/dev-choices.md)
+    estimator: str = "heldout"  # chosen on dev by validation accuracy and cost (benchmarks/results/lambda-study-dev.md)
     fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
     fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
     fisher_max_examples: int = 64
