@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from potara.bench.report import Cell, load_cells
-from potara.bench.suite import load_suite
+from potara.bench.suite import Suite, load_suite
 from potara.personalize.estimators import ESTIMATORS
 from potara.reporting.outputs import atomic_write
 from potara.reporting.stats import paired_difference
@@ -132,16 +132,22 @@ def commit() -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
+def suite_cells(suite_name: str, outs: list[str]) -> tuple[Suite, dict, list[str]]:
+    """The suite, its finished cells joined over ``outs``, and the (setting, seed) cells still missing."""
+    suite = load_suite(suite_name)
+    cells = joined_cells([load_cells(Path(out), suite) for out in outs])
+    missing = [f"{s} seed {seed}" for s in suite.settings for seed in suite.seeds
+               if seed not in {c.seed for c in cells.get(s, [])}]
+    return suite, cells, missing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", nargs="+", default=["runs/dev"], help="the dev bench's output folder(s)")
     parser.add_argument("--suite", default="dev")
     parser.add_argument("--write", help="also write the choices and their evidence as JSON here")
     args = parser.parse_args()
-    suite = load_suite(args.suite)
-    cells = joined_cells([load_cells(Path(out), suite) for out in args.out])
-    missing = [f"{s} seed {seed}" for s in suite.settings for seed in suite.seeds
-               if seed not in {c.seed for c in cells.get(s, [])}]
+    suite, cells, missing = suite_cells(args.suite, args.out)
     results = {name: choose(cells, family) for name, family in candidates(suite.methods).items()}
     print(f"# Choices on the `{suite.name}` suite by validation accuracy (commit {commit()})\n")
     if missing:

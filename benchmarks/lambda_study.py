@@ -16,11 +16,9 @@ import json
 import math
 from pathlib import Path
 
-from choose import commit, joined_cells, score, val_rows
+from choose import commit, score, suite_cells, val_rows
 from lambda_cost import training
 
-from potara.bench.report import load_cells
-from potara.bench.suite import load_suite
 from potara.personalize.estimators import ESTIMATORS
 from potara.reporting.outputs import atomic_write
 from potara.reporting.stats import paired_difference
@@ -166,10 +164,7 @@ def main() -> None:
     parser.add_argument("--suite", default="dev_lambda")
     parser.add_argument("--write", help="also write the tables as JSON here (and Markdown beside it)")
     args = parser.parse_args()
-    suite = load_suite(args.suite)
-    cells = joined_cells([load_cells(Path(out), suite) for out in args.out])
-    missing = [f"{s} seed {seed}" for s in suite.settings for seed in suite.seeds
-               if seed not in {c.seed for c in cells.get(s, [])}]
+    suite, cells, missing = suite_cells(args.suite, args.out)
     chosen, rows = default_choice(cells, args.out)
     studied, refs = study(cells, suite.methods), references(cells, suite.methods)
     text = markdown(chosen, rows, studied, refs, missing)
