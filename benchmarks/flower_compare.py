@@ -1,7 +1,7 @@
 """Side by side with Flower: one federation under the embedded engine, Flower's simulation (Ray) and a
 loopback deployment (SuperLink + SuperNodes), in one run: s/round, wall, CPU and peak memory of every process.
 
-    .venv/bin/python benchmarks/flower_compare.py [--clients 10] [--rounds 3] [--steps 1] [--actors 2]
+    .venv/bin/python benchmarks/flower_compare.py [--clients 6] [--rounds 3] [--steps 1] [--actors 2]
         [--methods fedit potara] [--engines embedded simulation deployment] [--out benchmarks/results/flower-compare.md]
 
 Needs the flower extra (``pip install -e .[flower]``: flwr[simulation], which brings Ray). Every engine runs
@@ -369,7 +369,7 @@ def report(rows: list[dict], argv: list[str], over: list[str], args: argparse.Na
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1, help="local steps per client and round (fed.local_steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process")
