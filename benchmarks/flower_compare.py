@@ -1,7 +1,7 @@
 """Side by side with Flower: one federation under the embedded engine, Flower's simulation (Ray) and a
 loopback deployment (SuperLink + SuperNodes), in one run: s/round, wall, CPU and peak memory of every process.
 
-    .venv/bin/python benchmarks/flower_compare.py [--clients 6] [--rounds 3] [--steps 1] [--actors 2]
+    .venv/bin/python benchmarks/flower_compare.py [--clients 4] [--rounds 3] [--steps 1] [--actors 2]
         [--methods fedit potara] [--engines embedded simulation deployment] [--out benchmarks/results/flower-compare.md]
 
 Needs the flower extra (``pip install -e .[flower]``: flwr[simulation], which brings Ray). Every engine runs
@@ -39,12 +39,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True)
 class Proc:
-    """One process as /proc shows it: parent, start time (ticks since boot, with the pid its identity), CPU ticks."""
+    """One process as /proc shows it: parent, start time (ticks since boot, with the pid its identity), CPU ticks,
+    name (``comm``: the executable or script, 15 characters at most)."""
 
     pid: int
     ppid: int
     start: int
     cpu_ticks: int
+    name: str = ""
 
 
 def read_proc(pid: int) -> Proc | None:
@@ -54,7 +56,8 @@ def read_proc(pid: int) -> Proc | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
-    return Proc(pid, int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12]))
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return Proc(pid, int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12]), name)
 
 
 def all_procs() -> list[Proc]:
@@ -126,6 +129,14 @@ class TreeSampler:
     def cpu_s(self) -> float:
         """CPU seconds of every process seen, as last sampled (short of at most one interval each)."""
         return sum(p.cpu_ticks for p in self.seen.values()) / TICK
+
+    def cpu_by_name(self) -> list[tuple[str, int, float]]:
+        """(name, processes, CPU seconds) of every process name seen, most CPU first."""
+        totals: dict[str, tuple[int, float]] = {}
+        for p in self.seen.values():
+            count, cpu = totals.get(p.name, (0, 0.0))
+            totals[p.name] = (count + 1, cpu + p.cpu_ticks / TICK)
+        return sorted(((n, c, s) for n, (c, s) in totals.items()), key=lambda t: -t[2])
 
     def reap(self) -> int:
         """SIGKILL the processes seen that still run (same pid and start time: not a reused pid); how many."""
@@ -272,7 +283,7 @@ def measure(engine: str, args: argparse.Namespace, over: list[str], work: Path) 
     result = json.loads((out / "result.json").read_text())
     return {"engine": engine, "wall_s": wall, "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
             "peak_procs": sampler.peak_procs, "procs": len(sampler.seen), "cpu_s": sampler.cpu_s,
-            "load_before": load, "left_running": left, **result}
+            "load_before": load, "left_running": left, "cpu_by_name": sampler.cpu_by_name(), **result}
 
 
 def agreement(rows: list[dict], work: Path) -> None:
@@ -363,13 +374,23 @@ def report(rows: list[dict], argv: list[str], over: list[str], args: argparse.Na
         f"Work: {args.clients} clients, {args.rounds} rounds, {args.steps} local step(s) each, methods "
         f"{', '.join(args.methods)}; simulation: {args.actors} Ray actor(s) of 1 CPU; deployment: 1 SuperLink + "
         f"{args.clients} SuperNodes on 127.0.0.1 (insecure). Overrides: `{' '.join(over)}`", "",
-        table(rows), "",
+        table(rows), "", "CPU seconds by process name (processes), most first:", "",
+        *(f"- {r['engine']}: {cpu_lines(r['cpu_by_name'])}" for r in rows), "",
     ])
+
+
+def cpu_lines(by_name: list[tuple[str, int, float]], top: int = 6) -> str:
+    """The ``top`` process names by CPU seconds, then the rest together."""
+    shown = [f"{name} {cpu:.0f} ({count})" for name, count, cpu in by_name[:top]]
+    rest = by_name[top:]
+    if rest:
+        shown.append(f"other {sum(c for _, _, c in rest):.0f} ({sum(n for _, n, _ in rest)})")
+    return ", ".join(shown)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1, help="local steps per client and round (fed.local_steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every process")

@@ -32,7 +32,7 @@ def test_the_sampler_sums_the_tree_and_reaps_what_is_left():
         proc.wait(30)
     assert sampler.peak_procs == 2 and len(sampler.seen) == 2
     assert sampler.peak_rss > 80e6 and 0 < sampler.peak_pss <= sampler.peak_rss
-    assert sampler.cpu_s >= 0
+    assert sampler.cpu_s >= 0 and sum(n for _, n, _ in sampler.cpu_by_name()) == 2
     [orphan] = [p for p in sampler.seen.values() if p.pid != proc.pid]
     assert sampler.reap() == 1
     deadline = time.monotonic() + 5
@@ -64,3 +64,8 @@ def test_the_table_has_a_cell_per_column():
     lines = fc.table([row, {**row, "engine": "simulation", "d_adapter": 1e-7}]).splitlines()
     assert len({line.count("|") for line in lines}) == 1
     assert "| embedded | 3.0 | 2.2 | 4.0 | 20.0 | 8.5 | 19 | 900 | 800 | 1 / 1 |" in lines[2]
+
+
+def test_cpu_lines_show_the_top_names_then_the_rest():
+    by_name = [("flwr-clientapp", 30, 500.0), ("python", 2, 40.0), ("bash", 3, 0.4)]
+    assert fc.cpu_lines(by_name, top=2) == "flwr-clientapp 500 (30), python 40 (2), other 0 (3)"
