@@ -368,7 +368,7 @@ def report(rows: list[dict], argv: list[str], over: list[str], args: argparse.Na
                            capture_output=True, text=True, check=False).stdout.strip()
     return "\n".join([
         "# Potara: embedded engine, Flower simulation (Ray) and loopback deployment side by side", "",
-        f"Command: `.venv/bin/python benchmarks/flower_compare.py {' '.join(argv)}`", "",
+        f"Command: `{' '.join(['.venv/bin/python benchmarks/flower_compare.py', *argv])}`", "",
         f"Commit: {commit}{' (with local changes)' if dirty else ''}; {versions()}", "",
         f"Machine: {machine()}", "",
         f"Work: {args.clients} clients, {args.rounds} rounds, {args.steps} local step(s) each, methods "
