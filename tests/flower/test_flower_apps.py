@@ -202,6 +202,13 @@ def test_bytes_are_those_of_the_messages(clean_run):
     assert m["local"]["bytes_up"] == m["local"]["bytes_down"] == 0
 
 
+def test_every_round_says_how_long_it_took(clean_run):
+    """``seconds`` per round in rounds.jsonl: from the train messages out to the aggregated adapter."""
+    summary, _, out = clean_run
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert len(rounds) == 2 and all(0 < r["seconds"] < summary["timing"]["federation_s"] for r in rounds)
+
+
 def test_embedded_and_flower_count_the_same_bytes(clean_run, embedded_run):
     """One run, both engines: the same bytes up and down for every method, the final broadcast (Flower's
     personalize messages) included in both."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
@@ -81,6 +82,7 @@ class PotaraFedAvg(FedAvg):
         self.faults: list[dict[str, Any]] = []
         self._sent: dict[int, str] = {}
         self._outbox: list[Message] = []
+        self._round_began = 0.0
 
     def summary(self) -> None:
         log(
@@ -112,6 +114,7 @@ class PotaraFedAvg(FedAvg):
             server_round,
         )
         _set_phase(grid, "train", server_round)
+        self._round_began = time.perf_counter()
         self._sent = {by_name[name].node_id: name for name in chosen}
         self.rounds.append({"round": server_round, "clients": chosen})
         log(
@@ -178,6 +181,7 @@ class PotaraFedAvg(FedAvg):
             1, sum(u.n for u in kept)
         )
         record["aggregated"] = [u.client for u in kept]
+        record["seconds"] = time.perf_counter() - self._round_began
         if outcome.kept_previous:
             record["kept_previous"] = True
         return to_record(self.state), MetricRecord(
