@@ -36,7 +36,7 @@ class Counted:
 @pytest.fixture(scope="module")
 def spied(tiny_model_dir, synthetic_csv):
     """A run with ``fed.fraction=0.5`` of 4 clients, ``fed.aggregation=product``, ``fed.local_steps=3``,
-    ``local.init=pretrained`` and ``potara.fisher=kfac``, and what its client steps, aggregations, federated
+    ``local.init=pretrained``, ``potara.fisher=kfac`` and ``potara.estimator=folds``, and what its client steps, aggregations, federated
     trainings, local trainings and Fisher passes saw."""
     seen = SimpleNamespace(clients=[], uploads=[], aggregations=0, fed_steps=[], local_starts=[], fishers=[])
     client_step, fed_train, aggregate = fed_rounds.client_step, fed_rounds.train, ProductFedAvg.aggregate
@@ -70,7 +70,7 @@ def spied(tiny_model_dir, synthetic_csv):
         f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", f"data.num_clients={CLIENTS}",
         "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", f"fed.rounds={ROUNDS}",
         "local.epochs=1", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
-        "threads=1", "methods=fedit,potara_folds", "fed.fraction=0.5", "fed.aggregation=product",
+        "threads=1", "methods=fedit,potara,potara_folds", "potara.estimator=folds", "fed.fraction=0.5", "fed.aggregation=product",
         f"fed.local_steps={STEPS}", "local.init=pretrained", "potara.fisher=kfac",
     ])
     with pytest.MonkeyPatch.context() as mp:
@@ -121,3 +121,9 @@ def test_kfac_fisher_is_factored_on_every_lora_module(spied):
         lora = [v for k, v in metric.items() if "classifier" not in k]
         assert lora and all(isinstance(v, tuple) and len(v) == 2 for v in lora)
         assert all(isinstance(v, torch.Tensor) for k, v in metric.items() if "classifier" in k)
+
+
+def test_potara_uses_the_configured_estimator(spied):
+    _, result, _ = spied
+    lams = [[r["lambda"] for r in result.methods[name].per_client] for name in ("potara", "potara_folds")]
+    assert lams[0] == lams[1]
