@@ -36,8 +36,8 @@ class Counted:
 @pytest.fixture(scope="module")
 def spied(tiny_model_dir, synthetic_csv):
     """A run with ``fed.fraction=0.5`` of 4 clients, ``fed.aggregation=product``, ``fed.local_steps=3``,
-    ``local.init=pretrained``, ``potara.fisher=kfac`` and ``potara.estimator=folds``, and what its client steps, aggregations, federated
-    trainings, local trainings and Fisher passes saw."""
+    ``local.init=pretrained``, ``potara.fisher=kfac`` and ``potara.estimator=folds``, and what its client steps,
+    aggregations, federated trainings, local trainings and Fisher passes saw."""
     seen = SimpleNamespace(clients=[], uploads=[], aggregations=0, fed_steps=[], local_starts=[], fishers=[])
     client_step, fed_train, aggregate = fed_rounds.client_step, fed_rounds.train, ProductFedAvg.aggregate
     local_train, model_fisher = session_module.train, session_module.model_fisher
