@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from potara import config
 from potara.cli.main import main
@@ -75,9 +80,31 @@ def test_run_then_merge_saved_adapters(tiny_overrides, synthetic_csv, tmp_path, 
          "--data", str(synthetic_csv), "--out", str(merged), "--max-length", "16"], capsys,
     )
     assert code == 0, err
-    lam = json.loads((merged / "lambda.json").read_text())
-    assert 0.0 <= lam["lambda"] <= 1.0
-    assert (merged / "adapter" / "adapter_model.safetensors").is_file()
+    lam = json.loads((merged / "lambda.json").read_text())["lambda"]
+    assert 0.0 <= lam <= 1.0
+    assert_reloads_as_the_interpolation(merged / "adapter", adapter, out / "adapters" / "client_01", lam)
+
+
+def assert_reloads_as_the_interpolation(merged: Path, federated: Path, local: Path, lam: float) -> None:
+    """The merged adapter, loaded by plain ``PeftModel.from_pretrained``, gives the logits of the base model whose
+    weights are ``λ W_F + (1−λ) W_L``, with ``W_F`` and ``W_L`` the two input adapters folded into the base."""
+    base_dir = json.loads((merged / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tensors = load_file(str(federated / "adapter_model.safetensors"))
+    labels = next(v.shape[0] for k, v in tensors.items() if k.endswith("classifier.weight"))
+
+    def base():
+        return AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=labels)
+
+    folded = [PeftModel.from_pretrained(base(), d).merge_and_unload().state_dict() for d in (federated, local)]
+    by_hand = base()
+    by_hand.load_state_dict({k: lam * v + (1 - lam) * folded[1][k] if v.is_floating_point() else v
+                             for k, v in folded[0].items()})
+    reloaded = PeftModel.from_pretrained(base(), merged)
+    inputs = AutoTokenizer.from_pretrained(base_dir)(["violin piano drum", "tiger lion wolf bear"], return_tensors="pt",
+                                                     padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**inputs).logits, by_hand.eval()(**inputs).logits,
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_merge_rejects_a_folder_that_is_not_an_adapter(tmp_path, synthetic_csv, capsys):
@@ -95,7 +122,5 @@ def test_a_lone_method_is_a_one_item_list():
 
 
 def test_the_shipped_default_config_is_the_embedded_default():
-    from pathlib import Path
-
     shipped = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
     assert config.load(shipped, []).to_dict() == config.RunConfig().to_dict()

@@ -89,8 +89,9 @@ def test_non_positive_example_count_is_rejected():
     assert "example count must be an integer from 1" in aggregate_round(FedAvg(), state(0), [update]).rejected["c9"]
 
 
-def test_server_step_with_only_honest_updates_is_fedavg():
-    updates = [honest("c1", 1, n=10), honest("c2", 2, n=30)]
-    out = server_step(FedAvg(), state(0), updates)
-    expected = FedAvg().aggregate([(aggregate_round(FedAvg(), state(0), [u]).state, u.n) for u in updates], state(0))
+def test_server_step_with_only_honest_updates_weights_them_by_example_counts():
+    """Steps 0.01·d₁ (10 examples) and 0.01·d₂ (30): the new global is the current one + 0.01·(¼ d₁ + ¾ d₂)."""
+    out = server_step(FedAvg(), state(0), [honest("c1", 1, n=10), honest("c2", 2, n=30)])
+    expected = {k: v + 0.01 * (0.25 * d1 + 0.75 * d2) for (k, v), d1, d2 in zip(state(0).items(), state(1).values(),
+                                                                              state(2).values())}
     assert all(torch.allclose(out[k], expected[k]) for k in KEYS)

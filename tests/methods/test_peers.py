@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,7 @@ from conftest import without_seconds
 
 from potara import config, engine
 from potara.config import ConfigError, PeersConfig
+from potara.federation import checkpoint
 from potara.federation import rounds as fed_rounds
 from potara.federation.recipes import FEDIT, FEDSA_LORA, FFA_LORA, Ditto
 from potara.flower.settings import from_run_config
@@ -20,7 +22,7 @@ from potara.methods import apfl, ditto_posthoc, feddpa
 from potara.models.adapters import get_state, parse_payload, serialize, set_state
 from potara.models.loading import load_peft_classifier
 from potara.personalize.session import ClientSession, Timers
-from potara.training.loop import train
+from potara.training.loop import train, train_through_merge
 
 PEERS = ["ffa_lora", "fedsa_lora", "ditto", "ditto_posthoc", "apfl", "feddpa"]
 
@@ -193,14 +195,36 @@ def test_ditto_posthoc_pulls_toward_the_federated_adapter_and_mu_zero_is_fedit_f
     assert dist[0.0] > dist[1.0] > dist[100.0] > 0
 
 
-def test_apfl_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state):
+def test_apfl_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state, monkeypatch):
+    """α read off the trained parameter (α = sigmoid(s)): the reported λ is 1 − α, and the chosen merge is the
+    mixture APFL trained, ``α v + (1 − α) w_F``, module by module."""
+    trained = []
+
+    def spying(model, data, budget, gen, groups, mixture):
+        loss = train_through_merge(model, data, budget, gen, groups, mixture)
+        trained.append((groups[-1]["params"][0], mixture))
+        return loss
+
+    monkeypatch.setattr(apfl, "train_through_merge", spying)
     session = session_of(tiny, fedit_state)
     choice = apfl.build(tiny.cfg).personalize(session)
-    lam = choice.lam
-    assert 0 < lam < 1 and abs(lam - 0.5) > 1e-3  # α moved from APFL's ½
-    assert choice.weights == [lam, 1 - lam] and choice.states[0] is fedit_state
+    (logit, mixture), = trained
+    alpha = float(torch.sigmoid(logit))
+    assert abs(alpha - 0.5) > 1e-3 and choice.lam == pytest.approx(1 - alpha)  # α moved from APFL's ½
+    assert choice.weights == [choice.lam, alpha] and choice.states[0] is fedit_state
     local = choice.states[1]
     assert any(not local[k].equal(fedit_state[k]) for k in local)  # v trained with α
+    assert_same_function(session.merged(choice.states, choice.weights), mixture())
+
+
+def assert_same_function(first: dict, second: dict) -> None:
+    """Two exact merges (rank-concatenated, scale 1) with the same ΔW = B·A per module and the same saved modules."""
+    with torch.no_grad():
+        for module in lora_modules(first):
+            torch.testing.assert_close(first[module + LORA_B] @ first[module + LORA_A],
+                                       second[module + LORA_B] @ second[module + LORA_A])
+        for key in extra_keys(first):
+            torch.testing.assert_close(first[key], second[key])
 
 
 def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
@@ -275,16 +299,56 @@ def test_fedit_is_unchanged_by_the_peers(tiny, peers_run):
     assert [r["acc"] for r in a.per_client] == [r["acc"] for r in b.per_client]
 
 
-def test_a_peer_federation_resumes_from_its_checkpoint(tiny, tmp_path):
+class Interrupted(Exception):
+    """Stands in for a kill right after a checkpoint is written."""
+
+
+def interrupt_after(monkeypatch, where: Path, round_: int) -> None:
+    """Raise :class:`Interrupted` once ``where``'s checkpoint of ``round_`` is on disk."""
+    save = checkpoint.save
+
+    def saving(root, state, keep=2):
+        out = save(root, state, keep)
+        if Path(root) == where and state.round == round_:
+            raise Interrupted
+        return out
+
+    monkeypatch.setattr(checkpoint, "save", saving)
+
+
+def client_steps(monkeypatch) -> list[str]:
+    """The client of every client step from now on."""
+    step, stepped = fed_rounds.client_step, []
+
+    def stepping(model, client, *args, **kwargs):
+        stepped.append(client)
+        return step(model, client, *args, **kwargs)
+
+    monkeypatch.setattr(fed_rounds, "client_step", stepping)
+    return stepped
+
+
+def test_peer_federations_interrupted_mid_run_resume_to_the_uninterrupted_result(tiny, tmp_path, monkeypatch):
+    """Interrupted after fedsa_lora's round 1, then after ditto's (each client's own B and head, or its personal
+    adapter, only on disk), each rerun continues from the checkpoints, running only the rounds left, and the run ends
+    as the uninterrupted one: rows, bytes and round records."""
     cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora,ditto]")
-    first = engine.run(cfg, checkpoint_dir=tmp_path)
-    for name in ("fedsa_lora", "ditto"):
-        assert (tmp_path / name / "round-000002" / "clients" / "client_00.safetensors").is_file()
-    again = engine.run(cfg, checkpoint_dir=tmp_path)  # every federation complete: only personalization runs
+    straight, n = engine.run(cfg), len(tiny.clients)
+    for recipe, rounds_left in (("fedsa_lora", 2 + 1), ("ditto", 1 + 1)):  # FedIT 2 + fedsa 1; fedsa 1 + ditto 1
+        with monkeypatch.context() as mp:
+            stepped = client_steps(mp)
+            interrupt_after(mp, tmp_path / recipe, 1)
+            with pytest.raises(Interrupted):
+                engine.run(cfg, checkpoint_dir=tmp_path)
+        assert len(stepped) == rounds_left * n
+        assert [p.name for p in checkpoint.rounds(tmp_path / recipe)] == ["round-000001"]
+    stepped = client_steps(monkeypatch)
+    resumed = engine.run(cfg, checkpoint_dir=tmp_path)
+    assert len(stepped) == n  # ditto's round 2 alone
     for name in ("fedit", "fedsa_lora", "ditto"):
-        assert without_seconds(again.methods[name].per_client) == without_seconds(first.methods[name].per_client)
-        assert again.methods[name].bytes_up == first.methods[name].bytes_up
-    assert again.rounds == first.rounds
+        assert without_seconds(resumed.methods[name].per_client) == without_seconds(straight.methods[name].per_client)
+        assert resumed.methods[name].bytes_up == straight.methods[name].bytes_up
+    assert without_seconds(resumed.rounds) == without_seconds(straight.rounds)
 
 
 @pytest.mark.parametrize("peer", ["ffa_lora", "fedsa_lora", "ditto"])
