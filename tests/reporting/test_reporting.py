@@ -8,6 +8,7 @@ import pytest
 
 from potara.reporting import outputs
 from potara.reporting.results import MethodResult, RunResult
+from potara.reporting.styles import colour_marker
 
 ACCS = {
     "local": [0.25, 0.25, 0.5, 0.25],
@@ -67,11 +68,12 @@ def test_written_summary_and_plots(tmp_path, monkeypatch):
     drawn = {}
     monkeypatch.setattr(outputs, "save_png", lambda fig, path: drawn.update(lines(fig)))
     outputs.plot_accuracy_vs_bytes(summary, rounds, tmp_path / "again.png")
-    assert drawn["oracle_test (bound)"] == ("--", "none") and drawn["potara"][0] == "-"
-    assert drawn["potara"][1] != "none"
+    assert drawn["oracle_test (bound)"] == (colour_marker("oracle_test")[0], "none")
+    assert drawn["potara"] == (colour_marker("potara")[0], colour_marker("potara")[0])  # filled, in its colour
+    assert drawn["fedit (per round)"][0] == colour_marker("fedit")[0]
 
 
 def lines(fig) -> dict[str, tuple[str, str]]:
-    """Each labelled line of a figure: its line style and marker face color."""
-    return {line.get_label(): (line.get_linestyle(), line.get_markerfacecolor())
+    """Each labelled line of a figure: its colour and marker face colour."""
+    return {line.get_label(): (line.get_color(), line.get_markerfacecolor())
             for ax in fig.axes for line in ax.get_lines()}
