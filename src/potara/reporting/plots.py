@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .styles import is_bound, label, style
 
-DODGE = 0.04  # points at equal bytes spread sideways over this share of the x range, each method in its place
+DODGE = 0.06  # points at equal bytes spread sideways over this share of the x range, each method in its place
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _final_strip(ax, finals: Mapping[str, Final]) -> None:
     methods = sum(not is_bound(n) for n in finals)
     if methods < len(names):
         ax.axvline(methods - 0.5, color="black", linewidth=0.8)
-        ax.text(methods - 0.4, 0.97, "bounds", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+        ax.text(methods - 0.4, 1.01, "bounds", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_xlim(-0.7, len(names) - 0.3)
     ax.grid(alpha=0.3, axis="y")
