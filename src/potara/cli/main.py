@@ -21,7 +21,10 @@ from .quiet import quiet, verbose
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    verbose() if args.verbose else quiet()
+    if args.verbose:
+        verbose()
+    else:
+        quiet()
     try:
         return args.func(args)
     except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
@@ -161,7 +164,7 @@ def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
 def _round_log(rounds: int, verbose: bool) -> Iterator[Callable[[dict], None]]:
     """Each round's record: a line of its own with ``-v``, else the postfix of one bar over the rounds."""
     if verbose:
-        yield lambda record: tqdm.write(f"round {record['round']}: {_round_text(record)}, {_round_bytes(record)}")
+        yield lambda r: tqdm.write(f"round {r['round']}: {_round_text(r)}, bytes up {r['bytes_up']:,} down {r['bytes_down']:,}")
         return
     with tqdm(total=rounds, desc="fedit rounds", unit="round") as bar:
 
@@ -179,10 +182,6 @@ def _round_text(record: dict) -> str:
     acc = record["fedit_mean_acc"]
     extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
     return f"fedit acc {'–' if acc is None else f'{acc:.3f}'}, train loss {record['train_loss']:.3f}{extra}"
-
-
-def _round_bytes(record: dict) -> str:
-    return f"bytes up {record['bytes_up']:,} down {record['bytes_down']:,}"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

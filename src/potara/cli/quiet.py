@@ -32,8 +32,9 @@ def quiet() -> None:
 
 def verbose() -> None:
     """Our INFO logs on stderr, with every third-party warning, log and progress bar left as it is."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("potara")
-    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    if not logger.handlers:  # once, however often the command runs in one process
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
