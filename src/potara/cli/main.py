@@ -166,15 +166,22 @@ def _round_log(rounds: int, verbose: bool) -> Iterator[Callable[[dict], None]]:
     if verbose:
         yield lambda r: tqdm.write(f"round {r['round']}: {_round_text(r)}, bytes up {r['bytes_up']:,} down {r['bytes_down']:,}")
         return
-    with tqdm(total=rounds, desc="fedit rounds", unit="round") as bar:
+    bars: list[tqdm] = []  # opened at the first round's end: a run that fails before it leaves no bar
 
-        def show(record: dict) -> None:
-            bar.update(record["round"] - bar.n)
-            bar.set_postfix_str(_round_text(record))
-            if bar.n >= rounds:
-                bar.close()  # the personalization that follows is not a round
+    def show(record: dict) -> None:
+        if not bars:
+            bars.append(tqdm(total=rounds, desc="fedit rounds", unit="round"))
+        bar = bars[0]
+        bar.update(record["round"] - bar.n)
+        bar.set_postfix_str(_round_text(record))
+        if bar.n >= rounds:
+            bar.close()  # the personalization that follows is not a round
 
+    try:
         yield show
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _round_text(record: dict) -> str:
