@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from .. import config as config_mod
 from .quiet import quiet, verbose
 
+ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -162,18 +164,20 @@ def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
 
 @contextmanager
 def _round_log(rounds: int, verbose: bool) -> Iterator[Callable[[dict], None]]:
-    """Each round's record: a line of its own with ``-v``, else the postfix of one bar over the rounds."""
+    """Each round's record: a line of its own with ``-v``, else the text of one bar over the rounds."""
     if verbose:
         yield lambda r: tqdm.write(f"round {r['round']}: {_round_text(r)}, bytes up {r['bytes_up']:,} down {r['bytes_down']:,}")
         return
     bars: list[tqdm] = []  # opened at the first round's end: a run that fails before it leaves no bar
 
     def show(record: dict) -> None:
+        text = f"fedit rounds {record['round']}/{rounds}: {_round_text(record)}"
         if not bars:
-            bars.append(tqdm(total=rounds, desc="fedit rounds", unit="round"))
+            bars.append(tqdm(total=rounds, desc=text, bar_format=ROUNDS_BAR))
         bar = bars[0]
+        bar.set_description_str(text, refresh=False)
         bar.update(record["round"] - bar.n)
-        bar.set_postfix_str(_round_text(record))
+        bar.refresh()
         if bar.n >= rounds:
             bar.close()  # the personalization that follows is not a round
 
