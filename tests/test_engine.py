@@ -67,7 +67,7 @@ def test_outputs_on_disk(tiny_run):
     assert [r["round"] for r in rounds] == [1, 2]
     assert "methods" in rounds[0]  # personalized at an intermediate round (eval_every=1)
     assert (out / "accuracy_vs_bytes.png").stat().st_size > 1000
-    assert (out / "lambda_vs_train_size.png").stat().st_size > 1000
+    assert (out / "lambda_vs_oracle.png").stat().st_size > 1000
     assert sorted(p.name for p in (out / "adapters").iterdir()) == ["client_00", "client_01", "client_02"]
     assert (out / "adapters" / "client_00" / "adapter_config.json").is_file()
 

@@ -8,6 +8,7 @@ import pytest
 
 from potara.reporting import outputs
 from potara.reporting.results import MethodResult, RunResult
+from potara.reporting.styles import colour_marker
 
 ACCS = {
     "local": [0.25, 0.25, 0.5, 0.25],
@@ -67,11 +68,52 @@ def test_written_summary_and_plots(tmp_path, monkeypatch):
     drawn = {}
     monkeypatch.setattr(outputs, "save_png", lambda fig, path: drawn.update(lines(fig)))
     outputs.plot_accuracy_vs_bytes(summary, rounds, tmp_path / "again.png")
-    assert drawn["oracle_test (bound)"] == ("--", "none") and drawn["potara"][0] == "-"
-    assert drawn["potara"][1] != "none"
+    assert drawn["oracle_test (bound)"] == (colour_marker("oracle_test")[0], "none")
+    assert drawn["potara"] == (colour_marker("potara")[0], colour_marker("potara")[0])  # filled, in its colour
+    assert drawn["fedit (per round)"][0] == colour_marker("fedit")[0]
 
 
 def lines(fig) -> dict[str, tuple[str, str]]:
-    """Each labelled line of a figure: its line style and marker face color."""
-    return {line.get_label(): (line.get_linestyle(), line.get_markerfacecolor())
+    """Each labelled line of a figure: its colour and marker face colour."""
+    return {line.get_label(): (line.get_color(), line.get_markerfacecolor())
             for ax in fig.axes for line in ax.get_lines()}
+
+
+def test_table_puts_the_bounds_below_a_rule():
+    table = outputs.table(outputs.summary({"seed": 0}, fake_result())).splitlines()
+    names = [row.split("|")[1].strip() for row in table[2:] if row.startswith("|")]
+    rule = names.index(next(n for n in names if n.startswith("*bounds")))
+    assert names[rule + 1:] == ["oracle_val (bound)", "oracle_test (bound)"]
+    assert not any("(bound)" in n for n in names[:rule])
+
+
+def test_lambda_plot_sets_each_method_against_the_oracle(tmp_path, monkeypatch):
+    summary = outputs.summary({"seed": 0}, fake_result())
+    for name, lam in (("oracle_test", 0.2), ("potara", 0.1), ("fedit", 1.0), ("potara_folds", {"a": 0.2, "b": 0.4})):
+        for k, row in enumerate(summary["methods"][name]["per_client"]):
+            row["lambda"] = {key: v * k for key, v in lam.items()} if isinstance(lam, dict) else lam * k
+    panels = {}
+    monkeypatch.setattr(outputs, "save_png", lambda fig, path: panels.update(scatters(fig)))
+    outputs.plot_lambda_vs_oracle(summary, tmp_path / "lambda.png")
+    assert set(panels) == {"potara", "potara_folds"}  # fedit's λ is no choice; the oracle is the x axis
+    assert panels["potara"] == (colour_marker("potara")[0], [(0.0, 0.0), (0.2, 0.1), (0.4, 0.2), (0.6, 0.3)])
+    assert panels["potara_folds"][1][3] == (0.6, 0.9)  # one λ per module: their mean
+
+    monkeypatch.undo()
+    del summary["methods"]["oracle_test"], summary["methods"]["oracle_val"]
+    outputs.write_outputs(tmp_path / "no_oracle", summary, [])
+    assert sorted(p.name for p in (tmp_path / "no_oracle").iterdir()) == [
+        "accuracy_vs_bytes.png", "rounds.jsonl", "summary.json"]
+
+
+def scatters(fig) -> dict[str, tuple[str, list[tuple[float, float]]]]:
+    """Each panel's method (its title's first line): the colour of its points and the points."""
+    from matplotlib.colors import to_hex
+
+    out = {}
+    for ax in fig.axes:
+        if ax.collections:
+            points = ax.collections[0]
+            xy = [tuple(round(float(v), 6) for v in p) for p in points.get_offsets()]
+            out[ax.get_title().splitlines()[0]] = (to_hex(points.get_edgecolor()[0]), xy)
+    return out

@@ -15,7 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
-from ..reporting.outputs import REFERENCE, _finite, atomic_write, difference, is_bound, label, paired, save_png
+from ..reporting.outputs import (
+    REFERENCE,
+    _finite,
+    atomic_write,
+    bound_rule,
+    bounds_last,
+    difference,
+    first_bound,
+    is_bound,
+    label,
+    lambdas_against,
+    oracle_of,
+    paired,
+    save_png,
+)
+from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
+from ..reporting.styles import colour_marker
 from .suite import Suite, cell_dir
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
@@ -56,6 +72,7 @@ def write_report(out: Path, suite: Suite) -> str:
         if group:
             plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
             plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
+            plot_lambda_vs_oracle(setting, group, out / "plots" / f"{setting}.lambda_vs_oracle.png")
     parts.append(communication_table(cells))
     numbers = paired_report(cells, suite)
     every_cell = [c for group in cells.values() for c in group]
@@ -165,7 +182,9 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     accs = unit_accs({setting: group})
-    for name in method_order(group, suite.methods):
+    names = bounds_last(method_order(group, suite.methods))
+    for name in names:
+        lines += [bound_rule(9)] if name == first_bound(names) else []
         rows = [c.methods[name] for c in group if name in c.methods]
         own = [c.summary["timing"].get("method_s", {}).get(name) for c in group if name in c.methods]
         versus = _versus_reference(accs, name)
@@ -301,7 +320,9 @@ def versus_table(numbers: dict[str, dict], settings: list[str]) -> str:
         f"| method | Δ [95% CI] | W/T/L | verdict | {' | '.join(settings)} |",
         "|---|---|---|---|" + "---|" * len(settings),
     ]
-    for other, diff in pooled.items():
+    for other in bounds_last(pooled):
+        diff = pooled[other]
+        lines += [bound_rule(4 + len(settings))] if other == first_bound(pooled) else []
         per = [numbers.get(s, {}).get(other) for s in settings]
         lines.append(f"| {label(other)} | {_columns(diff)} | "
                      + " | ".join(f"{d['verdict']} ({d['mean']:+.3f})" if d else "–" for d in per) + " |")
@@ -345,15 +366,6 @@ def _wtl(diff: dict | None) -> str:
     return "–" if diff is None else f"{diff['wins']}/{diff['ties']}/{diff['losses']}"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:
     """(cumulative MB, accuracy) per round, each the mean over the seeds that measured that round."""
     by_round: dict[int, list[tuple[int, float]]] = defaultdict(list)
@@ -367,41 +379,48 @@ def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:
 
 
 def plot_accuracy_vs_bytes(setting: str, group: list[Cell], order: list[str], path: Path) -> None:
-    """Every method on one plot, mean over seeds: a curve where accuracy was measured per round, else a point."""
-    plt = _pyplot()
+    """Mean over seeds: a curve per method measured every round, a point per other method at its bytes; beside
+    it, every method's final accuracy (± std over seeds)."""
     per_round = {FEDIT} | {name for c in group for r in c.rounds for name in r.get("methods", {})}
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    colors = plt.get_cmap("tab20").colors  # 20 distinct colors: the default cycle repeats after 10 methods
-    for i, name in enumerate(method_order(group, order)):
-        color = colors[(2 * i) % 20 + (2 * i // 20) % 2]  # the even shades, then the odd ones
-        hollow = {"mfc": "none"} if is_bound(name) else {}  # a bound: hollow markers, dashed
-        if name in per_round:
-            fmt = "o--" if hollow else "o-"
-            ax.plot(*zip(*mean_curve(group, name)), fmt, color=color, label=f"{label(name)} (per round)", **hollow)
-        else:
-            rows = [c.methods[name] for c in group if name in c.methods]
-            x = _avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6
-            fmt = "s" if hollow else "^"
-            ax.plot([x], [_avg([r["mean_acc"] for r in rows])], fmt, color=color, label=label(name), **hollow)
-    ax.set_xlabel("cumulative communication (MB, up + down)")
-    ax.set_ylabel("mean personalized test accuracy")
-    ax.set_title(f"{setting}: mean over {len(group)} seed(s)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    names = method_order(group, order)
+    curves = {name: mean_curve(group, name) for name in names if name in per_round}
+    finals = {}
+    for name in names:
+        rows = [c.methods[name] for c in group if name in c.methods]
+        accs = [r["mean_acc"] for r in rows]
+        finals[name] = Final(_avg([r["bytes_up"] + r["bytes_down"] for r in rows]) / 1e6, _avg(accs),
+                             statistics.stdev(accs) if len(accs) > 1 else None)
+    fig = accuracy_figure(curves, finals, f"{setting}, mean over {len(group)} seed(s)")
     save_png(fig, path)
-    plt.close(fig)
+    pyplot().close(fig)
+
+
+def plot_lambda_vs_oracle(setting: str, group: list[Cell], path: Path) -> None:
+    """Every seed's clients: λ chosen by each method that chooses one against the oracle's (no oracle: no plot)."""
+    oracle = oracle_of(group[0].methods)
+    if oracle is None:
+        return
+    chosen: dict[str, list] = defaultdict(list)
+    for cell in (c for c in group if oracle in c.methods):
+        for name, points in lambdas_against(cell.methods, oracle).items():
+            chosen[name] += points
+    fig = lambda_figure(chosen, oracle, f"{setting}, {len(group)} seed(s)")
+    save_png(fig, path)
+    pyplot().close(fig)
 
 
 def plot_per_client(setting: str, cell: Cell, path: Path) -> None:
     """Per-client test accuracy of potara, oracle_val, local and fedit (those the cell has), one seed."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [m for m in BAR_METHODS if m in cell.methods]
     clients = [r["client"] for r in cell.methods[names[0]]["per_client"]] if names else []
     width = 0.8 / max(1, len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(clients)), 4))
     for i, name in enumerate(names):
         accs = [r["acc"] for r in cell.methods[name]["per_client"]]
-        ax.bar([k + (i - (len(names) - 1) / 2) * width for k in range(len(accs))], accs, width, label=name)
+        ax.bar([k + (i - (len(names) - 1) / 2) * width for k in range(len(accs))], accs, width, label=label(name),
+               color=colour_marker(name)[0], edgecolor=colour_marker(name)[0],
+               **({"fill": False, "hatch": "//"} if is_bound(name) else {}))
     sizes = [r["n_train"] for r in cell.methods[names[0]]["per_client"]] if names else []
     ax.set_xticks(range(len(clients)), [f"{c}\nn={n}" for c, n in zip(clients, sizes)], fontsize=7)
     ax.set_ylabel("test accuracy")

@@ -8,16 +8,25 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .. import config as config_mod
+from .quiet import quiet, verbose
+
+ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        verbose()
+    else:
+        quiet()
     try:
         return args.func(args)
     except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
@@ -28,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="potara", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="federate, personalize and compare methods (default: offline MiniLM + fortunes)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="also our logs, each round's line and third-party warnings"
+    )
+    run = sub.add_parser("run", parents=[common], help="federate, personalize and compare methods (default: offline MiniLM + fortunes)")
     run.add_argument("--config", help="YAML/JSON config file (see configs/)")
     run.add_argument("--out", help="output folder (default runs/<timestamp>); must not exist or be empty")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -36,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", metavar="DIR", help="continue the interrupted run whose --out was DIR (state in .DIR.partial/)"
     )
     run.set_defaults(func=cmd_run)
-    merge = sub.add_parser("merge", help="merge a federated and a local PEFT adapter for one client's data")
+    merge = sub.add_parser("merge", parents=[common], help="merge a federated and a local PEFT adapter for one client's data")
     merge.add_argument("--federated", required=True, help="federated adapter directory (PEFT)")
     merge.add_argument("--local", required=True, help="local adapter directory (PEFT)")
     merge.add_argument("--data", required=True, help="the client's held-out data: csv/json/parquet with text,label")
@@ -44,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--num-labels", type=int, default=None, help="classifier size (default: from the adapter)")
     merge.add_argument("--max-length", type=int, default=48)
     merge.set_defaults(func=cmd_merge)
-    bench = sub.add_parser("bench", help="methods × settings × seeds from a suite; resumable; writes report.md")
+    bench = sub.add_parser("bench", parents=[common], help="methods × settings × seeds from a suite; resumable; writes report.md")
     bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
@@ -123,9 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg, out, staging = _resumed(args) if args.resume else _start(args)
     try:
         began = time.perf_counter()
-        result = engine.run(
-            cfg, log=_print_round, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint"
-        )
+        with _round_log(cfg.fed.rounds, args.verbose) as log:
+            result = engine.run(cfg, log=log, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint")
         summary = outputs.summary(cfg.to_dict(), result)
         summary["timing"]["wall_s"] = time.perf_counter() - began
         outputs.write_outputs(staging, summary, result.rounds)
@@ -134,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _keep_if_resumable(staging, out, hint=not isinstance(err, CheckpointError))
         raise
     print(outputs.table(summary))
-    print(f"\nwrote {out}/summary.json, rounds.jsonl, accuracy_vs_bytes.png, lambda_vs_train_size.png, adapters/")
+    plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
+    print(f"\nwrote {out}/summary.json, rounds.jsonl, {plots}, adapters/")
     return 0
 
 
@@ -149,14 +162,37 @@ def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _print_round(record: dict) -> None:
-    extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
+@contextmanager
+def _round_log(rounds: int, verbose: bool) -> Iterator[Callable[[dict], None]]:
+    """Each round's record: a line of its own with ``-v``, else the text of one bar over the rounds."""
+    if verbose:
+        yield lambda r: tqdm.write(f"round {r['round']}: {_round_text(r)}, bytes up {r['bytes_up']:,} down {r['bytes_down']:,}")
+        return
+    bars: list[tqdm] = []  # opened at the first round's end: a run that fails before it leaves no bar
+
+    def show(record: dict) -> None:
+        text = f"fedit rounds {record['round']}/{rounds}: {_round_text(record)}"
+        if not bars:
+            bars.append(tqdm(total=rounds, desc=text, bar_format=ROUNDS_BAR))
+        bar = bars[0]
+        bar.set_description_str(text, refresh=False)
+        bar.update(record["round"] - bar.n)
+        bar.refresh()
+        if bar.n >= rounds:
+            bar.close()  # the personalization that follows is not a round
+
+    try:
+        yield show
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _round_text(record: dict) -> str:
+    """FedIT's mean accuracy and train loss after a round, and the methods personalized at that round."""
     acc = record["fedit_mean_acc"]
-    tqdm.write(
-        f"round {record['round']}: fedit acc {'–' if acc is None else f'{acc:.3f}'}, "
-        f"train loss {record['train_loss']:.3f}, "
-        f"bytes up {record['bytes_up']:,} down {record['bytes_down']:,}{extra}"
-    )
+    extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
+    return f"fedit acc {'–' if acc is None else f'{acc:.3f}'}, train loss {record['train_loss']:.3f}{extra}"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

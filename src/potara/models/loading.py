@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -111,7 +110,6 @@ def load_peft_classifier(cfg: ModelConfig, lora: LoraSettings, num_labels: int, 
     task = model_task(cfg)
     torch.manual_seed(seed)
     path = resolve_model_path(cfg.name)
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
     try:
         if task == "image":  # a new head of num_labels classes, whatever head the checkpoint has
             base = AutoModelForImageClassification.from_pretrained(

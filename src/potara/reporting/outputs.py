@@ -6,14 +6,17 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .communication import FEDIT, curve, per_round_methods
+from .plots import Final, accuracy_figure, lambda_figure, pyplot
 from .results import RunResult
 from .stats import PairedDiff, paired_difference
+from .styles import is_bound, label
 
-BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
+FIXED_LAMBDA = ("fedit", "fedit_ft", "fedit_ft_matched", "fixed")  # the same λ for every client: no choice to plot
 REFERENCE = "fedit_ft"  # FedIT + local fine-tuning, the baseline every paired difference is taken against
 
 
@@ -44,10 +47,6 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
     }
     accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
     return {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs)}
-
-
-def is_bound(name: str) -> bool:
-    return name in BOUNDS
 
 
 def is_peer(name: str) -> bool:
@@ -93,12 +92,15 @@ def difference(
 
 
 def table(summary_: dict[str, Any]) -> str:
-    """A markdown table: one row per method."""
+    """A markdown table: one row per method, then the bounds below a rule."""
     lines = [
         "| method | mean acc | worst acc | bytes up | bytes down | rounds | mean λ |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, m in summary_["methods"].items():
+    methods = summary_["methods"]
+    for name in bounds_last(methods):
+        m = methods[name]
+        lines += [bound_rule(7)] if name == first_bound(methods) else []
         lines.append(
             f"| {label(name)} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
             f"| {m['rounds']} | {_mean_lambda(m['per_client'])} |"
@@ -113,9 +115,20 @@ def table(summary_: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def label(name: str) -> str:
-    """The method's name, with ``(bound)`` for a bound."""
-    return f"{name} (bound)" if is_bound(name) else name
+def bounds_last(names: Iterable[str]) -> list[str]:
+    """The methods in their order, then the bounds in theirs."""
+    names = list(names)
+    return [n for n in names if not is_bound(n)] + [n for n in names if is_bound(n)]
+
+
+def first_bound(names: Iterable[str]) -> str | None:
+    """The bound a table's rule goes above: the first of ``bounds_last(names)``'s bounds (None without one)."""
+    return next((n for n in bounds_last(names) if is_bound(n)), None)
+
+
+def bound_rule(columns: int) -> str:
+    """The row between a table's methods and its bounds."""
+    return "| *bounds: λ picked on validation / test data, not methods* |" + " |" * (columns - 1)
 
 
 def _mean_lambda(rows: list[dict]) -> str:
@@ -138,7 +151,7 @@ def write_outputs(out_dir: str | Path, summary_: dict[str, Any], rounds: list[di
     if not plots:
         return
     plot_accuracy_vs_bytes(summary_, rounds, out / "accuracy_vs_bytes.png")
-    plot_lambda_vs_size(summary_, out / "lambda_vs_train_size.png")
+    plot_lambda_vs_oracle(summary_, out / "lambda_vs_oracle.png")
 
 
 def _finite(value: Any) -> Any:
@@ -162,54 +175,42 @@ def save_png(fig, path: Path) -> None:
 
 
 def plot_accuracy_vs_bytes(summary_: dict[str, Any], rounds: list[dict], path: Path) -> None:
-    """FedIT after every round, every method where it was measured, against cumulative bytes (up + down)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [(r["cum_bytes_up"] + r["cum_bytes_down"]) / 1e6 for r in rounds]
-    measured = [(x, r["fedit_mean_acc"]) for x, r in zip(xs, rounds) if r["fedit_mean_acc"] is not None]
-    if measured:
-        ax.plot(*zip(*measured), "o-", label="fedit (per round)", color="gray")
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r, x in zip(rounds, xs):
-        for name, acc in r.get("methods", {}).items():
-            series.setdefault(name, []).append((x, acc))
-    final_x = xs[-1] if xs else 0.0
-    for name, m in summary_["methods"].items():
-        x_end = (m["bytes_up"] + m["bytes_down"]) / 1e6 if m["rounds"] else 0.0
-        points = series.get(name, []) + [(x_end if m["rounds"] else 0.0, m["mean_acc"])]
-        bound = is_bound(name)  # hollow and dashed
-        ax.plot(*zip(*points), "s--" if bound else "^-", mfc="none" if bound else None, label=label(name), alpha=0.8)
-    ax.set_xlabel("cumulative communication (MB, up + down)")
-    ax.set_ylabel("mean personalized test accuracy")
-    ax.set_xlim(left=-0.02 * max(final_x, 1e-9))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    """FedIT after every round (and any method measured every round) against cumulative MB, every other method's
+    final point at its bytes; beside it, every method's final accuracy."""
+    methods = summary_["methods"]
+    curves = {}
+    for name in sorted(per_round_methods(rounds), key=lambda n: (n != FEDIT, n)):
+        points = curve(rounds, name, methods[name]["mean_acc"] if name in methods else None)
+        curves.update({name: [(p.cum_bytes / 1e6, p.acc) for p in points]} if points else {})
+    finals = {name: Final((m["bytes_up"] + m["bytes_down"]) / 1e6, m["mean_acc"]) for name, m in methods.items()}
+    fig = accuracy_figure(curves, finals, "this run")
     save_png(fig, path)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
-def plot_lambda_vs_size(summary_: dict[str, Any], path: Path) -> None:
-    """Per-client λ (federated weight) against the client's training size, for every merging method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in summary_["methods"].items():
-        rows = [r for r in m["per_client"] if r.get("lambda") is not None]
-        if not rows or name in ("fedit", "fedit_ft", "fixed"):
-            continue
-        ax.scatter([r["n_train"] for r in rows], [_scalar(r["lambda"]) for r in rows], label=name, alpha=0.7, s=18)
-    ax.set_xscale("log")
-    ax.set_xlabel("client training examples (log)")
-    ax.set_ylabel("λ (weight of the federated adapter)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+def plot_lambda_vs_oracle(summary_: dict[str, Any], path: Path) -> None:
+    """Each client's λ chosen by every method that chooses one, against the oracle's (no oracle: no plot)."""
+    methods = summary_["methods"]
+    oracle = oracle_of(methods)
+    if oracle is None:
+        return
+    fig = lambda_figure(lambdas_against(methods, oracle), oracle, "this run")
     save_png(fig, path)
-    plt.close(fig)
+    pyplot().close(fig)
+
+
+def oracle_of(methods: Iterable[str]) -> str | None:
+    """The λ a choice is measured against: ``oracle_test``'s (the best on test data), else ``oracle_val``'s."""
+    return next((name for name in ("oracle_test", "oracle_val") if name in methods), None)
+
+
+def lambdas_against(methods: dict[str, dict], oracle: str) -> dict[str, list]:
+    """Per method that chooses λ per client, (oracle's λ, its λ, training examples) of every client both have."""
+    ref = {r["client"]: _scalar(r["lambda"]) for r in methods[oracle]["per_client"] if r.get("lambda") is not None}
+    out = {}
+    for name, m in methods.items():
+        points = [(ref[r["client"]], _scalar(r["lambda"]), r["n_train"]) for r in m["per_client"]
+                  if r.get("lambda") is not None and r["client"] in ref]
+        if points and name != oracle and name.split("@")[0] not in FIXED_LAMBDA:
+            out[name] = points
+    return out
