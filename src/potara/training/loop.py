@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 from ..data.encoding import Encoded
 from ..merge.taskvec import AdapterState
 from ..models.loading import MERGE_ADAPTER, TRAIN_ADAPTER
+
+_NAMED: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, nn.Parameter]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,16 @@ class Proximal:
 
 
 def trainable(model: nn.Module, adapter: str = TRAIN_ADAPTER) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and f".{adapter}." in n}
+    """``adapter``'s parameters that require a gradient now, by name (the walk of the model is cached)."""
+    return {n: p for n, p in adapter_named_parameters(model, adapter).items() if p.requires_grad}
+
+
+def adapter_named_parameters(model: nn.Module, adapter: str) -> dict[str, nn.Parameter]:
+    """Every parameter of ``adapter`` by name, found by one walk of the model per model and adapter."""
+    per_model = _NAMED.setdefault(model, {})
+    if adapter not in per_model:
+        per_model[adapter] = {n: p for n, p in model.named_parameters() if f".{adapter}." in n}
+    return per_model[adapter]
 
 
 def state_key(name: str, adapter: str = TRAIN_ADAPTER) -> str:
@@ -103,7 +115,8 @@ def _descend(
     loss_of: Callable[[dict[str, Tensor]], Tensor],
 ) -> float:
     """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss."""
-    model.train()
+    if not model.training:  # train() walks every module; after eval() they all are in eval mode, else none is
+        model.train()
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
         for batch in data.batches(budget.batch_size, generator):
