@@ -115,8 +115,7 @@ def _descend(
     loss_of: Callable[[dict[str, Tensor]], Tensor],
 ) -> float:
     """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss."""
-    if not model.training:  # train() walks every module; after eval() they all are in eval mode, else none is
-        model.train()
+    model.train()
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
         for batch in data.batches(budget.batch_size, generator):
