@@ -27,11 +27,11 @@ def get_state(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> AdapterState:
 
 def adapter_parameters(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> dict[str, torch.nn.Parameter]:
     """One adapter's trainable tensors as the model's live parameters, keyed and ordered as PEFT's adapter state
-    dict; found once per model and adapter (a walk of the whole model), then served from a cache."""
+    dict; found once per model and adapter (a walk of the whole model), then served from a cache (a new dict)."""
     per_model = _PARAMETERS.setdefault(model, {})
     if adapter not in per_model:
         per_model[adapter] = _find_parameters(model, adapter)
-    return per_model[adapter]
+    return dict(per_model[adapter])
 
 
 def _find_parameters(model: PeftModel, adapter: str) -> dict[str, torch.nn.Parameter]:
