@@ -123,15 +123,15 @@ def table(rows: list[dict]) -> str:
     lines += ["", f"adapter payload: {adapter / KIB:.1f} KiB; slope per extra client (÷ adapter payload):"]
     if len(rows) < 2:
         return "\n".join(lines)
-    total, sampled = [r["clients"] for r in rows], [r["sampled"] for r in rows]
+    total, whole = [r["clients"] for r in rows], [r for r in rows if r["fraction"] == 1.0]
     per = {
         "peak RSS, per client": slope(total, [r["peak_rss"] for r in rows]),
         "setup RSS, per client": slope(total, [r["setup_rss"] for r in rows]),
         "encoded client data, per client": slope(total, [r["data_bytes"] for r in rows]),
     }
-    if len(set(sampled)) > 1:
-        per["peak − setup (the rounds), per sampled client"] = slope(
-            sampled, [r["peak_rss"] - r["setup_rss"] for r in rows])
+    if len(whole) > 1:  # same data per client, every client sampled: what a round costs per client
+        per["peak − setup (the rounds), per sampled client, fraction 1"] = slope(
+            [r["clients"] for r in whole], [r["peak_rss"] - r["setup_rss"] for r in whole])
     lines += [f"- {name}: {value / KIB:.1f} KiB = {value / adapter:.2f} × adapter" for name, value in per.items()]
     return "\n".join(lines)
 
