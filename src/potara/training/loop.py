@@ -114,7 +114,20 @@ def _descend(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
     loss_of: Callable[[dict[str, Tensor]], Tensor],
 ) -> float:
-    """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss."""
+    """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss. The optimizer's
+    moments are freed on return: torch's optimizers sit in a reference cycle, so dropping one leaves its
+    state (two adapters' worth for AdamW) to the next full garbage collection, one per client in a round."""
+    try:
+        return _steps(model, data, budget, generator, optim, loss_of)
+    finally:
+        optim.state.clear()
+
+
+def _steps(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
+    loss_of: Callable[[dict[str, Tensor]], Tensor],
+) -> float:
+    """:func:`_descend`'s loop."""
     model.train()
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
