@@ -17,9 +17,9 @@ from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, get_state, serialize, set_state
 from ..training.loop import Budget, Proximal, state_as_params, train
 from .recipes import FEDIT, FedIT
-from .strategies import FedAvg
+from .strategies import FedAvg, RunningSum
 from .update import ClientUpdate
-from .validation import Expectation, Screened, admit, screen
+from .validation import Expectation, passed, screen
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +69,42 @@ def aggregate_round(
 ) -> RoundOutcome:
     """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so."""
     limits = limits or ValidationConfig()
-    return conclude_round(strategy, current, screen(updates, current, limits, where), len(updates), limits, where)
+    screened = screen(updates, current, limits, where)
+    return conclude_round(
+        current, [name for name, _, _ in screened.accepted], screened.rejected,
+        lambda: strategy.aggregate([(s, n) for _, s, n in screened.accepted], current), len(updates), limits, where,
+    )
+
+
+@dataclass
+class Tally:
+    """A round's uploads as they are checked: the running aggregate of the valid ones (each folded in and
+    dropped), who passed, and why the rest did not."""
+
+    running: RunningSum
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    def admit(self, update: ClientUpdate, expect: Expectation, limits: ValidationConfig, where: str) -> None:
+        """Check one upload: fold its tensors into the aggregate, or record (and log) why it was rejected."""
+        state = passed(update, expect, limits, self.rejected, where)
+        if state is not None:
+            self.running.add(state, update.n)
+            self.accepted.append(update.client)
 
 
 def conclude_round(
-    strategy: FedAvg, current: AdapterState, screened: Screened, offered: int, limits: ValidationConfig, where: str
+    current: AdapterState, accepted: list[str], rejected: dict[str, str], aggregate: Callable[[], AdapterState],
+    offered: int, limits: ValidationConfig, where: str,
 ) -> RoundOutcome:
-    """Aggregate the screened updates, or keep ``current`` when fewer than ``limits.min_updates`` passed."""
-    names = [name for name, _, _ in screened.accepted]
-    if len(names) < limits.min_updates:
+    """``aggregate()`` of the accepted updates, or ``current`` when fewer than ``limits.min_updates`` passed."""
+    if len(accepted) < limits.min_updates:
         log.warning(
             "%s: %d of %d updates valid, %d needed (validation.min_updates): keeping the previous global adapter",
-            where, len(names), offered, limits.min_updates,
+            where, len(accepted), offered, limits.min_updates,
         )
-        return RoundOutcome(current, names, screened.rejected, True)
-    state = strategy.aggregate([(s, n) for _, s, n in screened.accepted], current)
-    return RoundOutcome(state, names, screened.rejected, False)
+        return RoundOutcome(current, accepted, rejected, True)
+    return RoundOutcome(aggregate(), accepted, rejected, False)
 
 
 def server_step(
@@ -135,7 +155,8 @@ def run_rounds(
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
     from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
-    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its payload dropped.
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives, folded into the running
+    aggregate (weights over the sampled clients' sizes, rescaled when some are rejected) and dropped.
 
     ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
     tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
@@ -145,7 +166,8 @@ def run_rounds(
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state, payload_dtype)
-        expect, screened, sent = Expectation.of(state), Screened(), []
+        expect, sent = Expectation.of(state), []
+        tally = Tally(strategy.start(state, sum(len(clients[name]) for name in chosen)))
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             update = client_step(
                 model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,
@@ -153,9 +175,11 @@ def run_rounds(
             )
             if update.kept:
                 kept[name] = update.kept
-            admit(update, expect, limits, screened, f"round {r}")  # the payload is dropped once checked
+            tally.admit(update, expect, limits, f"round {r}")  # the payload is dropped once checked and folded in
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
-        outcome = conclude_round(strategy, state, screened, len(chosen), limits, f"round {r}")
+        outcome = conclude_round(
+            state, tally.accepted, tally.rejected, tally.running.result, len(chosen), limits, f"round {r}"
+        )
         state = outcome.state
         if on_round:
             on_round(_round_log(r, chosen, down, sent, outcome), state)

@@ -119,11 +119,21 @@ def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConf
 
 def admit(update: ClientUpdate, expect: Expectation, limits: ValidationConfig, into: Screened, where: str) -> None:
     """Check one update: its tensors join ``into.accepted``, or its reason ``into.rejected`` (and the log)."""
+    state = passed(update, expect, limits, into.rejected, where)
+    if state is not None:
+        into.accepted.append((update.client, state, update.n))
+
+
+def passed(
+    update: ClientUpdate, expect: Expectation, limits: ValidationConfig, rejected: dict[str, str], where: str
+) -> AdapterState | None:
+    """The update's tensors as float32 when it passes every check; else None, its reason in ``rejected`` and the log."""
     try:
-        into.accepted.append((update.client, check_update(update, expect, limits), update.n))
+        return check_update(update, expect, limits)
     except InvalidUpdate as err:
-        into.rejected[update.client] = err.reason
+        rejected[update.client] = err.reason
         log.warning("%s: %s", where, err)
+        return None
 
 
 def screen(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
-from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -16,31 +17,49 @@ from ..merge.taskvec import AdapterState, check_finite
 from .loading import MERGE_ADAPTER, TRAIN_ADAPTER
 
 WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PARAMETERS: weakref.WeakKeyDictionary[PeftModel, dict[str, dict[str, torch.nn.Parameter]]] = weakref.WeakKeyDictionary()
 
 
 def get_state(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> AdapterState:
     """A detached CPU copy of one adapter's trainable tensors (LoRA factors and saved modules)."""
-    state = get_peft_model_state_dict(model, adapter_name=adapter)
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    return {k: p.detach().to("cpu", copy=True) for k, p in adapter_parameters(model, adapter).items()}
 
 
 def adapter_parameters(model: PeftModel, adapter: str = TRAIN_ADAPTER) -> dict[str, torch.nn.Parameter]:
-    """One adapter's trainable tensors as the model's live parameters, keyed as :func:`get_state` keys them."""
+    """One adapter's trainable tensors as the model's live parameters, keyed and ordered as PEFT's adapter state
+    dict; found once per model and adapter (a walk of the whole model), then served from a cache (a new dict)."""
+    per_model = _PARAMETERS.setdefault(model, {})
+    if adapter not in per_model:
+        per_model[adapter] = _find_parameters(model, adapter)
+    return dict(per_model[adapter])
+
+
+def _find_parameters(model: PeftModel, adapter: str) -> dict[str, torch.nn.Parameter]:
+    """The walk behind :func:`adapter_parameters`, checked against PEFT's own adapter state dict."""
     out = {}
     for name, param in model.named_parameters():
         if f".{adapter}." in name and ("lora_" in name or ".modules_to_save." in name):
             out[name.replace(f".{adapter}.", ".").replace(".modules_to_save.", ".")] = param
-    expected = set(get_peft_model_state_dict(model, adapter_name=adapter))
-    if set(out) != expected:
-        raise KeyError(f"adapter '{adapter}': parameters {sorted(set(out) ^ expected)[:3]} do not match its state")
-    return out
+    expected = list(get_peft_model_state_dict(model, adapter_name=adapter))
+    if set(out) != set(expected):
+        raise KeyError(f"adapter '{adapter}': parameters {sorted(set(out) ^ set(expected))[:3]} do not match its state")
+    return {k: out[k] for k in expected}
 
 
+@torch.no_grad()
 def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTER) -> None:
-    result = set_peft_model_state_dict(model, state, adapter_name=adapter)
-    missing = [k for k in result.missing_keys if f".{adapter}." in k and ("lora_" in k or "modules_to_save" in k)]
+    """Copy ``state`` into one adapter's parameters in place (keys it does not name are ignored, as PEFT does)."""
+    params = adapter_parameters(model, adapter)
+    missing = [k for k in params if k not in state]
     if missing:
         raise KeyError(f"adapter state is missing {len(missing)} tensors, e.g. {missing[0]}")
+    for key, param in params.items():
+        if state[key].shape != param.shape:
+            raise RuntimeError(
+                f"adapter '{adapter}': tensor {key!r} has shape {tuple(state[key].shape)}, "
+                f"the model's {tuple(param.shape)}"
+            )
+        param.copy_(state[key])
 
 
 def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 from ..data.encoding import Encoded
 from ..merge.taskvec import AdapterState
 from ..models.loading import MERGE_ADAPTER, TRAIN_ADAPTER
+
+_NAMED: weakref.WeakKeyDictionary[nn.Module, dict[str, dict[str, nn.Parameter]]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,16 @@ class Proximal:
 
 
 def trainable(model: nn.Module, adapter: str = TRAIN_ADAPTER) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and f".{adapter}." in n}
+    """``adapter``'s parameters that require a gradient now, by name (the walk of the model is cached)."""
+    return {n: p for n, p in adapter_named_parameters(model, adapter).items() if p.requires_grad}
+
+
+def adapter_named_parameters(model: nn.Module, adapter: str) -> dict[str, nn.Parameter]:
+    """Every parameter of ``adapter`` by name, found by one walk of the model per model and adapter."""
+    per_model = _NAMED.setdefault(model, {})
+    if adapter not in per_model:
+        per_model[adapter] = {n: p for n, p in model.named_parameters() if f".{adapter}." in n}
+    return per_model[adapter]
 
 
 def state_key(name: str, adapter: str = TRAIN_ADAPTER) -> str:
@@ -102,7 +114,20 @@ def _descend(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
     loss_of: Callable[[dict[str, Tensor]], Tensor],
 ) -> float:
-    """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss."""
+    """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss. The optimizer's
+    moments are freed on return: torch's optimizers sit in a reference cycle, so dropping one leaves its
+    state (two adapters' worth for AdamW) to the next full garbage collection, one per client in a round."""
+    try:
+        return _steps(model, data, budget, generator, optim, loss_of)
+    finally:
+        optim.state.clear()
+
+
+def _steps(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
+    loss_of: Callable[[dict[str, Tensor]], Tensor],
+) -> float:
+    """:func:`_descend`'s loop."""
     model.train()
     steps, total = 0, 0.0
     for _ in range(budget.epochs if budget.steps is None else 10**9):
