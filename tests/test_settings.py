@@ -10,7 +10,7 @@ import torch
 
 from potara import config, engine
 from potara.federation import rounds as fed_rounds
-from potara.federation.strategies import ProductFedAvg
+from potara.federation.strategies import RunningProduct
 from potara.merge.taskvec import LORA_B
 from potara.models.adapters import get_state
 from potara.personalize import session as session_module
@@ -39,7 +39,7 @@ def spied(tiny_model_dir, synthetic_csv):
     ``local.init=pretrained``, ``potara.fisher=kfac`` and ``potara.estimator=folds``, and what its client steps,
     aggregations, federated trainings, local trainings and Fisher passes saw."""
     seen = SimpleNamespace(clients=[], uploads=[], aggregations=0, fed_steps=[], local_starts=[], fishers=[])
-    client_step, fed_train, aggregate = fed_rounds.client_step, fed_rounds.train, ProductFedAvg.aggregate
+    client_step, fed_train, aggregate = fed_rounds.client_step, fed_rounds.train, RunningProduct.result
     local_train, model_fisher = session_module.train, session_module.model_fisher
 
     def spy_client_step(model, client, *args, **kwargs):
@@ -54,9 +54,9 @@ def spied(tiny_model_dir, synthetic_csv):
         seen.fed_steps.append(counted.drawn)
         return loss
 
-    def spy_aggregate(self, updates, current):
+    def spy_aggregate(self):
         seen.aggregations += 1
-        return aggregate(self, updates, current)
+        return aggregate(self)
 
     def spy_local_train(model, *args, **kwargs):
         seen.local_starts.append(get_state(model))
@@ -76,7 +76,7 @@ def spied(tiny_model_dir, synthetic_csv):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fed_rounds, "client_step", spy_client_step)
         mp.setattr(fed_rounds, "train", spy_fed_train)
-        mp.setattr(ProductFedAvg, "aggregate", spy_aggregate)
+        mp.setattr(RunningProduct, "result", spy_aggregate)
         mp.setattr(session_module, "train", spy_local_train)
         mp.setattr(session_module, "model_fisher", spy_fisher)
         return cfg, engine.run(cfg), seen
