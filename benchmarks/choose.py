@@ -60,19 +60,24 @@ def joined_cells(parts: list[dict]) -> dict:
     for part in parts:
         for setting, group in part.items():
             for cell in group:
-                mine = joined.setdefault(setting, {}).setdefault(cell.seed, Cell(cell.seed, {"methods": {}}, []))
+                mine = joined.setdefault(setting, {}).setdefault(cell.seed, Cell(cell.seed, {**cell.summary, "methods": {}}, []))
                 mine.summary["methods"].update(cell.methods)
     return {setting: list(by_seed.values()) for setting, by_seed in joined.items()}
 
 
 def val_rows(cells: dict, method: str) -> dict[tuple, float]:
     """Validation accuracy per (setting, seed, client) unit."""
+    return acc_rows(cells, method, "val_acc")
+
+
+def acc_rows(cells: dict, method: str, key: str) -> dict[tuple, float]:
+    """The per-client ``key`` (``val_acc``, or ``acc`` on test) per (setting, seed, client) unit."""
     out = {}
     for setting, group in cells.items():
         for cell in group:
             for row in cell.methods.get(method, {}).get("per_client", []):
-                if row.get("val_acc") is not None and math.isfinite(row["val_acc"]):
-                    out[(setting, cell.seed, row["client"])] = row["val_acc"]
+                if row.get(key) is not None and math.isfinite(row[key]):
+                    out[(setting, cell.seed, row["client"])] = row[key]
     return out
 
 

@@ -48,14 +48,14 @@ def _lam(value) -> float:
     return sum(value.values()) / len(value) if isinstance(value, dict) else float(value)
 
 
-def lambda_gap(cells: dict, method: str) -> float:
-    """Mean |λ − λ of the validation oracle at the same init| over (cell, client)."""
+def lambda_gap(cells: dict, method: str, oracle: str | None = None) -> float:
+    """Mean |λ − λ of ``oracle`` (default: the validation oracle at the same init)| over (cell, client)."""
     gaps = []
     for group in cells.values():
         for cell in group:
-            rows, oracle = cell.methods.get(method), cell.methods.get(oracle_of(method))
-            if rows and oracle:
-                lams = {r["client"]: _lam(r["lambda"]) for r in oracle["per_client"]}
+            rows, oracle_rows = cell.methods.get(method), cell.methods.get(oracle or oracle_of(method))
+            if rows and oracle_rows:
+                lams = {r["client"]: _lam(r["lambda"]) for r in oracle_rows["per_client"]}
                 gaps += [abs(_lam(r["lambda"]) - lams[r["client"]]) for r in rows["per_client"]]
     return _mean(gaps)
 
