@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -232,29 +231,11 @@ def write_result(out: Path, round_s: list[float], federation_s: float, personali
     (out / "result.json").write_text(json.dumps(result, indent=1))
 
 
-def free_port_block(count: int) -> int:
-    """A base port p with p..p+count-1 free on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65000 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no block of free ports on 127.0.0.1")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def engine_command(engine: str, args: argparse.Namespace, over: list[str], out: Path) -> list[str]:
     """The child process that runs one engine, writing ``out/result.json``."""
     if engine == "deployment":
+        from potara.flower.ports import free_port_block
+
         run_config = [f"overrides='{' '.join(over)}'", f"out-dir='{out / 'flower'}'", "evaluate-every=0"]
         return [str(DEPLOY), "-n", str(args.clients), "-p", str(free_port_block(args.clients + 1)),
                 "-w", str(out / "deploy"), "-t", str(args.timeout), "--", *run_config]

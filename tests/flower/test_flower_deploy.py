@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 from test_flower_apps import nodrop_model, potara_overrides  # noqa: F401 (fixture)
 
 from potara.flower.certs import make_credentials
+from potara.flower.ports import free_port_block
 from potara.models.adapters import deserialize, serialize
 
 pytestmark = pytest.mark.deploy
@@ -27,26 +27,6 @@ pytestmark = pytest.mark.deploy
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "deploy_local.sh"
 NODES = 3
-
-
-def free_ports(count: int) -> int:
-    """A base port p with p..p+count-1 free on 127.0.0.1 (checked by binding each)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count < 65000 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no block of free ports on 127.0.0.1")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Deployment:
@@ -57,7 +37,7 @@ class Deployment:
         workdir.mkdir(parents=True, exist_ok=True)
         run_config = [f"overrides='{' '.join(overrides)}'", f"out-dir='{self.out}'",
                       *(f"{k}={v}" for k, v in settings.items())]
-        self.port = free_ports(NODES + 1)
+        self.port = free_port_block(NODES + 1)
         cmd = [str(SCRIPT), "-n", str(NODES), "-p", str(self.port), "-w", str(workdir), "-t", "300",
                *(["-c", str(creds)] if creds else []), "--", *run_config]
         env = {**os.environ, "VENV": str(Path(sys.executable).parents[1])}
@@ -222,7 +202,7 @@ def run_intruder(deployment: Deployment, key: Path) -> int:
     """A SuperNode with ``key`` joins the deployment's SuperLink (in its own session, logging to intruder.log);
     its exit status, once it gives up (it is killed after 120 s)."""
     cmd = ["flower-supernode", "--root-certificates", str(key.parent / "ca.crt"), "--auth-supernode-private-key",
-           str(key), "--superlink", f"127.0.0.1:{deployment.port}", "--port", str(free_ports(1)),
+           str(key), "--superlink", f"127.0.0.1:{deployment.port}", "--port", str(free_port_block(1)),
            "--node-config", f"partition-id=0 num-partitions={NODES}"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     with (deployment.workdir / "intruder.log").open("w") as log:
