@@ -11,13 +11,17 @@ from potara.methods import available
 from potara.reporting import outputs
 
 
+TINY_METHODS = ("methods=local,fedit,fedit_ft,fedit_ft_matched,fixed,oracle_val,oracle_test,potara,potara_module,"
+                "potara_heldout,potara_folds,potara_cautious,potara_paper")
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, synthetic_csv, tmp_path_factory):
     overrides = [
         f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
         "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
         "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
-        "fed.eval_every=1",
+        "fed.eval_every=1", TINY_METHODS,
     ]
     cfg = config.load(None, overrides)
     out = tmp_path_factory.mktemp("run")
@@ -85,7 +89,7 @@ def _overrides_of(cfg) -> list[str]:
         f"model.name={d['model']['name']}", f"data.source={d['data']['source']}", "data.num_clients=3",
         "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
         "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "potara.fisher_max_examples=8",
-        "fed.eval_every=1",
+        "fed.eval_every=1", TINY_METHODS,
     ]
 
 

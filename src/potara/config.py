@@ -143,7 +143,7 @@ class RunConfig:
     methods: list[str] = field(
         default_factory=lambda: [
             "local", "fedit", "fedit_ft", "fedit_ft_matched", "fixed", "oracle_val", "oracle_test",
-            "potara", "potara_module", "potara_heldout", "potara_folds", "potara_cautious", "potara_paper",
+            "potara", "potara_crossfit", "potara_paper",
         ]
     )
     threads: int | None = None
