@@ -10,7 +10,6 @@ from potara import config, engine
 from potara.methods import available
 from potara.reporting import outputs
 
-
 TINY_METHODS = ("methods=local,fedit,fedit_ft,fedit_ft_matched,fixed,oracle_val,oracle_test,potara,potara_module,"
                 "potara_heldout,potara_folds,potara_cautious,potara_paper")
 
