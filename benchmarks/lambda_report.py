@@ -17,23 +17,13 @@ import json
 import math
 
 from choose import acc_rows, commit, score, suite_cells
-from lambda_study import lambda_gap
+from lambda_study import lambda_gap, paired
 
 from potara.reporting.outputs import atomic_write
-from potara.reporting.stats import paired_difference
 
 ESTIMATORS = ["potara", "potara_crossfit", "potara_folds", "potara_cautious", "potara_paper"]
 REFERENCES = ["fedit_ft", "fedit_ft_matched", "local", "fixed", "fixed@peers.fixed_lambda=0.1", "oracle_val",
               "oracle_test"]
-
-
-def paired(cells: dict, a: str, b: str) -> dict | None:
-    """``a − b`` on test accuracy over their common (setting, seed, client) units, clustered by cell."""
-    ua, ub = acc_rows(cells, a, "acc"), acc_rows(cells, b, "acc")
-    common = sorted(set(ua) & set(ub))
-    if not common:
-        return None
-    return paired_difference([ua[u] for u in common], [ub[u] for u in common], groups=[u[:2] for u in common]).to_dict()
 
 
 def cost_ratio(cells: dict, method: str) -> float:
@@ -51,7 +41,7 @@ def rows(cells: dict, against: list[str]) -> list[dict]:
         if math.isnan(accuracy):
             continue
         out.append({"method": method, "test_acc": accuracy, "per_setting": per,
-                    "vs": {ref: paired(cells, method, ref) for ref in against},
+                    "vs": {ref: paired(cells, method, ref, "acc") for ref in against},
                     "lambda_gap_to_oracle_test": lambda_gap(cells, method, "oracle_test"),
                     "lambda_s_ratio": cost_ratio(cells, method)})
     return out

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from choose import commit, score, suite_cells, val_rows
+from choose import acc_rows, commit, score, suite_cells, val_rows
 from lambda_cost import training
 
 from potara.personalize.estimators import ESTIMATORS
@@ -35,9 +35,9 @@ def oracle_of(method: str) -> str:
     return "oracle_val" + (PRETRAINED if PRETRAINED in method else "")
 
 
-def paired(cells: dict, a: str, b: str) -> dict | None:
-    """``a − b`` on validation accuracy over their common (setting, seed, client) units, clustered by cell."""
-    ua, ub = val_rows(cells, a), val_rows(cells, b)
+def paired(cells: dict, a: str, b: str, key: str = "val_acc") -> dict | None:
+    """``a − b`` on ``key`` (validation accuracy) over their common (setting, seed, client) units, by cell."""
+    ua, ub = acc_rows(cells, a, key), acc_rows(cells, b, key)
     common = sorted(set(ua) & set(ub))
     if not common:
         return None
