@@ -13,13 +13,10 @@ reference ran, then per setting. Nothing here chooses anything.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from choose import acc_rows, commit, score, suite_cells
-from lambda_study import lambda_gap, paired
-
-from potara.reporting.outputs import atomic_write
+from lambda_study import ci_text, lambda_gap, paired, write_tables
 
 ESTIMATORS = ["potara", "potara_crossfit", "potara_folds", "potara_cautious", "potara_paper"]
 REFERENCES = ["fedit_ft", "fedit_ft_matched", "local", "fixed", "fixed@peers.fixed_lambda=0.1", "oracle_val",
@@ -54,13 +51,6 @@ def scopes(cells: dict) -> dict[str, dict]:
     return {**pooled, **{s: {s: group} for s, group in cells.items() if group}}
 
 
-def _ci(d: dict | None) -> str:
-    if d is None:
-        return "—"
-    low, high = d["ci95"]
-    return f"{d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {d['verdict']}"
-
-
 def markdown(tables: dict[str, list[dict]], references: dict[str, dict], missing: list[str]) -> str:
     lines = [f"# λ estimators on the report set (test accuracy; commit {commit()})", ""]
     if missing:
@@ -71,7 +61,7 @@ def markdown(tables: dict[str, list[dict]], references: dict[str, dict], missing
                   + " | |λ − λ oracle_test| | λ s ÷ train s |", "|---|---|" + "---|" * len(against) + "---|---|"]
         for r in table:
             label = r["method"] + (" (default: heldout)" if r["method"] == "potara" else "")
-            diffs = " | ".join(_ci(r["vs"].get(a)) for a in against)
+            diffs = " | ".join(ci_text(r["vs"].get(a)) for a in against)
             lines.append(f"| {label} | {r['test_acc']:.4f} | {diffs} | {r['lambda_gap_to_oracle_test']:.3f} "
                          f"| {r['lambda_s_ratio']:.3f} |")
         refs = references[scope]
@@ -89,15 +79,15 @@ def main() -> None:
     tables, references = {}, {}
     for scope, part in scopes(cells).items():
         tables[scope] = rows(part, REFERENCES)
-        references[scope] = {m: score(acc_rows(part, m, "acc"))[0] for m in REFERENCES if acc_rows(part, m, "acc")}
+        units = {m: acc_rows(part, m, "acc") for m in REFERENCES}
+        references[scope] = {m: score(u)[0] for m, u in units.items() if u}
     text = markdown(tables, references, missing)
     print(text)
     if args.write:
         command = f"benchmarks/lambda_report.py --out {' '.join(args.out)}"
         record = {"suite": suite.name, "commit": commit(), "command": command, "missing_cells": missing,
                   "tables": tables, "references": references}
-        atomic_write(args.write, json.dumps(record, indent=2, default=str) + "\n")
-        atomic_write(args.write.removesuffix(".json") + ".md", f"<!-- {command} -->\n{text}\n")
+        write_tables(args.write, record, text)
 
 
 if __name__ == "__main__":

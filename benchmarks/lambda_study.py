@@ -77,7 +77,8 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _ci(d: dict | None) -> str:
+def ci_text(d: dict | None) -> str:
+    """A paired difference as `mean [low, high] verdict`; '—' when there was none."""
     if d is None:
         return "—"
     low, high = d["ci95"]
@@ -105,7 +106,7 @@ def default_choice(cells: dict, outs: list[str]) -> tuple[dict, list[dict]]:
         margin = paired(cells, best["method"], gated["method"])
         resolved = margin["ci95"][0] > 0
         chosen = best if resolved else gated
-        why = (f"best overall {best['method']} − best within the gate {gated['method']}: {_ci(margin)}; "
+        why = (f"best overall {best['method']} − best within the gate {gated['method']}: {ci_text(margin)}; "
                + ("resolved, so the best overall (cost goal missed)" if resolved else "not resolved, so the gated one"))
     return {"method": chosen["method"], "why": why}, rows
 
@@ -144,18 +145,24 @@ def markdown(chosen: dict, rows: list[dict], studied: list[dict], refs: list[dic
         mark = " **(chosen)**" if r["method"] == chosen["method"] else ""
         cols = " | ".join(f"{r['per_setting'].get(s, float('nan')):.4f}" for s in settings)
         gate = "" if r["meets_gate"] else " ✗"
-        lines.append(f"| {r['method']}{mark} | {r['val_acc']:.4f} | {cols} | {_ci(r['vs_fedit_ft'])} "
-                     f"| {_ci(r['vs_fedit_ft_matched'])} | {r['lambda_gap_to_oracle_val']:.3f} "
+        lines.append(f"| {r['method']}{mark} | {r['val_acc']:.4f} | {cols} | {ci_text(r['vs_fedit_ft'])} "
+                     f"| {ci_text(r['vs_fedit_ft_matched'])} | {r['lambda_gap_to_oracle_val']:.3f} "
                      f"| {r['lambda_s_ratio']:.3f}{gate} | {r['lambda_pass_ratio']:.3f} |")
     lines += ["", f"Chosen: **{chosen['method']}** — {chosen['why']}.", "",
               "## The paper estimator's open choices and the factor-space merge (each against its base, same init)", "",
               "| variant | base | val acc | − base [95% CI] | |λ − λ oracle_val| |", "|---|---|---|---|---|"]
     for s in studied:
-        lines.append(f"| {s['change']} | {s['base']} | {s['val_acc']:.4f} | {_ci(s['vs_base'])} "
+        lines.append(f"| {s['change']} | {s['base']} | {s['val_acc']:.4f} | {ci_text(s['vs_base'])} "
                      f"| {s['lambda_gap_to_oracle_val']:.3f} |")
     lines += ["", "## References", "", "| method | val acc |", "|---|---|"]
     lines += [f"| {r['method']} | {r['val_acc']:.4f} |" for r in refs]
     return "\n".join(lines)
+
+
+def write_tables(path: str, record: dict, text: str) -> None:
+    """``record`` as JSON at ``path`` and ``text`` as Markdown beside it, headed by ``record["command"]``."""
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write(str(Path(path).with_suffix(".md")), f"<!-- {record['command']} -->\n{text}\n")
 
 
 def main() -> None:
@@ -173,8 +180,7 @@ def main() -> None:
         command = f"benchmarks/lambda_study.py --out {' '.join(args.out)}"
         record = {"suite": suite.name, "commit": commit(), "command": command, "missing_cells": missing,
                   "chosen": chosen, "candidates": rows, "study": studied, "references": refs}
-        atomic_write(args.write, json.dumps(record, indent=2, default=str) + "\n")
-        atomic_write(str(Path(args.write).with_suffix(".md")), f"<!-- {command} -->\n{text}\n")
+        write_tables(args.write, record, text)
 
 
 if __name__ == "__main__":
