@@ -122,7 +122,11 @@ class PeersConfig:
     feddpa_levels: int = 21  # FedDPA's per-instance weight α(x) is evaluated on this many levels of [0, 1]
     ffa_lora_lr_scale: float = 2.0  # FFA-LoRA's client lr ÷ fed.lr (its paper trains B alone at larger rates)
     fedsa_lora_lr_scale: float = 2.0  # FedSA-LoRA's client lr ÷ fed.lr
-    feddpa_weight_cap: float = 0.2  # FedDPA's α(x) = cap × similarity (its authors' code: w, 0.5 by default)
+    # FedDPA's α(x) = min(1, cap × similarity) (its authors' code: w, 0.5 or 1); cap > 1: α saturates at 1 for more inputs
+    feddpa_weight_cap: float = 0.2
+    ditto_lr_scale: float = 1.0  # Ditto's lr ÷ fed.lr in its rounds (÷ local.lr for ditto_posthoc)
+    apfl_lr_scale: float = 1.0  # APFL's lr ÷ fed.lr in its rounds (÷ local.lr for apfl_posthoc); α's lr: apfl_alpha_lr
+    feddpa_lr_scale: float = 1.0  # FedDPA's local-adapter lr ÷ local.lr
     fixed_lambda: float = 0.5  # the federated weight of `fixed`, the same for every client
 
 
@@ -299,7 +303,11 @@ def validate(cfg: RunConfig) -> None:
     _check(bool(cfg.methods), "methods must be a non-empty list")
     _check(bool(cfg.potara.grid) and all(0.0 <= x <= 1.0 for x in cfg.potara.grid), "potara.grid must be a non-empty list of values in [0, 1]")
     _check(cfg.peers.ditto_mu >= 0, f"peers.ditto_mu must be >= 0, got {cfg.peers.ditto_mu}")
-    _check(0 < cfg.peers.feddpa_weight_cap <= 1, f"peers.feddpa_weight_cap must be in (0, 1], got {cfg.peers.feddpa_weight_cap}")
+    _check(
+        0 < cfg.peers.feddpa_weight_cap < math.inf,
+        f"peers.feddpa_weight_cap must be a finite number > 0 (above 1, α(x) reaches 1 for more inputs), "
+        f"got {cfg.peers.feddpa_weight_cap}",
+    )
     _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
     _check(
         bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
@@ -320,7 +328,8 @@ AT_LEAST = {
 }
 POSITIVE = (
     "lora.alpha", "lora.head_lr_scale", "data.alpha", "fed.lr", "local.lr", "peers.apfl_alpha_lr",
-    "peers.ffa_lora_lr_scale", "peers.fedsa_lora_lr_scale", "validation.max_norm", "validation.max_norm_ratio",
+    "peers.ffa_lora_lr_scale", "peers.fedsa_lora_lr_scale", "peers.ditto_lr_scale", "peers.apfl_lr_scale",
+    "peers.feddpa_lr_scale", "validation.max_norm", "validation.max_norm_ratio",
 )
 BELOW_ONE = ("lora.dropout", "data.val_fraction")
 

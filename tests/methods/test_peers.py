@@ -11,20 +11,21 @@ import pytest
 import torch
 from conftest import without_seconds
 
-from potara import config, engine
+from potara import config, engine, methods
 from potara.config import ConfigError, PeersConfig
 from potara.federation import checkpoint
 from potara.federation import rounds as fed_rounds
-from potara.federation.recipes import FEDIT, FEDSA_LORA, FFA_LORA, Ditto
+from potara.federation.personal import unpack_apfl
+from potara.federation.recipes import APFL, FEDIT, FEDSA_LORA, FFA_LORA, Ditto
 from potara.flower.settings import from_run_config
 from potara.merge.taskvec import LORA_A, LORA_B, extra_keys, group_of, lora_modules
-from potara.methods import apfl, ditto_posthoc, feddpa
+from potara.methods import apfl_posthoc, ditto_posthoc, feddpa
 from potara.models.adapters import get_state, parse_payload, serialize, set_state
 from potara.models.loading import load_peft_classifier
 from potara.personalize.session import ClientSession, Timers
 from potara.training.loop import train, train_through_merge
 
-PEERS = ["ffa_lora", "fedsa_lora", "ditto", "ditto_posthoc", "apfl", "feddpa"]
+PEERS = ["ffa_lora", "fedsa_lora", "ditto", "ditto_posthoc", "apfl", "apfl_posthoc", "feddpa"]
 
 
 def tiny_cfg(tiny_model_dir, synthetic_csv, *extra: str) -> config.RunConfig:
@@ -53,9 +54,11 @@ def federate(tiny, recipe, rounds: int = 2, kept_after: list | None = None, frac
     round, into ``kept_after``)."""
     shared, kept = recipe.split(tiny.pretrained)[0], recipe.kept_at_start(tiny.pretrained)
     held = {c.name: kept for c in tiny.clients} if kept else {}
+    budget = engine.fed_budget(tiny.cfg)
     state = fed_rounds.run_rounds(
         tiny.model, {c.name: c.train for c in tiny.clients}, shared, recipe.strategy("factors"), rounds=rounds,
-        fraction=fraction, budget=engine.fed_budget(tiny.cfg), seed=0, recipe=recipe, kept=held,
+        fraction=fraction, budget=dataclasses.replace(budget, lr=budget.lr * recipe.lr_scale), seed=0, recipe=recipe,
+        kept=held,
         on_round=None if kept_after is None else lambda entry, state: kept_after.append(dict(held)),
     )
     return state, held
@@ -195,7 +198,7 @@ def test_ditto_posthoc_pulls_toward_the_federated_adapter_and_mu_zero_is_fedit_f
     assert dist[0.0] > dist[1.0] > dist[100.0] > 0
 
 
-def test_apfl_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state, monkeypatch):
+def test_apfl_posthoc_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state, monkeypatch):
     """α read off the trained parameter (α = sigmoid(s)): the reported λ is 1 − α, and the chosen merge is the
     mixture APFL trained, ``α v + (1 − α) w_F``, module by module."""
     trained = []
@@ -205,9 +208,9 @@ def test_apfl_learns_alpha_and_reports_one_minus_alpha(tiny, fedit_state, monkey
         trained.append((groups[-1]["params"][0], mixture))
         return loss
 
-    monkeypatch.setattr(apfl, "train_through_merge", spying)
+    monkeypatch.setattr(apfl_posthoc, "train_through_merge", spying)
     session = session_of(tiny, fedit_state)
-    choice = apfl.build(tiny.cfg).personalize(session)
+    choice = apfl_posthoc.build(tiny.cfg).personalize(session)
     (logit, mixture), = trained
     alpha = float(torch.sigmoid(logit))
     assert abs(alpha - 0.5) > 1e-3 and choice.lam == pytest.approx(1 - alpha)  # α moved from APFL's ½
@@ -257,7 +260,7 @@ def test_feddpa_scales_only_the_local_lora_by_alpha_and_keeps_the_local_head_who
 
 def test_feddpa_trains_the_head_at_head_lr_scale(tiny, fedit_state, monkeypatch):
     seen = []
-    monkeypatch.setattr(feddpa, "train_through_merge", lambda model, data, budget, gen, groups, merged: seen.append(groups))
+    monkeypatch.setattr(feddpa, "train_through_levels", lambda model, data, budget, gen, groups, *_: seen.append(groups))
     feddpa.build(tiny.cfg).personalize(session_of(tiny, fedit_state))
     lr, scale = tiny.cfg.local.lr, tiny.cfg.lora.head_lr_scale
     assert scale != 1.0 and sorted(g["lr"] for g in seen[0]) == sorted([lr, lr * scale])
@@ -286,8 +289,9 @@ def test_a_run_with_every_peer_reports_finite_accuracies_and_measured_bytes(tiny
         assert result.rounds[-1][name]["broadcast_bytes"] == n * payload
     assert m["fedit"].bytes_up == rounds * n * len(serialize(tiny.pretrained))
     assert m["fedit"].bytes_down == (rounds + 1) * n * len(serialize(tiny.pretrained))
-    assert all(m[name].bytes_up == m["fedit"].bytes_up for name in ("ditto", "apfl", "feddpa"))
-    assert all(row["lambda"] != 0.5 for row in m["apfl"].per_client)
+    assert all(m[name].bytes_up == m["fedit"].bytes_up for name in ("ditto", "apfl", "apfl_posthoc", "feddpa"))
+    assert all(row["lambda"] != 0.5 for row in m["apfl_posthoc"].per_client)
+    assert any(row["lambda"] != 0.5 for row in m["apfl"].per_client)  # α's AdamW steps may cancel on a 1-batch client
     assert all(0 <= row["lambda"] <= 1 for row in m["feddpa"].per_client)
 
 
@@ -329,12 +333,13 @@ def client_steps(monkeypatch) -> list[str]:
 
 
 def test_peer_federations_interrupted_mid_run_resume_to_the_uninterrupted_result(tiny, tmp_path, monkeypatch):
-    """Interrupted after fedsa_lora's round 1, then after ditto's (each client's own B and head, or its personal
-    adapter, only on disk), each rerun continues from the checkpoints, running only the rounds left, and the run ends
-    as the uninterrupted one: rows, bytes and round records."""
-    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora,ditto]")
+    """Interrupted after fedsa_lora's round 1, then after ditto's, then after apfl's (each client's own B and head,
+    its personal adapter, or its v_k and α_k, only on disk), each rerun continues from the checkpoints, running only
+    the rounds left, and the run ends as the uninterrupted one: rows (APFL's λ = 1 − α_k), bytes and round records."""
+    cfg = tiny_cfg(*tiny.dirs, "methods=[fedit,fedsa_lora,ditto,apfl]")
     straight, n = engine.run(cfg), len(tiny.clients)
-    for recipe, rounds_left in (("fedsa_lora", 2 + 1), ("ditto", 1 + 1)):  # FedIT 2 + fedsa 1; fedsa 1 + ditto 1
+    # FedIT 2 + fedsa 1; fedsa 1 + ditto 1; ditto 1 + apfl 1
+    for recipe, rounds_left in (("fedsa_lora", 2 + 1), ("ditto", 1 + 1), ("apfl", 1 + 1)):
         with monkeypatch.context() as mp:
             stepped = client_steps(mp)
             interrupt_after(mp, tmp_path / recipe, 1)
@@ -344,15 +349,134 @@ def test_peer_federations_interrupted_mid_run_resume_to_the_uninterrupted_result
         assert [p.name for p in checkpoint.rounds(tmp_path / recipe)] == ["round-000001"]
     stepped = client_steps(monkeypatch)
     resumed = engine.run(cfg, checkpoint_dir=tmp_path)
-    assert len(stepped) == n  # ditto's round 2 alone
-    for name in ("fedit", "fedsa_lora", "ditto"):
+    assert len(stepped) == n  # apfl's round 2 alone
+    for name in ("fedit", "fedsa_lora", "ditto", "apfl"):
         assert without_seconds(resumed.methods[name].per_client) == without_seconds(straight.methods[name].per_client)
         assert resumed.methods[name].bytes_up == straight.methods[name].bytes_up
     assert without_seconds(resumed.rounds) == without_seconds(straight.rounds)
 
 
-@pytest.mark.parametrize("peer", ["ffa_lora", "fedsa_lora", "ditto"])
+@pytest.mark.parametrize("peer", ["ffa_lora", "fedsa_lora", "ditto", "apfl"])
 def test_flower_refuses_peers_with_their_own_federation(peer):
     with pytest.raises(ConfigError, match=f"{peer}.*only the embedded engine"):
         from_run_config({"overrides": f"methods=[fedit,{peer}]"})
-    assert from_run_config({"overrides": "methods=[fedit,ditto_posthoc]"}).run.methods == ["fedit", "ditto_posthoc"]
+    for posthoc in ("ditto_posthoc", "apfl_posthoc"):
+        assert from_run_config({"overrides": f"methods=[fedit,{posthoc}]"}).run.methods == ["fedit", posthoc]
+
+
+def variant(tiny, spec: str):
+    """The method named ``spec`` (a name or a ``name@key=value`` variant) under the tiny run's config."""
+    return methods.build(spec, tiny.cfg)
+
+
+def logits_of(tiny, session: ClientSession, choice) -> torch.Tensor:
+    """The chosen model's logits on the session's test split."""
+    test = session.split("test")
+    return choice.logits(test) if choice.logits else session.predict_merged(choice.states, choice.weights, test)
+
+
+def test_feddpa_local_adapter_is_trained_under_alpha_of_each_input(tiny, fedit_state):
+    """With a tiny cap every training input has α(x) = 0, so the local LoRA gets no gradient and stays at its
+    initialisation (only the head trains); with a large cap it trains (the old code trained it at α = 1)."""
+    session = session_of(tiny, fedit_state)
+    lora_keys = [k for k in tiny.pretrained if k.endswith((LORA_A, LORA_B))]
+    local = {}
+    for cap in (1e-6, 50.0):
+        local[cap] = variant(tiny, f"feddpa@peers.feddpa_weight_cap={cap}").personalize(session).states[1]
+    assert all(local[1e-6][k].equal(tiny.pretrained[k]) for k in lora_keys)
+    assert any(not local[1e-6][k].equal(fedit_state[k]) for k in extra_keys(fedit_state))  # the head trained
+    assert any(not local[50.0][k].equal(tiny.pretrained[k]) for k in lora_keys if k.endswith(LORA_B))
+
+
+def test_feddpa_training_loss_is_the_loss_of_the_weighted_models(tiny, fedit_state, monkeypatch):
+    """Each training input goes through the merge at its own (rounded) α(x): the levels handed to training are
+    the instance weights of the training inputs."""
+    seen = []
+    monkeypatch.setattr(feddpa, "train_through_levels", lambda *args: seen.append(args))
+    session = session_of(tiny, fedit_state)
+    variant(tiny, "feddpa@peers.feddpa_weight_cap=0.5").personalize(session)
+    (_, data, _, _, _, merged_at, level), = seen
+    alphas = feddpa.instance_weights(session, session.split("train"), 0.5)
+    assert data is session.split("train") and torch.equal(level, torch.round(alphas * 20) / 20)
+    assert level.unique().numel() > 1
+    fed = fedit_state
+    local = {**tiny.pretrained, **{k: fed[k] for k in extra_keys(fed)}}  # untrained here: training is stubbed out
+    assert_same_function(merged_at(0.35), session.merged([fed, local], feddpa.dual_weights(fed, 0.35), "delta"))
+
+
+def test_feddpa_weight_cap_above_one_is_valid_and_changes_predictions(tiny, fedit_state):
+    session = session_of(tiny, fedit_state)
+    outs = [logits_of(tiny, session, variant(tiny, f"feddpa@peers.feddpa_weight_cap={cap}").personalize(session))
+            for cap in (0.2, 2.0)]
+    assert not torch.allclose(outs[0], outs[1])
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(ConfigError, match="feddpa_weight_cap"):
+            tiny_cfg(*tiny.dirs, f"peers.feddpa_weight_cap={bad}")
+
+
+def apfl_recipe(tiny, alpha_lr: float = 0.1) -> APFL:
+    cfg = tiny.cfg
+    return APFL(alpha_lr, cfg.lora.alpha / cfg.lora.r, 2 * cfg.lora.r)
+
+
+def test_apfl_in_rounds_sends_fedits_payloads_and_keeps_v_and_alpha_home(tiny, monkeypatch):
+    wire = spy_wire(monkeypatch)
+    fedit_state, _ = federate(tiny, FEDIT)
+    fedit_wire, wire[:] = list(wire), []
+    snapshots: list[dict] = []
+    state, held = federate(tiny, apfl_recipe(tiny), kept_after=snapshots)
+    assert wire == fedit_wire  # v_k and α_k add nothing to the wire and perturb nothing
+    assert all(state[k].equal(fedit_state[k]) for k in state)
+    alphas = [[unpack_apfl(s[c.name])[2] for c in tiny.clients] for s in snapshots]
+    assert all(abs(a - 0.5) > 1e-3 for a in alphas[0]) and alphas[1] != alphas[0]  # α moves, and again next round
+    _, personal, _ = unpack_apfl(held["client_00"])
+    assert set(personal) == set(tiny.pretrained) and distance(personal, tiny.pretrained) > 0
+    assert distance(personal, unpack_apfl(held["client_01"])[1]) > 0  # one v per client
+
+
+def test_apfl_personal_model_is_the_mixture_and_alpha_changes_predictions(tiny):
+    state, held = federate(tiny, apfl_recipe(tiny))
+    session = session_of(tiny, {**state, **held["client_00"]})
+    choice = variant(tiny, "apfl").personalize(session)
+    glob, personal, alpha = unpack_apfl(session.fed)
+    assert choice.weights == [1 - alpha, alpha] and choice.lam == pytest.approx(1 - alpha)
+    assert all(choice.states[0][k].equal(state[k]) for k in state) and set(choice.states[0]) == set(state)
+    assert all(choice.states[1][k].equal(personal[k]) for k in personal) and set(choice.states[1]) == set(personal)
+    test = session.split("test")
+    other = session.predict_merged([glob, personal], [alpha, 1 - alpha], test)
+    assert not torch.allclose(session.predict_merged(choice.states, choice.weights, test), other)
+
+
+def test_apfl_alpha_lr_moves_alpha_more(tiny):
+    moved = {lr: abs(unpack_apfl(federate(tiny, apfl_recipe(tiny, lr))[1]["client_00"])[2] - 0.5) for lr in (0.01, 0.3)}
+    assert moved[0.3] > moved[0.01] > 0
+
+
+@pytest.mark.parametrize("spec", ["ditto", "apfl"])
+def test_lr_scale_of_a_peer_in_its_rounds_changes_its_models(tiny, spec):
+    """``peers.<peer>_lr_scale`` through the variant syntax: the recipe's lr is scaled, and the personal models
+    (logits on a test split) differ."""
+    outs = []
+    for scale in (1.0, 3.0):
+        method = variant(tiny, f"{spec}@peers.{spec}_lr_scale={scale}")
+        assert method.federation.lr_scale == scale
+        state, held = federate(tiny, method.federation)
+        session = session_of(tiny, {**state, **held["client_00"]})
+        outs.append(logits_of(tiny, session, method.personalize(session)))
+    assert not torch.allclose(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("spec, key", [
+    ("ditto_posthoc", "ditto_lr_scale"), ("apfl_posthoc", "apfl_lr_scale"), ("feddpa", "feddpa_lr_scale"),
+])
+def test_lr_scale_of_a_posthoc_peer_changes_its_models(tiny, fedit_state, spec, key):
+    session = session_of(tiny, fedit_state)
+    outs = [logits_of(tiny, session, variant(tiny, f"{spec}@peers.{key}={scale}").personalize(session))
+            for scale in (1.0, 3.0)]
+    assert not torch.allclose(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("key", ["ditto_lr_scale", "apfl_lr_scale", "feddpa_lr_scale"])
+def test_lr_scales_must_be_positive(tiny, key):
+    with pytest.raises(ConfigError, match=key):
+        tiny_cfg(*tiny.dirs, f"peers.{key}=0")

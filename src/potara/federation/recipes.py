@@ -13,13 +13,21 @@ override one hook (Flower-strategy style).
 - ``Ditto`` (Li et al., "Ditto: Fair and Robust Federated Learning Through Personalization", ICML 2021):
   FedIT's federation of the global adapter ``w``, and beside it a personal adapter ``v_k`` per client, kept on
   the client and updated in each of its rounds toward the ``w`` it received (``μ/2 ‖v − w‖²``).
+- ``APFL`` (Deng et al., "Adaptive Personalized Federated Learning", 2020): FedIT's federation of ``w``, and per
+  client a personal adapter ``v_k`` and mixing weight ``α_k``, kept on the client and trained in each of its
+  rounds on the loss of the mixture ``α_k v_k + (1 − α_k) w`` (:func:`potara.federation.personal.apfl_step`).
 """
 
 from __future__ import annotations
 
 import copy
 
+from peft import PeftModel
+
+from ..data.encoding import Encoded
 from ..merge.taskvec import LORA_A, AdapterState
+from ..training.loop import Budget
+from .personal import apfl_start, apfl_step, ditto_step
 from .strategies import FedAvg, ProductFedAvg
 
 
@@ -41,10 +49,17 @@ class FedIT:
         """The server's aggregation: ``fed.aggregation`` chooses factors (FedIT) or exact products."""
         return ProductFedAvg() if aggregation == "product" else FedAvg()
 
-    def personal_mu(self) -> float | None:
-        """Ditto's ``μ`` when each client also trains a personal adapter beside the global one (every tensor,
-        kept on the client, pulled by ``μ/2 ‖v − w‖²`` toward the global ``w`` it receives); None: none."""
-        return None
+    def personal_start(self, initial: AdapterState) -> AdapterState:
+        """A client's personal state before its first round, kept on the client ({}: none)."""
+        return {}
+
+    def personal_step(
+        self, model: PeftModel, kept: AdapterState, received: AdapterState, trained: AdapterState, data: Encoded,
+        budget: Budget, seed: int,
+    ) -> AdapterState:
+        """A client's personal state after its round (``kept`` before it; ``received``: the global adapter it
+        got, ``trained``: after its local step); {}: none."""
+        return {}
 
     def split(self, state: AdapterState) -> tuple[AdapterState, AdapterState]:
         """(the tensors that travel, the tensors that stay on the client)."""
@@ -54,9 +69,8 @@ class FedIT:
         )
 
     def kept_at_start(self, initial: AdapterState) -> AdapterState:
-        """What each client holds before its first round: the tensors that stay, or its personal adapter
-        (``initial`` whole) when there is one."""
-        return dict(initial) if self.personal_mu() is not None else self.split(initial)[1]
+        """What each client holds before its first round: the tensors that stay and its personal state."""
+        return {**self.split(initial)[1], **self.personal_start(initial)}
 
 
 def scaled(recipe: FedIT, lr_scale: float) -> FedIT:
@@ -103,8 +117,32 @@ class Ditto(FedIT):
     def __init__(self, mu: float) -> None:
         self.mu = mu
 
-    def personal_mu(self) -> float | None:
-        return self.mu
+    def personal_start(self, initial: AdapterState) -> AdapterState:
+        return dict(initial)
+
+    def personal_step(
+        self, model: PeftModel, kept: AdapterState, received: AdapterState, trained: AdapterState, data: Encoded,
+        budget: Budget, seed: int,
+    ) -> AdapterState:
+        return ditto_step(model, kept, received, data, budget, seed, self.mu)
+
+
+class APFL(FedIT):
+    """FedIT's federation, and per client a personal adapter and mixing weight trained on the mixture's loss."""
+
+    name = "apfl"
+
+    def __init__(self, alpha_lr: float, scale: float, merge_rank: int) -> None:
+        self.alpha_lr, self.scale, self.merge_rank = alpha_lr, scale, merge_rank
+
+    def personal_start(self, initial: AdapterState) -> AdapterState:
+        return apfl_start(initial)
+
+    def personal_step(
+        self, model: PeftModel, kept: AdapterState, received: AdapterState, trained: AdapterState, data: Encoded,
+        budget: Budget, seed: int,
+    ) -> AdapterState:
+        return apfl_step(model, kept, trained, data, budget, seed, self.alpha_lr, self.scale, self.merge_rank)
 
 
 FEDIT = FedIT()

@@ -15,7 +15,7 @@ from ..config import ValidationConfig
 from ..data.encoding import Encoded
 from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, get_state, serialize, set_state
-from ..training.loop import Budget, Proximal, state_as_params, train
+from ..training.loop import Budget, train
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg, RunningSum
 from .update import ClientUpdate
@@ -30,27 +30,15 @@ def client_step(
 ) -> ClientUpdate:
     """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
     local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay. A recipe
-    with a personal adapter (Ditto) has it in ``kept`` and gets it updated here too, after the global step."""
+    with personal state (Ditto's ``v_k``, APFL's ``v_k`` and ``α_k``) has it in ``kept`` and gets it updated here
+    too, after the global step."""
     received = deserialize(payload, "server")
     set_state(model, {**(kept or {}), **received})
     loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
-    sent, stays = recipe.split(get_state(model))
-    mu = recipe.personal_mu()
-    if mu is not None:
-        stays = {**stays, **personal_step(model, kept or {}, received, data, budget, seed, mu)}
-    return ClientUpdate(client, serialize(sent, dtype), len(data), loss, stays)
-
-
-def personal_step(
-    model: PeftModel, personal: AdapterState, anchor: AdapterState, data: Encoded, budget: Budget, seed: int,
-    mu: float,
-) -> AdapterState:
-    """Ditto's personal update (Algorithm 1): ``personal`` trained for ``budget`` on the client's loss plus
-    ``μ/2 ‖v − anchor‖²``, ``anchor`` the global adapter the client has just received; the batches of the
-    client's global step."""
-    set_state(model, personal)
-    train(model, data, budget, torch.Generator().manual_seed(seed), Proximal(state_as_params(anchor, model), mu))
-    return get_state(model)
+    trained = get_state(model)
+    sent, stays = recipe.split(trained)
+    personal = recipe.personal_step(model, kept or {}, received, trained, data, budget, seed)
+    return ClientUpdate(client, serialize(sent, dtype), len(data), loss, {**stays, **personal})
 
 
 @dataclass

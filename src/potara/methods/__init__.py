@@ -9,6 +9,7 @@ from ..config import ConfigError, RunConfig, apply_override, from_dict
 from ..personalize.estimators import ESTIMATORS
 from . import (
     apfl,
+    apfl_posthoc,
     ditto,
     ditto_posthoc,
     feddpa,
@@ -43,6 +44,7 @@ _FIXED_NAMES = {
     "ditto": ditto.build,
     "ditto_posthoc": ditto_posthoc.build,
     "apfl": apfl.build,
+    "apfl_posthoc": apfl_posthoc.build,
     "feddpa": feddpa.build,
 }
 

@@ -1,44 +1,33 @@
-"""APFL (Deng et al., "Adaptive Personalized Federated Learning", 2020): a learned per-client mixture.
+"""APFL (Deng et al., "Adaptive Personalized Federated Learning", 2020), co-trained in the rounds (Algorithm 1).
 
-Client ``k`` holds a local adapter ``v`` and a mixing weight ``α`` and uses ``α v + (1 − α) w_F``, with
-both ``v`` and ``α`` trained by gradient descent on the loss *of the mixture*. Here ``w_F`` is the final FedIT
-adapter (frozen), ``v`` starts from it and ``α`` from ½ (APFL's initial value), parametrised as
-``α = sigmoid(s)`` (lr ``peers.apfl_alpha_lr``); they train jointly with the local budget (``local.*``, the
-batches of ``fedit_ft``, the head at ``lora.head_lr_scale`` times the lr). The mixture is the exact merge in
-task-vector space (which, for the base weights, is the parameter mixture APFL writes). Reported ``lambda`` is
-the federated weight, ``1 − α``.
+Its own federation (:class:`potara.federation.recipes.APFL`): in every round it takes part in, client ``k`` receives
+the global adapter ``w`` and (a) makes FedIT's local update of it, which is all that travels, then (b) trains its
+personal adapter ``v_k`` and mixing weight ``α_k`` for the same budget (``fed.*``, the same batches) on the loss of
+the mixture ``α_k v_k + (1 − α_k) w``, ``w`` as its local step left it and frozen
+(:func:`potara.federation.personal.apfl_step`). ``v_k`` and ``α_k`` never leave the client and carry over from one
+of its rounds to the next (kept and checkpointed like Ditto's ``v_k``). ``v_k`` starts from the initial (pretrained)
+adapter, ``α_k`` from ½. Client ``k``'s model is the final mixture ``α_k v_k + (1 − α_k) w_final``, the exact merge.
+
+Where it differs from the paper: ``α`` is parametrised as ``sigmoid(s)`` and ``s`` trained by AdamW at
+``peers.apfl_alpha_lr`` (APFL takes plain gradient steps on ``α`` and clips it to [0, 1]); ``v`` and ``α`` are
+trained after ``w``'s local step, against the ``w`` it ended at, instead of interleaved step by step with it.
+The clients' learning rate in the rounds is ``peers.apfl_lr_scale`` × ``fed.lr`` (``w``'s and ``v``'s). Reported
+``lambda`` is the federated weight, ``1 − α_k``. The post-hoc variant is ``apfl_posthoc``.
 """
 
 from __future__ import annotations
 
-import torch
-
 from ..config import RunConfig
-from ..merge.taskvec import extra_keys
+from ..federation.personal import unpack_apfl
+from ..federation.recipes import APFL, scaled
 from ..personalize.session import ClientSession
-from ..training.loop import lr_groups, train_through_merge
 from .base import Choice, Method
 
 
 def build(cfg: RunConfig) -> Method:
-    alpha_lr = cfg.peers.apfl_alpha_lr
-
     def personalize(session: ClientSession) -> Choice:
-        fed = session.fed
-        local = {k: t.clone().requires_grad_(True) for k, t in fed.items()}
-        logit = torch.zeros((), requires_grad=True)  # α = sigmoid(0) = ½
+        glob, personal, alpha = unpack_apfl(session.fed)
+        return Choice([glob, personal], [1 - alpha, alpha], lam=1 - alpha)
 
-        def mixture() -> dict[str, torch.Tensor]:
-            alpha = torch.sigmoid(logit)
-            return session.merged([local, fed], [alpha, 1 - alpha])
-
-        budget = session.settings.local_budget
-        groups = [*lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__), {"params": [logit], "lr": alpha_lr}]
-        train_through_merge(
-            session.model, session.split("train"), budget, session.generator("federated"), groups, mixture,
-        )
-        alpha = float(torch.sigmoid(logit.detach()))
-        local = {k: t.detach() for k, t in local.items()}
-        return Choice([fed, local], [1 - alpha, alpha], lam=1 - alpha)
-
-    return Method("apfl", personalize)
+    recipe = APFL(cfg.peers.apfl_alpha_lr, cfg.lora.alpha / cfg.lora.r, 2 * cfg.lora.r)
+    return Method("apfl", personalize, federation=scaled(recipe, cfg.peers.apfl_lr_scale))

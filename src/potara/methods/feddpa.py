@@ -2,27 +2,44 @@
 adapter, a local adapter, and an instance-wise weight on the local one.
 
 - Global adapter: the final FedIT adapter ``τ_F`` (FedDPA's global adapter is FedAvg-trained LoRA).
-- Local adapter ``τ_L``: a fresh LoRA (the shared initialisation, ``B = 0``) trained on the client's data with
-  the global one frozen and added, model ``W0 + τ_F + τ_L`` (FedDPA-F), with the local budget (``local.*``,
-  the batches of ``fedit_ft``), the head at ``lora.head_lr_scale`` times the lr as in every method.
-- Instance-wise weight: at inference an input ``x`` gets ``W0 + τ_F + α(x) τ_L``, where ``α(x)`` is the
-  mean cosine similarity between ``x``'s representation and those of the client's training inputs
-  (FedDPA's rule, over all of them instead of 5 sampled), clipped to [0, 1]. Representations: the frozen
-  base model's last hidden states, mean-pooled over tokens. ``α(x)`` is rounded to ``peers.feddpa_levels``
-  levels and each level is one exact merge run over its examples. The dual model is a sum of two adapters, not an
-  average, so it is always merged in ΔW space, whatever ``potara.merge_space`` says.
-- The head: FedDPA's setting is an LLM with no classifier head (the authors' evaluation script,
-  ``Lydia-yang/FedDPA`` ``code/GlobalModel_generated.py``, runs a LLaMA causal LM and weights the local adapter
-  only); ``α(x)`` is the weight of the local LoRA. Our classifier head is personal state, trained with the
-  local adapter like every method's head (it starts at the global head), so the model of ``x`` uses it at full
-  weight: merge weights ``[1, α(x)]`` on the LoRA modules, ``[0, 1]`` on the head. Scaling the head by ``α(x)``
-  too would hand the inputs with small ``α`` the federated head, i.e. FedIT.
+- Instance-wise weight ``α(x)`` = ``peers.feddpa_weight_cap`` × the mean cosine similarity between ``x``'s
+  representation and those of the client's training inputs, clipped to [0, 1] (the authors' rule, ``w`` × the
+  mean similarity to sampled training inputs, over all of them instead of 5 sampled; a cap above 1 makes ``α``
+  saturate at 1 for the inputs whose similarity is at least 1/cap). Representations: the frozen base model's
+  last hidden states, mean-pooled over tokens. ``α(x)`` is rounded to ``peers.feddpa_levels`` levels.
+- Model of an input ``x``: ``W0 + τ_F + α(x) τ_L``, one exact merge per level over that level's inputs. The dual
+  model is a sum of two adapters, not an average, so it is always merged in ΔW space, whatever
+  ``potara.merge_space`` says.
+- Local adapter ``τ_L``: a fresh LoRA (the shared initialisation, ``B = 0``) trained on the client's data with the
+  global one frozen (FedDPA-F: global first, then local), *under the weighting it is used with*: each training
+  input ``x`` goes through ``W0 + τ_F + α(x) τ_L`` with its own ``α(x)`` (same rule, same levels), a batch's loss
+  the mean of its examples' (LoRA is linear in ``τ_L``: one merge per level in the batch). Local budget
+  (``local.*``, the batches of ``fedit_ft``) at ``peers.feddpa_lr_scale`` × ``local.lr``, the head at
+  ``lora.head_lr_scale`` times it as in every method.
+- The head: FedDPA's setting is an LLM with no classifier head; ``α(x)`` is the weight of the local LoRA. Our
+  classifier head is personal state, trained with the local adapter like every method's head (it starts at the
+  global head), so the model of ``x`` uses it at full weight: merge weights ``[1, α(x)]`` on the LoRA modules,
+  ``[0, 1]`` on the head. Scaling the head by ``α(x)`` too would hand the inputs with small ``α`` the federated
+  head, i.e. FedIT.
 - Reported ``lambda`` = ``1 − mean α(x)`` over the test inputs: on the LoRA modules
   ``τ_F + α τ_L = (1 − α) τ_F + α (τ_F + τ_L)``, so it is the federated weight against the dual model, as λ
   is everywhere.
+
+What the authors' code does (``Lydia-yang/FedDPA``, ``code/``), and where we differ: their LoRA layer adds the
+active adapter at weight ``adapter_weight[0]`` and each other one, detached, at ``adapter_weight[i + 1]``
+(``peft/tuners/lora/layer.py``). Training the local adapter (``fed_utils/client.py`` ``set_local``, FedDPA-T)
+uses ``a · τ_L + (1 − a) · τ_G`` with one fixed ``a`` = ``local_weight`` (0.5) for every input, not ``α(x)``;
+inference (``GlobalModel_generated.py``, ``auto``) sets ``[α(x), 1 − α(x)]`` with the global adapter active, i.e.
+``α(x) τ_G + (1 − α(x)) τ_L``, ``α(x)`` = ``w`` (1, or 0.5 with ``half``, or ``max_weight``) × the mean cosine
+similarity of last-token hidden states of the local model to 5 sampled training instructions. We keep the
+global adapter whole and weight the local one by ``α(x)`` (the paper's "global + instance-weighted local"
+reading), train the local adapter under that same ``α(x)``, and use mean-pooled frozen-base representations
+over all training inputs.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import Tensor
@@ -31,7 +48,7 @@ from ..config import RunConfig
 from ..data.encoding import Encoded
 from ..merge.taskvec import AdapterState, extra_keys, groups, lora_modules
 from ..personalize.session import ClientSession
-from ..training.loop import base_representations, lr_groups, train_through_merge
+from ..training.loop import base_representations, lr_groups, train_through_levels
 from .base import Choice, Method
 
 
@@ -63,27 +80,33 @@ def _unit(reps: Tensor) -> Tensor:
     return torch.nn.functional.normalize(reps, dim=-1)
 
 
+def levels_of(alpha: Tensor, levels: int) -> Tensor:
+    """``alpha`` rounded to the nearest of ``levels`` evenly spaced values of [0, 1]."""
+    return torch.round(alpha * (levels - 1)) / (levels - 1)
+
+
 def build(cfg: RunConfig) -> Method:
-    levels, cap = cfg.peers.feddpa_levels, cfg.peers.feddpa_weight_cap
+    levels, cap, lr_scale = cfg.peers.feddpa_levels, cfg.peers.feddpa_weight_cap, cfg.peers.feddpa_lr_scale
 
     def personalize(session: ClientSession) -> Choice:
-        fed = session.fed
-        if len(session.split("train")) == 0:
+        fed, train = session.fed, session.split("train")
+        if len(train) == 0:
             return Choice([fed], [1.0], lam=1.0, note="no training data: federated model")
+        reference = training_reference(session)  # the same for every split the model is asked about
         start = {**session.pretrained, **{k: fed[k] for k in extra_keys(fed)}}
         local = {k: t.clone().requires_grad_(True) for k, t in start.items()}
-        budget = session.settings.local_budget
-        train_through_merge(
-            session.model, session.split("train"), budget, session.generator("federated"),
+        budget = dataclasses.replace(session.settings.local_budget, lr=session.settings.local_budget.lr * lr_scale)
+        train_through_levels(
+            session.model, train, budget, session.generator("federated"),
             lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__),
-            lambda: session.merged([fed, local], dual_weights(fed, 1.0), "delta"),
+            lambda alpha: session.merged([fed, local], dual_weights(fed, alpha), "delta"),
+            levels_of(instance_weights(session, train, cap, reference), levels),
         )
         local = {k: t.detach() for k, t in local.items()}
-        reference = training_reference(session)  # the same for every split the model is asked about
 
         def logits(data: Encoded) -> Tensor:
             """Per instance: the merge at its weight α(x), one forward pass per level over that level's inputs."""
-            alpha = torch.round(instance_weights(session, data, cap, reference) * (levels - 1)) / (levels - 1)
+            alpha = levels_of(instance_weights(session, data, cap, reference), levels)
             parts = [(alpha == level).nonzero().squeeze(1) for level in alpha.unique()]
             out = [session.predict_merged([fed, local], dual_weights(fed, float(alpha[index[0]])), data.subset(index),
                                           "delta") for index in parts]

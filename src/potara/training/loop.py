@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,19 +94,50 @@ def train_through_merge(
 ) -> float:
     """Train the tensors of ``groups`` (AdamW parameter groups; lr defaults to ``budget.lr``) by the loss of the
     model whose merge adapter holds ``merged()``, a differentiable function of them (``torch.func``)."""
+    return _train_merged(model, data, budget, generator, groups, lambda loss, batch: loss(merged(), batch))
+
+
+def train_through_levels(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, groups: list[dict],
+    merged_at: Callable[[float], AdapterState], level: Tensor,
+) -> float:
+    """:func:`train_through_merge` with a model per example: example ``i`` of ``data`` goes through the merge
+    ``merged_at(level[i])``. A batch's loss is the mean of its examples' losses, computed one level at a time
+    (one forward pass per level present in the batch, weighted by its share of the batch)."""
+    key = "_level"
+    tagged = dataclasses.replace(data, tensors={**data.tensors, key: level.to(data.tensors["labels"].device)})
+
+    def per_level(loss: Callable[[AdapterState, dict[str, Tensor]], Tensor], batch: dict[str, Tensor]) -> Tensor:
+        levels, inputs = batch[key], {k: v for k, v in batch.items() if k != key}
+        parts = []
+        for value in levels.unique():
+            index = (levels == value).nonzero().squeeze(1)
+            part = {k: v.index_select(0, index) for k, v in inputs.items()}
+            parts.append(loss(merged_at(float(value)), part) * (len(index) / len(levels)))
+        return sum(parts)
+
+    return _train_merged(model, tagged, budget, generator, groups, per_level)
+
+
+def _train_merged(
+    model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, groups: list[dict],
+    batch_loss: Callable[[Callable[[AdapterState, dict[str, Tensor]], Tensor], dict[str, Tensor]], Tensor],
+) -> float:
+    """The loop of the two above: ``batch_loss(loss, batch)``, where ``loss(state, inputs)`` is the loss of the
+    model whose merge adapter holds ``state`` on ``inputs``."""
     torch.manual_seed(generator.initial_seed())
     if len(data) == 0:
         return 0.0
     names = {state_key(n, MERGE_ADAPTER): n for n, _ in model.named_parameters() if f".{MERGE_ADAPTER}." in n}
     optim = torch.optim.AdamW(groups, lr=budget.lr, weight_decay=0.0)
 
-    def loss_of(batch: dict[str, Tensor]) -> Tensor:
-        params = {names[k]: v for k, v in merged().items()}
-        return torch.func.functional_call(model, params, args=(), kwargs=batch, strict=False).loss
+    def loss(state: AdapterState, inputs: dict[str, Tensor]) -> Tensor:
+        params = {names[k]: v for k, v in state.items()}
+        return torch.func.functional_call(model, params, args=(), kwargs=inputs, strict=False).loss
 
     model.set_adapter(MERGE_ADAPTER)
     try:
-        return _descend(model, data, budget, generator, optim, loss_of)
+        return _descend(model, data, budget, generator, optim, lambda batch: batch_loss(loss, batch))
     finally:
         model.set_adapter(TRAIN_ADAPTER)
 
