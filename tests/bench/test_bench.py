@@ -232,7 +232,7 @@ def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
         from_run_config({"overrides": "fed.payload_dtype=bf16"})
 
 
-FAKE_SEEDS = {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0]}  # setting c has one seed: no interval there
+FAKE_SEEDS = {"a": list(range(6)), "b": list(range(6)), "c": [0]}  # setting c has one seed: no interval there
 BASE = [0.25, 0.5, 0.25, 0.5]  # fedit_ft, per client
 
 
@@ -259,7 +259,12 @@ def write_fake_cells(out) -> bench_suite.Suite:
             where.mkdir(parents=True)
             (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
             (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, potara=0.2 * r)) + "\n" for r in (1, 2)))
-    return bench_suite.Suite("fake", [0, 1, 2], list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+    return bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+
+
+def pooling_a_and_b(suite: bench_suite.Suite) -> bench_suite.Suite:
+    """The fake suite with c compared with a, not pooled: a and b give 12 clusters, enough for a verdict."""
+    return bench_suite.Suite(suite.name, suite.seeds, suite.methods, suite.settings, compare={"c": "a"})
 
 
 def test_setting_tables_show_paired_differences_and_mark_bounds(tmp_path, monkeypatch):
@@ -269,46 +274,59 @@ def test_setting_tables_show_paired_differences_and_mark_bounds(tmp_path, monkey
     report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
     a, c = report.split("## a\n")[1].split("## b\n")[0], report.split("## c\n")[1].split("## Communication")[0]
     assert "| Δ vs fedit_ft [95% CI] | W/T/L |" in a
-    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [+0.250, +0.250] | 12/0/0 |" in a
-    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/12/0 |" in a
-    assert "| fedit | 0.125 ± 0.000 | 0.000 ± 0.000 | -0.250 [-0.250, -0.250] | 0/0/12 |" in a
+    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [+0.250, +0.250] | 24/0/0 |" in a
+    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/24/0 |" in a
+    assert "| fedit (not personalized) | 0.125 ± 0.000 | 0.000 ± 0.000 | -0.250 [-0.250, -0.250] | 0/0/24 |" in a
     assert "| fedit_ft | 0.375 ± 0.000 | 0.250 ± 0.000 | – | – |" in a
-    assert "| oracle_test (bound) | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.625 [+0.625, +0.625] | 12/0/0 |" in a
+    assert "| oracle_test (bound) | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.625 [+0.625, +0.625] | 24/0/0 |" in a
     assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [–] | 4/0/0 |" in c  # one seed: no interval
     assert drawn["oracle_test (bound)"] == "none" and drawn["potara (per round)"] != "none"
+    assert "**Statistics.**" in report and "Welch–Satterthwaite" in report and "Holm" in report
 
 
 def test_pooled_paired_differences_in_report_md_and_json(tmp_path):
-    report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
+    report = bench_report.write_report(tmp_path, pooling_a_and_b(write_fake_cells(tmp_path)))
     pooled = report.split("## Paired differences, pooled over every setting")[1].split("\n## ")[0]
-    assert "| potara | +0.250 [+0.250, +0.250] | 28/0/0 | win | apfl | +0.241 [" in pooled
-    assert "| 27/1/0 | win |" in pooled and "| fedit | -0.250 [-0.250, -0.250] | 0/0/28 | loss | apfl |" in pooled
+    assert "**Uncorrected, exploratory**" in pooled
+    assert ("| potara | +0.250 [+0.250, +0.250] | 0.000 / 0.000 | 48/0/0 | win "
+            "| apfl | +0.245 [+0.231, +0.258] | 0.000 / 0.000 | 47/1/0 | win |") in pooled
+    assert "| apfl | +0.005 [-0.008, +0.019] | 0.363 / 1.000 | 1/47/0 | tie |" in pooled
+    assert "| fedit (not personalized) | -0.250 [-0.250, -0.250] | 0.000 / 0.000 | 0/0/48 | loss | apfl |" in pooled
     assert "oracle_test" not in pooled
 
     written = json.loads((tmp_path / "report.json").read_text())
-    assert set(written) == {"suite", "unit", "cluster", "bounds", "settings", "overall", "potara_versus", "compare"}
+    assert set(written) == {"suite", "unit", "cluster", "stratum", "statistics", "bounds", "non_personalized",
+                            "settings", "overall", "potara_versus", "compare"}
     assert written["bounds"] == ["oracle_test"] and set(written["settings"]) == {"a", "b", "c"}
+    assert written["non_personalized"] == ["fedit", "ffa_lora"]
     potara = written["overall"]["potara"]
     assert potara["vs_fedit_ft"] == {
-        "against": "fedit_ft", "mean": 0.25, "ci95": [0.25, 0.25], "wins": 28, "ties": 0, "losses": 0,
-        "units": 28, "clusters": 7, "verdict": "win",
+        "against": "fedit_ft", "mean": 0.25, "ci": [0.25, 0.25], "level": 0.95, "df": 10.0, "p_t": 0.0,
+        "p_signflip": 2 / 4096, "wins": 48, "ties": 0, "losses": 0, "units": 48, "clusters": 12, "verdict": "win",
     }
-    assert potara["vs_best_peer"]["against"] == "apfl" and potara["vs_best_peer"]["mean"] == pytest.approx(27 / 28 / 4)
-    assert written["overall"]["apfl"]["vs_fedit_ft"]["verdict"] == "tie"  # one unit better, in one of 7 cells
+    peer = potara["vs_best_peer"]
+    assert peer["against"] == "apfl" and peer["mean"] == pytest.approx(0.25 - 0.25 / 4 / 12)
+    assert written["overall"]["apfl"]["vs_fedit_ft"]["verdict"] == "tie"  # one unit better, in one of 12 cells
     assert written["overall"]["apfl"]["vs_best_peer"]["against"] == "fedit_ft"
-    assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci95"] == [None, None]
+    assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci"] == [None, None]
+    assert written["settings"]["a"]["potara"]["vs_fedit_ft"]["verdict"] == "too few clusters"  # 6 seeds
     assert "oracle_test" not in written["overall"]
 
 
-def test_potara_against_every_method_and_a_compared_setting(tmp_path):
-    suite = write_fake_cells(tmp_path)
-    suite = bench_suite.Suite(suite.name, suite.seeds, suite.methods, suite.settings, compare={"c": "a"})
-    report = bench_report.write_report(tmp_path, suite)
+def test_potara_against_every_method_is_holm_corrected_and_a_compared_setting(tmp_path):
+    report = bench_report.write_report(tmp_path, pooling_a_and_b(write_fake_cells(tmp_path)))
     versus = report.split("## `potara` against every method")[1].split("\n## ")[0]
-    assert "| fedit | +0.500 [+0.500, +0.500] | 24/0/0 | win | win (+0.500) | win (+0.500) |" in versus
-    assert "| oracle_test (bound) | -0.375 [-0.375, -0.375] | 0/0/24 | loss |" in versus  # c is not pooled
+    assert "**Holm-corrected family**" in versus
+    assert ("| fedit (not personalized) | +0.500 [+0.500, +0.500] 98.33% | 0.000 / 0.000 / Holm 0.000 | 48/0/0 "
+            "| win | too few clusters (+0.500) | too few clusters (+0.500) |") in versus
+    assert "| oracle_test (bound) † | -0.375 [-0.375, -0.375] | 0.000 / 0.000 | 0/0/48 | loss |" in versus
     cross = report.split("## `c` against `a` (same seeds and clients)")[1]
-    assert "| potara | 0 | 0 | fedit_ft | 0 | 0 | +0.250 [–] | 4/0/0 | tie |" in cross  # c has seed 0 only
+    assert "| potara | 0 | 0 | fedit_ft | 0 | 0 | +0.250 [–] | – | 4/0/0 | too few clusters |" in cross
     written = json.loads((tmp_path / "report.json").read_text())
     assert set(written["potara_versus"]) == {"pooled", "a", "b"}
+    pooled = written["potara_versus"]["pooled"]
+    assert {k for k, d in pooled.items() if d["holm_family"]} == {"fedit", "fedit_ft", "apfl"}
+    assert pooled["apfl"]["p_holm"] == pooled["apfl"]["p_t"] > 0  # the largest p of 3: factor 1, level 95%
+    assert [pooled[k]["level"] for k in ("fedit", "fedit_ft", "apfl")] == pytest.approx([1 - 0.05 / 3, 0.975, 0.95])
+    assert "p_holm" not in pooled["oracle_test"]
     assert written["compare"]["c"]["potara"]["versus"]["fedit_ft"]["units"] == 4
