@@ -244,9 +244,12 @@ def fake_accs(setting: str, seed: int) -> dict[str, list[float]]:
 
 
 def fake_method(accs: list[float]) -> dict:
-    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x} for k, x in enumerate(accs)]
+    """Four clients with 4 test examples each; 10 training passes of their own and 20 in federated rounds."""
+    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x, "val_acc": x / 2, "n_test": 4, "correct": round(4 * x),
+             "lambda": 0.25 * k, "cost": {"seconds": 0.5, "train_passes": 10, "forward_passes": 0}}
+            for k, x in enumerate(accs)]
     return {"mean_acc": sum(accs) / 4, "worst_acc": min(accs), "bytes_up": 0, "bytes_down": 0, "rounds": 0,
-            "per_client": rows}
+            "per_client": rows, "compute": {"train_passes": 30}}
 
 
 def write_fake_cells(out) -> bench_suite.Suite:
@@ -254,7 +257,7 @@ def write_fake_cells(out) -> bench_suite.Suite:
     for setting, seeds in FAKE_SEEDS.items():
         for seed in seeds:
             methods = {name: fake_method(accs) for name, accs in fake_accs(setting, seed).items()}
-            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}
+            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": dict.fromkeys(methods, 0.5)}
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
             (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
@@ -321,7 +324,7 @@ def test_potara_against_every_method_is_holm_corrected_and_a_compared_setting(tm
             "| win | too few clusters (+0.500) | too few clusters (+0.500) |") in versus
     assert "| oracle_test (bound) † | -0.375 [-0.375, -0.375] | 0.000 / 0.000 | 0/0/48 | loss |" in versus
     cross = report.split("## `c` against `a` (same seeds and clients)")[1]
-    assert "| potara | 0 | 0 | fedit_ft | 0 | 0 | +0.250 [–] | – | 4/0/0 | too few clusters |" in cross
+    assert "| potara | 30 | 0 | fedit_ft | 30 | 0 | +0.250 [–] | – | 4/0/0 | too few clusters |" in cross
     written = json.loads((tmp_path / "report.json").read_text())
     assert set(written["potara_versus"]) == {"pooled", "a", "b"}
     pooled = written["potara_versus"]["pooled"]
@@ -330,3 +333,37 @@ def test_potara_against_every_method_is_holm_corrected_and_a_compared_setting(tm
     assert [pooled[k]["level"] for k in ("fedit", "fedit_ft", "apfl")] == pytest.approx([1 - 0.05 / 3, 0.975, 0.95])
     assert "p_holm" not in pooled["oracle_test"]
     assert written["compare"]["c"]["potara"]["versus"]["fedit_ft"]["units"] == 4
+
+
+def test_the_report_regenerates_from_its_units_csv_alone(tmp_path, monkeypatch):
+    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run"))
+    drawn: dict[str, dict] = {}
+    monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update({str(path): scatters(fig)}))
+    original = bench_report.write_report(tmp_path / "run", suite)
+    units = (tmp_path / "run" / "fake-units.csv").read_text().splitlines()
+    assert units[0] == "setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s"
+    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5" in units and len(units) == 1 + 13 * 5 * 4
+
+    regenerated = bench_report.report_from_units(tmp_path / "run" / "fake-units.csv", suite, tmp_path / "again")
+    for title in ("## Paired differences, pooled over every setting", "## `potara` against every method"):
+        assert section(regenerated, title) == section(original, title)
+    for setting in "abc":  # the setting tables, but for the bytes columns (not per unit)
+        assert without_bytes(section(regenerated, f"## {setting}\n")) == without_bytes(section(original, f"## {setting}\n"))
+    first, again = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("run", "again"))
+    for key in ("settings", "overall", "potara_versus"):
+        assert again[key] == first[key]
+    lam = [drawn[str(tmp_path / d / "plots" / "b.lambda_vs_oracle.png")] for d in ("run", "again")]
+    assert lam[0] == lam[1] and len(lam[0]["potara\nmean |λ − λ_oracle| 0.00"][0]) == 24  # 6 seeds × 4 clients
+
+
+def section(report: str, title: str) -> str:
+    return report.split(title)[1].split("\n## ")[0]
+
+
+def without_bytes(table: str) -> list[list[str]]:
+    return [cells[:6] + cells[8:] for cells in (line.split("|") for line in table.splitlines() if line.startswith("|"))]
+
+
+def scatters(fig) -> dict:
+    """A figure's scatter points per axis title."""
+    return {ax.get_title(): [c.get_offsets().tolist() for c in ax.collections] for ax in fig.axes}

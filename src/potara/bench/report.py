@@ -13,7 +13,6 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
@@ -35,20 +34,10 @@ from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
 from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
 from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
 from .suite import Suite, cell_dir
+from .units import Cell, cells_from_units, write_units
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 POTARA = "potara"
-
-
-@dataclass(frozen=True)
-class Cell:
-    seed: int
-    summary: dict
-    rounds: list[dict]
-
-    @property
-    def methods(self) -> dict[str, dict]:
-        return self.summary["methods"]
 
 
 def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
@@ -65,15 +54,29 @@ def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
 
 
 def write_report(out: Path, suite: Suite) -> str:
-    """Aggregate the cells into ``out/report.md``, ``out/report.json`` and ``out/plots/<setting>.*.png``; return
-    the markdown."""
+    """Aggregate the cells into ``out/report.md``, ``out/report.json``, ``out/plots/<setting>.*.png`` and the
+    per-unit ``out/<suite>-units.csv`` every accuracy number can be recomputed from; return the markdown."""
     cells = load_cells(out, suite)
+    write_units(out / f"{suite.name}-units.csv", cells)
+    return render(out, suite, cells)
+
+
+def report_from_units(units_csv: Path, suite: Suite, out: Path) -> str:
+    """The report regenerated from a units CSV alone into ``out``: the same accuracy tables, paired comparisons
+    and λ plots; no bytes, no communication analysis, no accuracy-vs-bytes plot (those need the cells' rounds)."""
+    cells = cells_from_units(units_csv)
+    return render(out, suite, {setting: cells.get(setting, []) for setting in suite.settings})
+
+
+def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
+    """``write_report``'s files from ``cells``; the accuracy-vs-bytes plot only for cells with round records."""
     parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
     parts.append(STATISTICS)
     for setting, group in cells.items():
         parts.append(setting_table(setting, group, suite))
-        if group:
+        if any(c.rounds for c in group):
             plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
+        if group:
             plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
             plot_lambda_vs_oracle(setting, group, out / "plots" / f"{setting}.lambda_vs_oracle.png")
     parts.append(communication_table(cells))
@@ -302,11 +305,16 @@ def _avg(values: list[float]) -> float:
 
 
 def _pm(values: list[float], digits: int = 3) -> str:
+    """``mean ± std``; '–' when a value is unknown (NaN: a report regenerated from its units CSV)."""
+    if any(math.isnan(v) for v in values):
+        return "–"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{_avg(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def _size(nbytes: float) -> str:
+    if math.isnan(nbytes):
+        return "–"
     if not nbytes:
         return "0"
     return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
