@@ -8,8 +8,9 @@ Several ``--out`` folders of the same suite (methods run in parts, on the same s
 A knob is a family of methods in the dev suite: ``name@key=value`` variants (``ditto@peers.ditto_mu=1.0``)
 and Potara's estimators (``potara_<estimator>`` → ``potara.estimator``). A candidate's score is its mean
 validation accuracy over (seed, client), averaged over the dev settings; the highest wins (ties: the first
-listed). The winner's paired difference against the runner-up on validation accuracy (bootstrap over
-(setting, seed)) says whether the choice is resolved or a coin toss. Test accuracy is never read.
+listed). The winner's paired difference against the runner-up on validation accuracy (t-interval on the
+(setting, seed) means, stratified by setting; ``potara.reporting.stats``) says whether the choice is resolved or a
+coin toss. Test accuracy is never read.
 
 Estimators that fit λ on the validation split (heldout, crossfit, cautious) see their own validation
 accuracy in-sample, which flatters them; the table flags them (``fits on val``).
@@ -103,7 +104,7 @@ def choose(cells: dict, family: list[Candidate]) -> dict:
     if runner is not None:
         common = sorted(set(best_units) & set(runner[3]))
         diff = paired_difference([best_units[u] for u in common], [runner[3][u] for u in common],
-                                 groups=[u[:2] for u in common])
+                                 groups=[u[:2] for u in common], strata=[u[0] for u in common])
         margin = {"against": runner[1].method, **diff.to_dict()}
     return {
         "knob": winner.knob, "chosen": winner.value, "method": winner.method, "val_acc": best,
@@ -127,7 +128,7 @@ def table(name: str, result: dict) -> str:
     if result["not_run"]:
         lines += ["", f"not run: {', '.join(result['not_run'])}"]
     if m:
-        low, high = m["ci95"]
+        low, high = m["ci"]
         lines += ["", f"chosen − runner-up ({m['against']}) on validation: {m['mean']:+.4f} "
                   f"[{low:+.4f}, {high:+.4f}], W/T/L {m['wins']}/{m['ties']}/{m['losses']}: {m['verdict']}"]
     return "\n".join(lines)

@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/lambda_report.py --out runs/report [--write benchmarks/results/lambda-report.json]
 
 One row per estimator that ran (``potara`` is the default, frozen on dev: lambda-study-dev.md): mean test accuracy
-(mean over settings of the mean over clients), paired differences against the references (95% cluster-bootstrap
-intervals over seeds), the mean |λ − λ of oracle_test| per client, and the mean per client of λ seconds ÷ its
+(mean over settings of the mean over clients), paired differences against the references (95% t-intervals on
+the (setting, seed) means, stratified by setting; uncorrected), the mean |λ − λ of oracle_test| per client, and the mean per client of λ seconds ÷ its
 training seconds (a row's ``lambda_cost.seconds`` ÷ ``timing.train_s``). Pooled over the settings where every
 reference ran, then per setting. Nothing here chooses anything.
 """

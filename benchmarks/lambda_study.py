@@ -41,7 +41,8 @@ def paired(cells: dict, a: str, b: str, key: str = "val_acc") -> dict | None:
     common = sorted(set(ua) & set(ub))
     if not common:
         return None
-    return paired_difference([ua[u] for u in common], [ub[u] for u in common], groups=[u[:2] for u in common]).to_dict()
+    return paired_difference([ua[u] for u in common], [ub[u] for u in common], groups=[u[:2] for u in common],
+                             strata=[u[0] for u in common]).to_dict()
 
 
 def _lam(value) -> float:
@@ -78,11 +79,11 @@ def _mean(values: list[float]) -> float:
 
 
 def ci_text(d: dict | None) -> str:
-    """A paired difference as `mean [low, high] verdict`; '—' when there was none."""
+    """A paired difference as `mean [low, high] p verdict` (p: the t-test's); '—' when there was none."""
     if d is None:
         return "—"
-    low, high = d["ci95"]
-    return f"{d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] {d['verdict']}"
+    low, high = d["ci"]
+    return f"{d['mean']:+.4f} [{low:+.4f}, {high:+.4f}] p {d['p_t']:.3f} {d['verdict']}"
 
 
 def default_choice(cells: dict, outs: list[str]) -> tuple[dict, list[dict]]:
@@ -104,7 +105,7 @@ def default_choice(cells: dict, outs: list[str]) -> tuple[dict, list[dict]]:
         chosen, why = best, "the best overall" + (" meets the cost gate" if gated is best else "; none meets the gate")
     else:
         margin = paired(cells, best["method"], gated["method"])
-        resolved = margin["ci95"][0] > 0
+        resolved = margin["ci"][0] > 0
         chosen = best if resolved else gated
         why = (f"best overall {best['method']} − best within the gate {gated['method']}: {ci_text(margin)}; "
                + ("resolved, so the best overall (cost goal missed)" if resolved else "not resolved, so the gated one"))

@@ -135,8 +135,10 @@ def _personalize_one(session: ClientSession, method: Method, export_dir: Path | 
     test, val = (_accuracy(session, choice, session.split(name)) for name in ("test", "val"))
     if export_dir is not None and method.exports:
         export_peft_dir(session.model, session.merged(choice.states, choice.weights), export_dir / session.name)
+    n_test = len(session.split("test"))
     row = {"client": session.name, "n_train": len(session.split("train")), "acc": test, "val_acc": val,
-           "lambda": choice.lam, "cost": cost.as_dict()}
+           "n_test": n_test, "correct": round(test * n_test) if n_test else 0, "lambda": choice.lam,
+           "cost": cost.as_dict()}
     if lambda_cost is not None:
         row["lambda_cost"] = lambda_cost.as_dict()
     return {**row, **({"note": choice.note} if choice.note else {})}

@@ -232,7 +232,7 @@ def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
         from_run_config({"overrides": "fed.payload_dtype=bf16"})
 
 
-FAKE_SEEDS = {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0]}  # setting c has one seed: no interval there
+FAKE_SEEDS = {"a": list(range(6)), "b": list(range(6)), "c": [0]}  # setting c has one seed: no interval there
 BASE = [0.25, 0.5, 0.25, 0.5]  # fedit_ft, per client
 
 
@@ -244,9 +244,12 @@ def fake_accs(setting: str, seed: int) -> dict[str, list[float]]:
 
 
 def fake_method(accs: list[float]) -> dict:
-    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x} for k, x in enumerate(accs)]
+    """Four clients with 4 test examples each; 10 training passes of their own and 20 in federated rounds."""
+    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x, "val_acc": x / 2, "n_test": 4, "correct": round(4 * x),
+             "lambda": 0.25 * k, "cost": {"seconds": 0.5, "train_passes": 10, "forward_passes": 0}}
+            for k, x in enumerate(accs)]
     return {"mean_acc": sum(accs) / 4, "worst_acc": min(accs), "bytes_up": 0, "bytes_down": 0, "rounds": 0,
-            "per_client": rows}
+            "per_client": rows, "compute": {"train_passes": 30}}
 
 
 def write_fake_cells(out) -> bench_suite.Suite:
@@ -254,12 +257,17 @@ def write_fake_cells(out) -> bench_suite.Suite:
     for setting, seeds in FAKE_SEEDS.items():
         for seed in seeds:
             methods = {name: fake_method(accs) for name, accs in fake_accs(setting, seed).items()}
-            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}
+            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": dict.fromkeys(methods, 0.5)}
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
             (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
             (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, potara=0.2 * r)) + "\n" for r in (1, 2)))
-    return bench_suite.Suite("fake", [0, 1, 2], list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+    return bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+
+
+def pooling_a_and_b(suite: bench_suite.Suite) -> bench_suite.Suite:
+    """The fake suite with c compared with a, not pooled: a and b give 12 clusters, enough for a verdict."""
+    return bench_suite.Suite(suite.name, suite.seeds, suite.methods, suite.settings, compare={"c": "a"})
 
 
 def test_setting_tables_show_paired_differences_and_mark_bounds(tmp_path, monkeypatch):
@@ -269,46 +277,93 @@ def test_setting_tables_show_paired_differences_and_mark_bounds(tmp_path, monkey
     report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
     a, c = report.split("## a\n")[1].split("## b\n")[0], report.split("## c\n")[1].split("## Communication")[0]
     assert "| Δ vs fedit_ft [95% CI] | W/T/L |" in a
-    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [+0.250, +0.250] | 12/0/0 |" in a
-    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/12/0 |" in a
-    assert "| fedit | 0.125 ± 0.000 | 0.000 ± 0.000 | -0.250 [-0.250, -0.250] | 0/0/12 |" in a
+    assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [+0.250, +0.250] | 24/0/0 |" in a
+    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/24/0 |" in a
+    assert "| fedit (not personalized) | 0.125 ± 0.000 | 0.000 ± 0.000 | -0.250 [-0.250, -0.250] | 0/0/24 |" in a
     assert "| fedit_ft | 0.375 ± 0.000 | 0.250 ± 0.000 | – | – |" in a
-    assert "| oracle_test (bound) | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.625 [+0.625, +0.625] | 12/0/0 |" in a
+    assert "| oracle_test (bound) | 1.000 ± 0.000 | 1.000 ± 0.000 | +0.625 [+0.625, +0.625] | 24/0/0 |" in a
     assert "| potara | 0.625 ± 0.000 | 0.500 ± 0.000 | +0.250 [–] | 4/0/0 |" in c  # one seed: no interval
     assert drawn["oracle_test (bound)"] == "none" and drawn["potara (per round)"] != "none"
+    assert "**Statistics.**" in report and "Welch–Satterthwaite" in report and "Holm" in report
 
 
 def test_pooled_paired_differences_in_report_md_and_json(tmp_path):
-    report = bench_report.write_report(tmp_path, write_fake_cells(tmp_path))
+    report = bench_report.write_report(tmp_path, pooling_a_and_b(write_fake_cells(tmp_path)))
     pooled = report.split("## Paired differences, pooled over every setting")[1].split("\n## ")[0]
-    assert "| potara | +0.250 [+0.250, +0.250] | 28/0/0 | win | apfl | +0.241 [" in pooled
-    assert "| 27/1/0 | win |" in pooled and "| fedit | -0.250 [-0.250, -0.250] | 0/0/28 | loss | apfl |" in pooled
+    assert "**Uncorrected, exploratory**" in pooled
+    assert ("| potara | +0.250 [+0.250, +0.250] | 0.000 / 0.000 | 48/0/0 | win "
+            "| apfl | +0.245 [+0.231, +0.258] | 0.000 / 0.000 | 47/1/0 | win |") in pooled
+    assert "| apfl | +0.005 [-0.008, +0.019] | 0.363 / 1.000 | 1/47/0 | tie |" in pooled
+    assert "| fedit (not personalized) | -0.250 [-0.250, -0.250] | 0.000 / 0.000 | 0/0/48 | loss | apfl |" in pooled
     assert "oracle_test" not in pooled
 
     written = json.loads((tmp_path / "report.json").read_text())
-    assert set(written) == {"suite", "unit", "cluster", "bounds", "settings", "overall", "potara_versus", "compare"}
+    assert set(written) == {"suite", "unit", "cluster", "stratum", "statistics", "bounds", "non_personalized",
+                            "settings", "overall", "potara_versus", "compare"}
     assert written["bounds"] == ["oracle_test"] and set(written["settings"]) == {"a", "b", "c"}
+    assert written["non_personalized"] == ["fedit", "ffa_lora"]
     potara = written["overall"]["potara"]
     assert potara["vs_fedit_ft"] == {
-        "against": "fedit_ft", "mean": 0.25, "ci95": [0.25, 0.25], "wins": 28, "ties": 0, "losses": 0,
-        "units": 28, "clusters": 7, "verdict": "win",
+        "against": "fedit_ft", "mean": 0.25, "ci": [0.25, 0.25], "level": 0.95, "df": 10.0, "p_t": 0.0,
+        "p_signflip": 2 / 4096, "wins": 48, "ties": 0, "losses": 0, "units": 48, "clusters": 12, "verdict": "win",
     }
-    assert potara["vs_best_peer"]["against"] == "apfl" and potara["vs_best_peer"]["mean"] == pytest.approx(27 / 28 / 4)
-    assert written["overall"]["apfl"]["vs_fedit_ft"]["verdict"] == "tie"  # one unit better, in one of 7 cells
+    peer = potara["vs_best_peer"]
+    assert peer["against"] == "apfl" and peer["mean"] == pytest.approx(0.25 - 0.25 / 4 / 12)
+    assert written["overall"]["apfl"]["vs_fedit_ft"]["verdict"] == "tie"  # one unit better, in one of 12 cells
     assert written["overall"]["apfl"]["vs_best_peer"]["against"] == "fedit_ft"
-    assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci95"] == [None, None]
+    assert written["settings"]["c"]["potara"]["vs_fedit_ft"]["ci"] == [None, None]
+    assert written["settings"]["a"]["potara"]["vs_fedit_ft"]["verdict"] == "too few clusters"  # 6 seeds
     assert "oracle_test" not in written["overall"]
 
 
-def test_potara_against_every_method_and_a_compared_setting(tmp_path):
-    suite = write_fake_cells(tmp_path)
-    suite = bench_suite.Suite(suite.name, suite.seeds, suite.methods, suite.settings, compare={"c": "a"})
-    report = bench_report.write_report(tmp_path, suite)
+def test_potara_against_every_method_is_holm_corrected_and_a_compared_setting(tmp_path):
+    report = bench_report.write_report(tmp_path, pooling_a_and_b(write_fake_cells(tmp_path)))
     versus = report.split("## `potara` against every method")[1].split("\n## ")[0]
-    assert "| fedit | +0.500 [+0.500, +0.500] | 24/0/0 | win | win (+0.500) | win (+0.500) |" in versus
-    assert "| oracle_test (bound) | -0.375 [-0.375, -0.375] | 0/0/24 | loss |" in versus  # c is not pooled
+    assert "**Holm-corrected family**" in versus
+    assert ("| fedit (not personalized) | +0.500 [+0.500, +0.500] 98.33% | 0.000 / 0.000 / Holm 0.000 | 48/0/0 "
+            "| win | too few clusters (+0.500) | too few clusters (+0.500) |") in versus
+    assert "| oracle_test (bound) † | -0.375 [-0.375, -0.375] | 0.000 / 0.000 | 0/0/48 | loss |" in versus
     cross = report.split("## `c` against `a` (same seeds and clients)")[1]
-    assert "| potara | 0 | 0 | fedit_ft | 0 | 0 | +0.250 [–] | 4/0/0 | tie |" in cross  # c has seed 0 only
+    assert "| potara | 30 | 0 | fedit_ft | 30 | 0 | +0.250 [–] | – | 4/0/0 | too few clusters |" in cross
     written = json.loads((tmp_path / "report.json").read_text())
     assert set(written["potara_versus"]) == {"pooled", "a", "b"}
+    pooled = written["potara_versus"]["pooled"]
+    assert {k for k, d in pooled.items() if d["holm_family"]} == {"fedit", "fedit_ft", "apfl"}
+    assert pooled["apfl"]["p_holm"] == pooled["apfl"]["p_t"] > 0  # the largest p of 3: factor 1, level 95%
+    assert [pooled[k]["level"] for k in ("fedit", "fedit_ft", "apfl")] == pytest.approx([1 - 0.05 / 3, 0.975, 0.95])
+    assert "p_holm" not in pooled["oracle_test"]
     assert written["compare"]["c"]["potara"]["versus"]["fedit_ft"]["units"] == 4
+
+
+def test_the_report_regenerates_from_its_units_csv_alone(tmp_path, monkeypatch):
+    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run"))
+    drawn: dict[str, dict] = {}
+    monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update({str(path): scatters(fig)}))
+    original = bench_report.write_report(tmp_path / "run", suite)
+    units = (tmp_path / "run" / "fake-units.csv").read_text().splitlines()
+    assert units[0] == "setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s"
+    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5" in units and len(units) == 1 + 13 * 5 * 4
+
+    regenerated = bench_report.report_from_units(tmp_path / "run" / "fake-units.csv", suite, tmp_path / "again")
+    for title in ("## Paired differences, pooled over every setting", "## `potara` against every method"):
+        assert section(regenerated, title) == section(original, title)
+    for setting in "abc":  # the setting tables, but for the bytes columns (not per unit)
+        assert without_bytes(section(regenerated, f"## {setting}\n")) == without_bytes(section(original, f"## {setting}\n"))
+    first, again = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("run", "again"))
+    for key in ("settings", "overall", "potara_versus"):
+        assert again[key] == first[key]
+    lam = [drawn[str(tmp_path / d / "plots" / "b.lambda_vs_oracle.png")] for d in ("run", "again")]
+    assert lam[0] == lam[1] and len(lam[0]["potara\nmean |λ − λ_oracle| 0.00"][0]) == 24  # 6 seeds × 4 clients
+
+
+def section(report: str, title: str) -> str:
+    return report.split(title)[1].split("\n## ")[0]
+
+
+def without_bytes(table: str) -> list[list[str]]:
+    return [cells[:6] + cells[8:] for cells in (line.split("|") for line in table.splitlines() if line.startswith("|"))]
+
+
+def scatters(fig) -> dict:
+    """A figure's scatter points per axis title."""
+    return {ax.get_title(): [c.get_offsets().tolist() for c in ax.collections] for ax in fig.axes}

@@ -71,8 +71,8 @@ def test_run_then_merge_saved_adapters(tiny_overrides, synthetic_csv, tmp_path, 
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"fedit", "potara"}
-    assert summary["paired"]["potara"]["vs_best_peer"]["against"] == "fedit"  # no fedit_ft in this run
-    assert summary["paired"]["potara"]["vs_best_peer"]["units"] == 3 and not summary["methods"]["potara"]["bound"]
+    assert set(summary["paired"]["potara"]) == set()  # no fedit_ft, and fedit is no peer: not personalized
+    assert summary["paired"]["fedit"] == {} and not summary["methods"]["potara"]["bound"]
     adapter = out / "adapters" / "client_00"
     merged = tmp_path / "merged"
     code, err = run_cli(

@@ -178,7 +178,7 @@ def test_the_server_receives_only_the_federated_adapter(clean_run, overrides):
             assert (records["arrays"], records["metrics"], records["configs"]) == allowed[entry["phase"]]
     for method in summary["methods"].values():
         rows = method["per_client"]  # numbers about the client's own results and compute, never data
-        assert all(set(row) <= {"client", "n_train", "acc", "val_acc", "lambda", "cost", "lambda_cost", "note"}
+        assert all(set(row) <= {"client", "n_train", "acc", "val_acc", "n_test", "correct", "lambda", "cost", "lambda_cost", "note"}
                    for row in rows)
 
 

@@ -48,13 +48,24 @@ def test_summary_pairs_each_method_with_fedit_ft_and_its_best_peer():
     vs_ft = paired["potara"]["vs_fedit_ft"]
     assert vs_ft["against"] == "fedit_ft" and vs_ft["mean"] == pytest.approx(0.125)
     assert (vs_ft["wins"], vs_ft["ties"], vs_ft["losses"], vs_ft["units"]) == (2, 2, 0, 4)
-    assert vs_ft["ci95"] == [pytest.approx(0.0), pytest.approx(0.25)] and vs_ft["verdict"] == "tie"
+    assert vs_ft["clusters"] == 1 and vs_ft["verdict"] == "too few clusters"  # one run is one federation
     vs_peer = paired["potara"]["vs_best_peer"]
     assert vs_peer["against"] == "apfl" and vs_peer["mean"] == pytest.approx(0.0625)
     assert (vs_peer["wins"], vs_peer["ties"], vs_peer["losses"]) == (2, 1, 1)
     assert paired["apfl"]["vs_best_peer"]["against"] == "fedit_ft"  # a peer meets the best *other* peer
     assert set(paired["fedit_ft"]) == {"vs_best_peer"} and paired["fedit_ft"]["vs_best_peer"]["against"] == "apfl"
-    assert paired["potara_folds"]["vs_fedit_ft"]["verdict"] == "win"
+    assert paired["potara_folds"]["vs_fedit_ft"]["verdict"] == "too few clusters"
+
+
+def test_fedit_and_ffa_lora_are_never_the_best_peer():
+    """They give every client the same adapter: non-personalized baselines, however good."""
+    result = fake_result()
+    for name in ("fedit", "ffa_lora"):
+        result.methods[name] = MethodResult([{"client": k, "n_train": 10, "acc": 0.9, "lambda": None} for k in range(4)])
+    summary = outputs.summary({"seed": 0}, result)
+    assert summary["paired"]["potara"]["vs_best_peer"]["against"] == "apfl"
+    assert not outputs.is_peer("ffa_lora") and not outputs.is_peer("fedit@fed.lr=0.1") and outputs.is_peer("ditto")
+    assert "| ffa_lora (not personalized) | 0.9000 |" in outputs.table(summary)
 
 
 def test_written_summary_and_plots(tmp_path, monkeypatch):

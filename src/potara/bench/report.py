@@ -1,8 +1,10 @@
 """The report of a bench run: per-setting tables (mean ± std over seeds, paired differences), the communication
 table, paired differences over every setting (also ``report.json``), plots.
 
-A unit of a paired difference is one (setting, seed, client); its bootstrap cluster is the (setting, seed): the
-clients of one cell share a federation (see ``potara.reporting.stats``).
+A unit of a paired difference is one (setting, seed, client); its cluster is the (setting, seed): the clients of
+one cell share a federation; its stratum is the setting (see ``potara.reporting.stats``). The headline family,
+Holm-corrected, is `potara` against every peer and reference pooled over the settings; each setting's `potara`
+rows are a family of their own; every other difference is uncorrected and exploratory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
@@ -24,29 +25,19 @@ from ..reporting.outputs import (
     difference,
     first_bound,
     is_bound,
-    label,
     lambdas_against,
     oracle_of,
     paired,
     save_png,
 )
 from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
-from ..reporting.styles import colour_marker
+from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
+from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
 from .suite import Suite, cell_dir
+from .units import Cell, cells_from_units, write_units
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 POTARA = "potara"
-
-
-@dataclass(frozen=True)
-class Cell:
-    seed: int
-    summary: dict
-    rounds: list[dict]
-
-    @property
-    def methods(self) -> dict[str, dict]:
-        return self.summary["methods"]
 
 
 def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
@@ -63,14 +54,29 @@ def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
 
 
 def write_report(out: Path, suite: Suite) -> str:
-    """Aggregate the cells into ``out/report.md``, ``out/report.json`` and ``out/plots/<setting>.*.png``; return
-    the markdown."""
+    """Aggregate the cells into ``out/report.md``, ``out/report.json``, ``out/plots/<setting>.*.png`` and the
+    per-unit ``out/<suite>-units.csv`` every accuracy number can be recomputed from; return the markdown."""
     cells = load_cells(out, suite)
+    write_units(out / f"{suite.name}-units.csv", cells)
+    return render(out, suite, cells)
+
+
+def report_from_units(units_csv: Path, suite: Suite, out: Path) -> str:
+    """The report regenerated from a units CSV alone into ``out``: the same accuracy tables, paired comparisons
+    and λ plots; no bytes, no communication analysis, no accuracy-vs-bytes plot (those need the cells' rounds)."""
+    cells = cells_from_units(units_csv)
+    return render(out, suite, {setting: cells.get(setting, []) for setting in suite.settings})
+
+
+def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
+    """``write_report``'s files from ``cells``; the accuracy-vs-bytes plot only for cells with round records."""
     parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
+    parts.append(STATISTICS)
     for setting, group in cells.items():
         parts.append(setting_table(setting, group, suite))
-        if group:
+        if any(c.rounds for c in group):
             plot_accuracy_vs_bytes(setting, group, suite.methods, out / "plots" / f"{setting}.accuracy_vs_bytes.png")
+        if group:
             plot_per_client(setting, group[0], out / "plots" / f"{setting}.per_client.png")
             plot_lambda_vs_oracle(setting, group, out / "plots" / f"{setting}.lambda_vs_oracle.png")
     parts.append(communication_table(cells))
@@ -86,6 +92,21 @@ def write_report(out: Path, suite: Suite) -> str:
     return text
 
 
+STATISTICS = (
+    "**Statistics.** A unit is one (setting, seed, client); a cluster is one (setting, seed), a federation whose "
+    "clients share the global adapter, and the independent replicate. A paired difference a − b is the mean of the "
+    "clusters' mean differences, with a t-interval on those cluster means, stratified by setting (variance "
+    "Σ w_s² var_s / n_s, w_s ∝ clusters of setting s; df by Welch–Satterthwaite, clusters − 1 for one setting); "
+    "beside it the two-sided t-test p and the exact sign-flip p on the cluster means (all 2^n flips up to 16 "
+    "clusters). W/T/L count units. With fewer than "
+    f"{MIN_CLUSTERS} clusters no verdict is given (\"too few clusters\"); otherwise win / loss when p < {ALPHA} "
+    "(Holm-adjusted where corrected) and the mean has that sign, else tie. The headline family, Holm-corrected, is "
+    "`potara` against every peer and reference pooled over the settings; each setting's `potara` rows are a Holm "
+    "family of their own; every other difference is uncorrected and exploratory. FedIT and FFA-LoRA are "
+    "non-personalized baselines (one adapter for every client), never counted as a personalized peer."
+)
+
+
 def unit_accs(cells: dict[str, list[Cell]]) -> dict[str, dict[tuple, float]]:
     """Per method, the test accuracy of every (setting, seed, client) unit."""
     accs: dict[str, dict[tuple, float]] = defaultdict(dict)
@@ -98,8 +119,13 @@ def unit_accs(cells: dict[str, list[Cell]]) -> dict[str, dict[tuple, float]]:
 
 
 def cell_of(unit: tuple) -> tuple:
-    """A unit's bootstrap cluster: its (setting, seed)."""
+    """A unit's cluster: its (setting, seed), one federation."""
     return unit[:2]
+
+
+def setting_of(unit: tuple) -> str:
+    """A unit's stratum: its setting."""
+    return unit[0]
 
 
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
@@ -111,9 +137,13 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
         "suite": suite.name,
         "unit": "(setting, seed, client)",
         "cluster": "(setting, seed)",
+        "stratum": "setting",
+        "statistics": STATISTICS,
         "bounds": sorted({name for group in cells.values() for c in group for name in c.methods if is_bound(name)}),
-        "settings": {setting: paired(unit_accs({setting: group}), cell_of) for setting, group in cells.items()},
-        "overall": paired(unit_accs(pooled), cell_of),
+        "non_personalized": list(NON_PERSONALIZED),
+        "settings": {setting: paired(unit_accs({setting: group}), cell_of, setting_of)
+                     for setting, group in cells.items()},
+        "overall": paired(unit_accs(pooled), cell_of, setting_of),
         "potara_versus": {
             "pooled": versus(unit_accs(pooled), POTARA),
             **{setting: versus(unit_accs({setting: cells[setting]}), POTARA) for setting in pooled},
@@ -129,15 +159,20 @@ def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:
 
 
 def versus(accs: dict[str, dict[tuple, float]], name: str) -> dict[str, dict]:
-    """``name`` − every other method (bounds included) over their shared units, clustered by cell."""
+    """``name`` − every other method (bounds included) over their shared units, clustered by cell, stratified by
+    setting; Holm-corrected over the family ``in_family`` picks (a ``holm_family`` flag on each entry)."""
     if name not in accs:
         return {}
-    out = {}
-    for other in accs:
-        diff = difference(accs[name], accs[other], cell_of) if other != name else None
-        if diff is not None:
-            out[other] = diff.to_dict()
-    return out
+    diffs = {other: d for other in accs if other != name and (d := difference(accs[name], accs[other], cell_of,
+                                                                               setting_of))}
+    corrected = holm({other: d for other, d in diffs.items() if in_family(other)})
+    return {other: {**corrected.get(other, d).to_dict(), "holm_family": other in corrected}
+            for other, d in diffs.items()}
+
+
+def in_family(other: str) -> bool:
+    """Whether Potara − ``other`` is in the headline family: every peer and reference, no bound, no Potara variant."""
+    return not is_bound(other) and not other.startswith(POTARA)
 
 
 def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
@@ -148,7 +183,7 @@ def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
     for name in (m for m in a if not is_bound(m)):
         rows = {}
         for other in (m for m in b if not is_bound(m)):
-            diff = difference(a[name], b[other], cell_of)
+            diff = difference(a[name], b[other], cell_of, setting_of)
             if diff is not None:
                 rows[other] = {**diff.to_dict(), **_effort(target, other)}
         out[name] = {**_effort(source, name), "versus": rows}
@@ -189,7 +224,7 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         own = [c.summary["timing"].get("method_s", {}).get(name) for c in group if name in c.methods]
         versus = _versus_reference(accs, name)
         lines.append(
-            f"| {label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
+            f"| {row_label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
             f"| {_delta(versus)} | {_wtl(versus)} "
             f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
             f"| {_avg([r.get('compute', {}).get('train_passes', 0.0) for r in rows]):,.0f} "
@@ -204,8 +239,9 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         "client compute in training example passes (forward + backward), its federated rounds and its own "
         "personalization, shared work (the local adapter) charged to every method that uses it; `personalize s`: "
         "a method's personalization seconds per client, counted the same way. "
-        f"`Δ vs {REFERENCE}`: paired over (seed, client), 95% bootstrap interval resampling seeds ('–': one seed); "
-        "W/T/L: clients above / equal / below. A bound picks λ on held-out or test data: not a method.",
+        f"`Δ vs {REFERENCE}`: paired over (seed, client), 95% t-interval on the seeds' means ('–': one seed), "
+        "uncorrected; W/T/L: clients above / equal / below. A bound picks λ on held-out or test data: not a method; "
+        "FedIT and FFA-LoRA give every client one adapter: non-personalized baselines.",
     ]
     return "\n".join(lines)
 
@@ -269,11 +305,16 @@ def _avg(values: list[float]) -> float:
 
 
 def _pm(values: list[float], digits: int = 3) -> str:
+    """``mean ± std``; '–' when a value is unknown (NaN: a report regenerated from its units CSV)."""
+    if any(math.isnan(v) for v in values):
+        return "–"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{_avg(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def _size(nbytes: float) -> str:
+    if math.isnan(nbytes):
+        return "–"
     if not nbytes:
         return "0"
     return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
@@ -283,7 +324,7 @@ def _versus_reference(accs: dict[str, dict[tuple, float]], name: str) -> dict | 
     """``name`` − fedit_ft over their shared units, clustered by cell; None for fedit_ft itself or without it."""
     if name == REFERENCE or REFERENCE not in accs:
         return None
-    diff = difference(accs.get(name, {}), accs[REFERENCE], cell_of)
+    diff = difference(accs.get(name, {}), accs[REFERENCE], cell_of, setting_of)
     return diff.to_dict() if diff else None
 
 
@@ -292,18 +333,18 @@ def paired_table(overall: dict, order: list[str]) -> str:
     lines = [
         "## Paired differences, pooled over every setting",
         "",
-        "Method − other over every (setting, seed, client); 95% bootstrap interval resampling (setting, seed); "
-        "W/T/L: units above / equal / below; verdict: win or loss when the interval excludes 0. The best peer is "
-        "the method with the highest pooled accuracy that is neither a bound nor a Potara variant. "
-        "Also in `report.json`.",
+        "Method − other over every (setting, seed, client); 95% t-interval on the (setting, seed) means, stratified "
+        "by setting; p: t-test / sign-flip. **Uncorrected, exploratory** (the corrected family is the next table). "
+        "The best peer is the personalized method with the highest pooled accuracy that is neither a bound nor a "
+        "Potara variant (FedIT and FFA-LoRA are non-personalized baselines, never a peer). Also in `report.json`.",
         "",
-        f"| method | Δ vs {REFERENCE} [95% CI] | W/T/L | verdict "
-        "| best peer | Δ vs best peer [95% CI] | W/T/L | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | Δ vs {REFERENCE} [95% CI] | p | W/T/L | verdict "
+        "| best peer | Δ vs best peer [95% CI] | p | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in (m for m in order if m in overall):
         ref, peer = overall[name].get("vs_fedit_ft"), overall[name].get("vs_best_peer")
-        lines.append(f"| {name} | {_columns(ref)} | {peer['against'] if peer else '–'} | {_columns(peer)} |")
+        lines.append(f"| {row_label(name)} | {_columns(ref)} | {peer['against'] if peer else '–'} | {_columns(peer)} |")
     return "\n".join(lines)
 
 
@@ -313,18 +354,21 @@ def versus_table(numbers: dict[str, dict], settings: list[str]) -> str:
     lines = [
         f"## `{POTARA}` against every method",
         "",
-        f"`{POTARA}` − method over every (setting, seed, client) of the pooled settings; 95% bootstrap interval "
-        "resampling (setting, seed); then the verdict in each setting (win / tie / loss: the interval above, "
-        "across or below 0). Bounds are shown for the gap, not as peers.",
+        f"`{POTARA}` − method over every (setting, seed, client) of the pooled settings, stratified by setting. "
+        "**Holm-corrected family**: every peer and reference (not the bounds, not the Potara variants, marked "
+        "†: uncorrected); the comparison of rank k by p among m is shown at level 1 − 0.05/(m − k + 1) and its "
+        "verdict read from its Holm-adjusted p (the p column: t / sign-flip / Holm). Then the verdict in each "
+        "setting, each setting its own Holm family. Bounds are shown for the gap, not as peers.",
         "",
-        f"| method | Δ [95% CI] | W/T/L | verdict | {' | '.join(settings)} |",
-        "|---|---|---|---|" + "---|" * len(settings),
+        f"| method | Δ [CI] | p | W/T/L | verdict | {' | '.join(settings)} |",
+        "|---|---|---|---|---|" + "---|" * len(settings),
     ]
     for other in bounds_last(pooled):
         diff = pooled[other]
-        lines += [bound_rule(4 + len(settings))] if other == first_bound(pooled) else []
+        lines += [bound_rule(5 + len(settings))] if other == first_bound(pooled) else []
         per = [numbers.get(s, {}).get(other) for s in settings]
-        lines.append(f"| {label(other)} | {_columns(diff)} | "
+        mark = "" if diff.get("holm_family") else " †"
+        lines.append(f"| {row_label(other)}{mark} | {_columns(diff)} | "
                      + " | ".join(f"{d['verdict']} ({d['mean']:+.3f})" if d else "–" for d in per) + " |")
     return "\n".join(lines)
 
@@ -334,11 +378,12 @@ def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cell
     lines = [
         f"## `{source}` against `{target}` (same seeds and clients)",
         "",
-        f"Each method of `{source}` − each method of `{target}`, paired over (seed, client); compute: mean client "
-        "training example passes (federated rounds plus personalization); bytes: up + down, broadcast included.",
+        f"Each method of `{source}` − each method of `{target}`, paired over (seed, client), uncorrected and "
+        "exploratory; compute: mean client training example passes (federated rounds plus personalization); "
+        "bytes: up + down, broadcast included.",
         "",
-        f"| {source} | its passes | its bytes | {target} | its passes | its bytes | Δ [95% CI] | W/T/L | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {source} | its passes | its bytes | {target} | its passes | its bytes | Δ [95% CI] | p | W/T/L | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in numbers.items():
         for other, diff in entry["versus"].items():
@@ -350,16 +395,30 @@ def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cell
 
 
 def _columns(diff: dict | None) -> str:
-    """Δ [95% CI] | W/T/L | verdict."""
-    return f"{_delta(diff)} | {_wtl(diff)} | {diff['verdict'] if diff else '–'}"
+    """Δ [CI] | p | W/T/L | verdict."""
+    return f"{_delta(diff)} | {_p(diff)} | {_wtl(diff)} | {diff['verdict'] if diff else '–'}"
 
 
 def _delta(diff: dict | None) -> str:
-    """``+0.004 [-0.010, +0.018]``: the mean difference and its interval."""
+    """``+0.004 [-0.010, +0.018]``: the mean difference and its interval, with its level when not 95%."""
     if diff is None:
         return "–"
-    low, high = diff["ci95"]
-    return f"{diff['mean']:+.3f} [{'–' if math.isnan(low) else f'{low:+.3f}, {high:+.3f}'}]"
+    low, high = diff["ci"]
+    level = "" if abs(diff["level"] - (1 - ALPHA)) < 1e-12 else f" {100 * diff['level']:.2f}%"
+    return f"{diff['mean']:+.3f} [{'–' if _missing(low) else f'{low:+.3f}, {high:+.3f}'}]{level}"
+
+
+def _p(diff: dict | None) -> str:
+    """``0.012 / 0.004``: the t-test and sign-flip p, then `/ Holm 0.036` when corrected; '–' without a variance."""
+    if diff is None or _missing(diff["p_t"]):
+        return "–"
+    holm_p = f" / Holm {diff['p_holm']:.3f}" if diff.get("p_holm") is not None else ""
+    return f"{diff['p_t']:.3f} / {diff['p_signflip']:.3f}{holm_p}"
+
+
+def _missing(x: float | None) -> bool:
+    """NaN in memory, null once read back from JSON."""
+    return x is None or math.isnan(x)
 
 
 def _wtl(diff: dict | None) -> str:

@@ -14,7 +14,7 @@ from .communication import FEDIT, curve, per_round_methods
 from .plots import Final, accuracy_figure, lambda_figure, pyplot
 from .results import RunResult
 from .stats import PairedDiff, paired_difference
-from .styles import is_bound, label
+from .styles import is_bound, is_personalized, row_label
 
 FIXED_LAMBDA = ("fedit", "fedit_ft", "fedit_ft_matched", "fixed")  # the same λ for every client: no choice to plot
 REFERENCE = "fedit_ft"  # FedIT + local fine-tuning, the baseline every paired difference is taken against
@@ -46,12 +46,18 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
         for name, r in result.methods.items()
     }
     accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
-    return {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs)}
+    return {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation)}
+
+
+def one_federation(unit: Hashable) -> str:
+    """The cluster of every client of a single run: its one federation (so no verdict: "too few clusters")."""
+    return "this run"
 
 
 def is_peer(name: str) -> bool:
-    """A method Potara is measured against: not a bound, not a Potara variant."""
-    return not is_bound(name) and not name.startswith("potara")
+    """A personalized method Potara is measured against: not a bound, not a Potara variant, not FedIT or FFA-LoRA
+    (one adapter for all clients: non-personalized baselines)."""
+    return not is_bound(name) and not name.startswith("potara") and is_personalized(name)
 
 
 def best_peer(name: str, means: dict[str, float]) -> str | None:
@@ -60,11 +66,16 @@ def best_peer(name: str, means: dict[str, float]) -> str | None:
     return max(peers, key=means.__getitem__, default=None)
 
 
-def paired(accs: dict[str, dict[Hashable, float]], cluster: Callable[[Hashable], Hashable] | None = None) -> dict:
+def paired(
+    accs: dict[str, dict[Hashable, float]],
+    cluster: Callable[[Hashable], Hashable] | None = None,
+    stratum: Callable[[Hashable], Hashable] | None = None,
+) -> dict:
     """Per non-bound method, its paired difference ``vs_fedit_ft`` and ``vs_best_peer`` over shared units.
 
-    ``accs[method][unit]`` is an accuracy; ``cluster(unit)`` the unit's bootstrap cluster (None: every unit is
-    its own). Each entry is ``stats.PairedDiff.to_dict()`` plus ``against``, the method compared with.
+    ``accs[method][unit]`` is an accuracy; ``cluster(unit)`` the unit's cluster, its federation (None: every unit
+    is its own); ``stratum(unit)`` its stratum, its setting (None: one). Each entry is ``stats.PairedDiff.to_dict()``
+    plus ``against``, the method compared with. Uncorrected for multiplicity: exploratory.
     """
     accs = {name: units for name, units in accs.items() if units}
     means = {name: sum(units.values()) / len(units) for name, units in accs.items()}
@@ -75,20 +86,25 @@ def paired(accs: dict[str, dict[Hashable, float]], cluster: Callable[[Hashable],
         out[name] = {
             key: {"against": other, **diff.to_dict()}
             for key, other in against.items()
-            if other and (diff := difference(accs[name], accs[other], cluster))
+            if other and (diff := difference(accs[name], accs[other], cluster, stratum))
         }
     return out
 
 
 def difference(
-    a: dict[Hashable, float], b: dict[Hashable, float], cluster: Callable[[Hashable], Hashable] | None = None
+    a: dict[Hashable, float],
+    b: dict[Hashable, float],
+    cluster: Callable[[Hashable], Hashable] | None = None,
+    stratum: Callable[[Hashable], Hashable] | None = None,
 ) -> PairedDiff | None:
-    """a − b over the units both have (None if none), clustered by ``cluster(unit)`` when given."""
+    """a − b over the units both have (None if none), clustered by ``cluster(unit)`` and stratified by
+    ``stratum(unit)`` when given."""
     units = [u for u in a if u in b]
     if not units:
         return None
     groups = [cluster(u) for u in units] if cluster else None
-    return paired_difference([a[u] for u in units], [b[u] for u in units], groups)
+    strata = [stratum(u) for u in units] if stratum else None
+    return paired_difference([a[u] for u in units], [b[u] for u in units], groups, strata)
 
 
 def table(summary_: dict[str, Any]) -> str:
@@ -102,7 +118,7 @@ def table(summary_: dict[str, Any]) -> str:
         m = methods[name]
         lines += [bound_rule(7)] if name == first_bound(methods) else []
         lines.append(
-            f"| {label(name)} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
+            f"| {row_label(name)} | {m['mean_acc']:.4f} | {m['worst_acc']:.4f} | {m['bytes_up']:,} | {m['bytes_down']:,} "
             f"| {m['rounds']} | {_mean_lambda(m['per_client'])} |"
         )
     t = summary_["timing"]

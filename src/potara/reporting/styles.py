@@ -7,6 +7,8 @@ import zlib
 from typing import Any
 
 BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
+# one adapter for every client: baselines Potara is shown against, never counted as a personalized peer it beats
+NON_PERSONALIZED = ("fedit", "ffa_lora")
 # (colour, marker) of every shipped method: baselines in blues, greens and greys, Potara in reds, oranges and
 # purples, peers in the remaining hues, bounds in black and olive (hollow). No two share a colour.
 STYLES: dict[str, tuple[str, str]] = {
@@ -39,6 +41,16 @@ SPARE_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "X")
 
 def is_bound(name: str) -> bool:
     return name in BOUNDS
+
+
+def is_personalized(name: str) -> bool:
+    """Whether the method gives each client its own model: all but FedIT and FFA-LoRA (and their ``@`` variants)."""
+    return name.split("@")[0] not in NON_PERSONALIZED
+
+
+def row_label(name: str) -> str:
+    """A table row's name: ``label``, and ``(not personalized)`` for a non-personalized baseline."""
+    return label(name) if is_personalized(name) else f"{name} (not personalized)"
 
 
 def label(name: str) -> str:
