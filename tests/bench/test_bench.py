@@ -243,25 +243,39 @@ def fake_accs(setting: str, seed: int) -> dict[str, list[float]]:
             "potara": [x + 0.25 for x in BASE], "oracle_test": [1.0] * 4}
 
 
-def fake_method(accs: list[float]) -> dict:
-    """Four clients with 4 test examples each; 10 training passes of their own and 20 in federated rounds."""
-    rows = [{"client": f"client_{k:02d}", "n_train": 10, "acc": x, "val_acc": x / 2, "n_test": 4, "correct": round(4 * x),
-             "lambda": 0.25 * k, "cost": {"seconds": 0.5, "train_passes": 10, "forward_passes": 0}}
+def fake_method(accs: list[float], federated: bool = False) -> dict:
+    """Four clients with 4 test examples each; 10 training passes of their own and 20 in federated rounds;
+    ``federated``: 2 rounds of 300 bytes up and 350 down (final broadcast included) and 1 s of them."""
+    rows = [{"client": f"client_{k:02d}", "n_train": 10 + k, "acc": x, "val_acc": x / 2, "n_test": 4,
+             "correct": round(4 * x), "lambda": 0.25 * k, "cost": {"seconds": 0.5, "train_passes": 10, "forward_passes": 0}}
             for k, x in enumerate(accs)]
-    return {"mean_acc": sum(accs) / 4, "worst_acc": min(accs), "bytes_up": 0, "bytes_down": 0, "rounds": 0,
-            "per_client": rows, "compute": {"train_passes": 30}}
+    return {"mean_acc": sum(accs) / 4, "worst_acc": min(accs), "bytes_up": 300 * federated,
+            "bytes_down": 350 * federated, "rounds": 2 * federated, "per_client": rows,
+            "compute": {"train_passes": 30, "forward_passes": 0, "seconds": 0.5 + federated}}
 
 
-def write_fake_cells(out) -> bench_suite.Suite:
-    """Finished cells as `potara run` writes them, with made-up accuracies: no engine."""
+def fake_round(r: int, federated: bool) -> dict:
+    """Round ``r`` of a fake cell; ``federated``: with its bytes and apfl's own federation under its name."""
+    if not federated:
+        return record(r, 0.1 * r, potara=0.2 * r)
+    apfl = {"bytes_up": 10, "bytes_down": 10, "cum_bytes_up": 10 * r, "cum_bytes_down": 10 * r, "broadcast_bytes": 5,
+            "mean_acc": 0.15 * r}
+    return {**record(r, 0.1 * r, 150, potara=0.2 * r), "bytes_up": 150, "bytes_down": 150, "apfl": apfl}
+
+
+def write_fake_cells(out, federated: bool = False) -> bench_suite.Suite:
+    """Finished cells as `potara run` writes them, with made-up accuracies: no engine. ``federated``: every
+    method but the oracle sends bytes over 2 rounds, apfl in a federation of its own; cell times vary."""
     for setting, seeds in FAKE_SEEDS.items():
         for seed in seeds:
-            methods = {name: fake_method(accs) for name, accs in fake_accs(setting, seed).items()}
-            timing = {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": dict.fromkeys(methods, 0.5)}
+            methods = {name: fake_method(accs, federated and name != "oracle_test")
+                       for name, accs in fake_accs(setting, seed).items()}
+            timing = {"wall_s": 1.0 + federated * seed, "federation_s": 0.5, "local_epoch_s": 0.1,
+                      "method_s": dict.fromkeys(methods, 0.5)}
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
             (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
-            (where / "rounds.jsonl").write_text("".join(json.dumps(record(r, 0.1 * r, potara=0.2 * r)) + "\n" for r in (1, 2)))
+            (where / "rounds.jsonl").write_text("".join(json.dumps(fake_round(r, federated)) + "\n" for r in (1, 2)))
     return bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
 
 
@@ -335,25 +349,51 @@ def test_potara_against_every_method_is_holm_corrected_and_a_compared_setting(tm
     assert written["compare"]["c"]["potara"]["versus"]["fedit_ft"]["units"] == 4
 
 
-def test_the_report_regenerates_from_its_units_csv_alone(tmp_path, monkeypatch):
-    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run"))
+def test_the_report_regenerates_from_its_csv_records_alone(tmp_path, monkeypatch):
+    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run", federated=True))
     drawn: dict[str, dict] = {}
-    monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update({str(path): scatters(fig)}))
+    monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update({str(path): figure_data(fig)}))
     original = bench_report.write_report(tmp_path / "run", suite)
     units = (tmp_path / "run" / "fake-units.csv").read_text().splitlines()
-    assert units[0] == "setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s"
-    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5" in units and len(units) == 1 + 13 * 5 * 4
+    assert units[0] == "setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s,acc,n_train"
+    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5,0.75,11" in units and len(units) == 1 + 13 * 5 * 4
+    rounds = (tmp_path / "run" / "fake-rounds.csv").read_text().splitlines()
+    assert rounds[0] == ("setting,seed,round,kind,name,bytes_up,bytes_down,cum_bytes_up,cum_bytes_down,"
+                         "broadcast_bytes,mean_acc")
+    assert "b,3,2,federation,apfl,10,10,20,20,5,0.3" in rounds and "b,3,2,method,potara,,,,,,0.4" in rounds
+    cells = (tmp_path / "run" / "fake-cells.csv").read_text().splitlines()
+    assert "b,3,apfl,apfl,300,350,30,0,1.5,20.0,1.0,4.0,0.5,0.1" in cells
+    assert "b,3,oracle_test,,0,0,30,0,0.5,20.0,0.0,4.0,0.5,0.1" in cells
 
     regenerated = bench_report.report_from_units(tmp_path / "run" / "fake-units.csv", suite, tmp_path / "again")
+    assert regenerated == original
+    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/24/0 | 0.3 kB | 0.3 kB |" in original
+    assert "| b | 2 | 0.375 ± 0.000 | apfl | 6/6 | r2 | s0: r2 (0.0 kB)," in original  # its own federation's bytes
+    assert "| b | 2 | 0.375 ± 0.000 | potara | 6/6 | r2 | s0: r2 (0.7 kB)," in original
+    assert "cell wall time 4 ± 2 s" in original
+    first, again = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("run", "again"))
+    assert again == first
+    plots = sorted(p.removeprefix(str(tmp_path / "run")) for p in drawn if p.startswith(str(tmp_path / "run")))
+    assert len(plots) == 3 * 3  # accuracy vs bytes, per client, λ against the oracle, per setting
+    for plot in plots:
+        assert drawn[str(tmp_path / "again") + plot] == drawn[str(tmp_path / "run") + plot], plot
+    lam = drawn[str(tmp_path / "run" / "plots" / "b.lambda_vs_oracle.png")]
+    assert len(lam["scatter"][0][0]) == 24 and len(set(lam["scatter"][0][1])) == 4  # sized by n_train, 10 to 13
+    assert drawn[str(tmp_path / "again" / "plots" / "a.per_client.png")]["ticks"][0][3] == "client_03\nn=13"
+
+
+def test_a_report_from_the_units_csv_alone_shows_no_bytes(tmp_path):
+    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run", federated=True))
+    original = bench_report.write_report(tmp_path / "run", suite)
+    for kind in ("rounds", "cells"):
+        (tmp_path / "run" / f"fake-{kind}.csv").unlink()
+    regenerated = bench_report.report_from_units(tmp_path / "run", suite, tmp_path / "again")
     for title in ("## Paired differences, pooled over every setting", "## `potara` against every method"):
         assert section(regenerated, title) == section(original, title)
     for setting in "abc":  # the setting tables, but for the bytes columns (not per unit)
         assert without_bytes(section(regenerated, f"## {setting}\n")) == without_bytes(section(original, f"## {setting}\n"))
-    first, again = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("run", "again"))
-    for key in ("settings", "overall", "potara_versus"):
-        assert again[key] == first[key]
-    lam = [drawn[str(tmp_path / d / "plots" / "b.lambda_vs_oracle.png")] for d in ("run", "again")]
-    assert lam[0] == lam[1] and len(lam[0]["potara\nmean |λ − λ_oracle| 0.00"][0]) == 24  # 6 seeds × 4 clients
+    assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/24/0 | – | – |" in regenerated
+    assert "Not analysed (no `fedit_ft`, or round records without `broadcast_bytes`): a seed 0" in regenerated
 
 
 def section(report: str, title: str) -> str:
@@ -364,6 +404,16 @@ def without_bytes(table: str) -> list[list[str]]:
     return [cells[:6] + cells[8:] for cells in (line.split("|") for line in table.splitlines() if line.startswith("|"))]
 
 
-def scatters(fig) -> dict:
-    """A figure's scatter points per axis title."""
-    return {ax.get_title(): [c.get_offsets().tolist() for c in ax.collections] for ax in fig.axes}
+def figure_data(fig) -> dict:
+    """What a figure draws: its titles, lines, scatter points (offsets and sizes), bars and tick labels."""
+    return {
+        "titles": [ax.get_title() for ax in fig.axes],
+        "lines": [(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes
+                  for line in ax.get_lines()],
+        "scatter": [(c.get_offsets().tolist(), c.get_sizes().tolist()) for ax in fig.axes for c in ax.collections
+                    if not hasattr(c, "get_segments")],
+        "segments": [[s.tolist() for s in c.get_segments()] for ax in fig.axes for c in ax.collections
+                     if hasattr(c, "get_segments")],
+        "bars": [(p.get_x(), p.get_height()) for ax in fig.axes for p in ax.patches],
+        "ticks": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes],
+    }

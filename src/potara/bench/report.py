@@ -33,8 +33,9 @@ from ..reporting.outputs import (
 from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
 from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
 from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
+from .cell import Cell
+from .records import UNITS, cells_from_records, record_path, write_records
 from .suite import Suite, cell_dir
-from .units import Cell, cells_from_units, write_units
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 POTARA = "potara"
@@ -55,16 +56,23 @@ def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
 
 def write_report(out: Path, suite: Suite) -> str:
     """Aggregate the cells into ``out/report.md``, ``out/report.json``, ``out/plots/<setting>.*.png`` and the
-    per-unit ``out/<suite>-units.csv`` every accuracy number can be recomputed from; return the markdown."""
+    records every number and plot of it regenerates from (``out/<suite>-{units,rounds,cells}.csv``, ``records``);
+    return the markdown."""
     cells = load_cells(out, suite)
-    write_units(out / f"{suite.name}-units.csv", cells)
+    write_records(out, suite.name, cells)
     return render(out, suite, cells)
 
 
 def report_from_units(units_csv: Path, suite: Suite, out: Path) -> str:
-    """The report regenerated from a units CSV alone into ``out``: the same accuracy tables, paired comparisons
-    and λ plots; no bytes, no communication analysis, no accuracy-vs-bytes plot (those need the cells' rounds)."""
-    cells = cells_from_units(units_csv)
+    """The report regenerated into ``out`` from a units CSV (or the folder holding ``<suite>-units.csv``) and the
+    rounds and cells CSVs beside it: the same report.md, report.json and plots as from the cells. Without those
+    two CSVs: no bytes, cell times, communication analysis or accuracy-vs-bytes plot."""
+    units_csv = Path(units_csv)
+    if units_csv.is_dir():
+        units_csv = record_path(units_csv, suite.name, UNITS)
+    if not units_csv.is_file():
+        raise FileNotFoundError(f"no units CSV at '{units_csv}' (a bench report writes <suite>-units.csv)")
+    cells = cells_from_records(units_csv)
     return render(out, suite, {setting: cells.get(setting, []) for setting in suite.settings})
 
 

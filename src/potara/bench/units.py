@@ -1,43 +1,31 @@
 """Every number of a bench report, recomputable: one CSV row per (setting, seed, client, method), and the cells
-read back from it (``report_from_units`` in ``report`` regenerates the accuracy tables, paired comparisons and
-the λ plot from it alone).
+read back from it (``report_from_units`` in ``report`` regenerates the report from it, with the rounds and
+totals CSVs beside it: ``records``).
 
 Columns: ``n_test`` and ``correct`` (test accuracy = correct / n_test), ``val_acc``, ``lambda`` (the scalar mean λ
 when per module, blank when none), ``train_passes`` (the client's training example passes, its share of its
 method's federated rounds included, so their mean is the method's compute) and ``personalize_s`` (the method's
-personalization seconds on that client). Bytes and per-round accuracies are not per unit: a report regenerated
-from this file shows no bytes ("–"), no cell times (NaN) and no communication analysis; its plots size every
-client alike (``n_train`` is not a column).
+personalization seconds on that client); then ``acc`` (the test accuracy as the engine measured it, in float32
+for a classifier: correct / n_test up to rounding, read back so that the report is the same to the last digit)
+and ``n_train`` (the client's training examples, for the plots).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..reporting.outputs import _scalar, atomic_write
+from ..reporting.outputs import _scalar
+from .cell import Cell
+from .csv_rows import read_rows, write_rows
+from .totals import CELL_TIMES, federated_share
 
-
-@dataclass(frozen=True)
-class Cell:
-    """One finished (setting, seed) of a bench: its ``summary.json`` and its round records."""
-
-    seed: int
-    summary: dict
-    rounds: list[dict]
-
-    @property
-    def methods(self) -> dict[str, dict]:
-        return self.summary["methods"]
-
-
-CELL_TIMES = ("wall_s", "federation_s", "local_epoch_s")  # per cell, not per unit: NaN when read back
 COLUMNS = ("setting", "seed", "client", "method", "n_test", "correct", "val_acc", "lambda", "train_passes",
            "personalize_s")
+EXTRA_COLUMNS = ("acc", "n_train")  # after the required ones; an older file may lack them
+
+__all__ = ["COLUMNS", "EXTRA_COLUMNS", "Cell", "cells_from_units", "unit_rows", "write_units"]
 
 
 def unit_rows(cells: dict) -> list[dict]:
@@ -46,16 +34,9 @@ def unit_rows(cells: dict) -> list[dict]:
     for setting, group in cells.items():
         for cell in group:
             for name, m in cell.methods.items():
-                shared = _federated_share(m)
+                shared = federated_share(m, "train_passes")
                 rows += [_row(setting, cell.seed, name, r, shared) for r in m["per_client"]]
     return rows
-
-
-def _federated_share(method: dict) -> float:
-    """The method's federated training passes per client: its compute less its clients' own mean."""
-    own = [r["cost"]["train_passes"] for r in method["per_client"] if "cost" in r]
-    total = method.get("compute", {}).get("train_passes")
-    return total - sum(own) / len(own) if own and total is not None else 0.0
 
 
 def _row(setting: str, seed: int, name: str, r: dict, shared: float) -> dict:
@@ -66,27 +47,25 @@ def _row(setting: str, seed: int, name: str, r: dict, shared: float) -> dict:
         "lambda": "" if r.get("lambda") is None else _scalar(r["lambda"]),
         "train_passes": "" if cost is None else cost["train_passes"] + shared,
         "personalize_s": "" if cost is None else cost["seconds"],
+        "acc": r["acc"], "n_train": r.get("n_train", ""),
     }
 
 
 def write_units(path: str | Path, cells: dict) -> None:
     """``unit_rows(cells)`` as a CSV at ``path``, written atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(unit_rows(cells))
-    atomic_write(path, buf.getvalue())
+    write_rows(path, COLUMNS + EXTRA_COLUMNS, unit_rows(cells))
 
 
 def cells_from_units(path: str | Path) -> dict:
-    """The cells (setting → list of ``Cell``) a units CSV describes, with what the report reads of them."""
+    """The cells (setting → list of ``Cell``) a units CSV describes, with what the report reads of them: no
+    bytes (NaN), no cell times (NaN), no round records."""
     rows: dict[tuple[str, int], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(COLUMNS)}: not a units CSV")
-        for r in reader:
-            rows[(r["setting"], int(r["seed"]))][r["method"]].append(r)
+    try:
+        read = read_rows(path, COLUMNS, EXTRA_COLUMNS)
+    except ValueError as err:
+        raise ValueError(f"{err}: not a units CSV") from err
+    for r in read:
+        rows[(r["setting"], int(r["seed"]))][r["method"]].append(r)
     cells: dict = defaultdict(list)
     for (setting, seed), methods in rows.items():
         summary = {"methods": {name: _method(rs) for name, rs in methods.items()},
@@ -98,13 +77,16 @@ def cells_from_units(path: str | Path) -> dict:
 
 def _method(rows: list[dict]) -> dict:
     per_client = [{"client": r["client"], "acc": _acc(r), "val_acc": _float(r["val_acc"]),
-                   "lambda": _float(r["lambda"]) if r["lambda"] else None, "n_train": 1} for r in rows]
+                   "lambda": _float(r["lambda"]) if r["lambda"] else None,
+                   "n_train": int(r["n_train"]) if r["n_train"] else 1} for r in rows]
     accs = [r["acc"] for r in per_client]
     return {"per_client": per_client, "mean_acc": sum(accs) / len(accs), "worst_acc": min(accs),
             "bytes_up": math.nan, "bytes_down": math.nan, "compute": {"train_passes": _mean(rows, "train_passes")}}
 
 
 def _acc(r: dict) -> float:
+    if r["acc"]:
+        return float(r["acc"])
     return int(r["correct"]) / int(r["n_test"]) if r["n_test"] and int(r["n_test"]) else math.nan
 
 
