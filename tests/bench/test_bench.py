@@ -396,6 +396,32 @@ def test_a_report_from_the_units_csv_alone_shows_no_bytes(tmp_path):
     assert "Not analysed (no `fedit_ft`, or round records without `broadcast_bytes`): a seed 0" in regenerated
 
 
+def test_bench_report_from_regenerates_the_report_from_committed_csvs(tmp_path, capsys):
+    suite = pooling_a_and_b(write_fake_cells(tmp_path / "run", federated=True))
+    original = bench_report.write_report(tmp_path / "run", suite)
+    records = tmp_path / "committed"
+    records.mkdir()
+    for kind in ("units", "rounds", "cells"):
+        (records / f"fake-{kind}.csv").write_bytes((tmp_path / "run" / f"fake-{kind}.csv").read_bytes())
+    path = write_suite(tmp_path / "fake.yaml", {"seeds": suite.seeds, "methods": suite.methods,
+                                                "settings": {s: {} for s in suite.settings}, "compare": {"c": "a"}})
+    for source in (records, records / "fake-units.csv"):
+        out = tmp_path / f"again-{source.name}"
+        code, printed, err = bench_cli(["--suite", str(path), "--report-from", str(source), "--out", str(out)], capsys)
+        assert code == 0, err
+        assert (out / "report.md").read_text() == original and original in printed
+        assert (out / "report.json").read_text() == (tmp_path / "run" / "report.json").read_text()
+        assert (out / "plots" / "b.accuracy_vs_bytes.png").stat().st_size > 1000
+        assert not (out / "cells").exists()
+    (tmp_path / "nothing").mkdir()
+    code, _, err = bench_cli(["--suite", str(path), "--report-from", str(tmp_path / "nothing"), "--out",
+                              str(tmp_path / "o")], capsys)
+    assert code == 2 and "no units CSV at" in err and "nothing/fake-units.csv" in err
+    (records / "fake-units.csv").write_text("setting,seed,client\n")
+    code, _, err = bench_cli(["--suite", str(path), "--report-from", str(records), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "not a units CSV" in err
+
+
 def section(report: str, title: str) -> str:
     return report.split(title)[1].split("\n## ")[0]
 

@@ -64,7 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")
     bench.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings")
     bench.add_argument("--methods", help="comma-separated methods instead of the suite's")
-    bench.add_argument("--report-only", action="store_true", help="only aggregate the finished cells")
+    only_report = bench.add_mutually_exclusive_group()
+    only_report.add_argument("--report-only", action="store_true", help="only aggregate the finished cells")
+    only_report.add_argument(
+        "--report-from", metavar="DIR_OR_UNITS_CSV",
+        help="regenerate the report into --out from committed records alone (<suite>-units.csv, with the "
+        "-rounds.csv and -cells.csv beside it), no cells",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -215,12 +221,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench.report import write_report
+    from ..bench.report import report_from_units, write_report
     from ..bench.suite import load_suite, run_suite
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     suite = load_suite(args.suite).narrowed(args.seeds, args.only, methods)
     out = Path(args.out or f"runs/bench-{suite.name}")
+    if args.report_from:
+        print(report_from_units(Path(args.report_from), suite, out))
+        print(f"wrote {out}/report.md, {out}/plots/ from the records in {args.report_from}")
+        return 0
     if args.report_only:
         if not (out / "cells").is_dir():
             raise FileNotFoundError(f"no bench cells in '{out}' (looked for '{out / 'cells'}')")
