@@ -114,6 +114,10 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
     for setting in ("two_classes", "iid"):
         for kind in ("accuracy_vs_bytes", "per_client"):
             assert (out / "plots" / f"{setting}.{kind}.png").stat().st_size > 1000
+    code, printed, err = bench_cli(["--suite", str(path), "--report-from", str(out), "--out", str(tmp_path / "again")],
+                                   capsys)
+    assert code == 0, err
+    assert (tmp_path / "again" / "report.md").read_text() == report  # real records, float32 accuracies included
 
     kept = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/seed-*/summary.json")}
     gone = out / "cells/two_classes/seed-0"
