@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
+BOUNDS = ("oracle_val", "oracle_test", "oracle_split")  # λ picked by the grid on held-out or test data: bounds, never methods
 # (colour, marker) of every shipped method: baselines in blues, greens and greys, Potara in reds, oranges and
 # purples, peers in the remaining hues, bounds in black and olive (hollow). No two share a colour.
 STYLES: dict[str, tuple[str, str]] = {
@@ -14,9 +14,11 @@ STYLES: dict[str, tuple[str, str]] = {
     "fedit": ("#7f7f7f", "o"),
     "fedit_ft": ("#1f77b4", "s"),
     "fedit_ft_matched": ("#17becf", "D"),
+    "fedit_ft_es": ("#aec7e8", "s"),
     "fixed": ("#8c564b", "P"),
     "oracle_val": ("#000000", "^"),
     "oracle_test": ("#bcbd22", "v"),
+    "oracle_split": ("#dbdb8d", "^"),
     "potara": ("#d62728", "*"),
     "potara_module": ("#ff7f0e", "X"),
     "potara_heldout": ("#e377c2", "p"),
