@@ -124,6 +124,7 @@ class PeersConfig:
     fedsa_lora_lr_scale: float = 2.0  # FedSA-LoRA's client lr ÷ fed.lr
     feddpa_weight_cap: float = 0.2  # FedDPA's α(x) = cap × similarity (its authors' code: w, 0.5 by default)
     fixed_lambda: float = 0.5  # the federated weight of `fixed`, the same for every client
+    fedit_ft_es_max_epochs_factor: int = 2  # fedit_ft_es fine-tunes for up to local.epochs × this, early-stopped
 
 
 @dataclass
@@ -142,7 +143,7 @@ class RunConfig:
     seed: int = 0
     methods: list[str] = field(
         default_factory=lambda: [
-            "local", "fedit", "fedit_ft", "fedit_ft_matched", "fixed", "oracle_val", "oracle_test",
+            "local", "fedit", "fedit_ft", "fedit_ft_matched", "fixed", "oracle_val", "oracle_test", "oracle_split",
             "potara", "potara_crossfit", "potara_paper",
         ]
     )
@@ -316,6 +317,7 @@ AT_LEAST = {
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
     "potara.damping": 0, "peers.ditto_mu": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
+    "peers.fedit_ft_es_max_epochs_factor": 1,
     "validation.max_payload_bytes": 1,
 }
 POSITIVE = (
