@@ -133,7 +133,7 @@ class ValidationConfig:
 
     dtypes: list[str] = field(default_factory=lambda: ["fp32"])  # wire dtypes an update may use
     max_norm: float | None = None  # absolute bound on an update's L2 norm (None: off)
-    max_norm_ratio: float | None = 10.0  # bound relative to the global adapter's L2 norm (None: off)
+    max_norm_ratio: float | None = 10.0  # bound relative to the median L2 norm of the round's uploads (None: off)
     max_payload_bytes: int | None = None  # None: twice the size of the global adapter's payload
     min_updates: int = 1  # fewer valid updates in a round: keep the previous global adapter
 
