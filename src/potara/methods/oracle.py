@@ -14,6 +14,7 @@ from torch import Tensor
 from ..config import RunConfig
 from ..data.encoding import Encoded
 from ..personalize.session import ClientSession
+from ..training.causal_lm import PromptTargets
 from .base import Choice, Method
 
 
@@ -54,6 +55,8 @@ def build_split(cfg: RunConfig) -> Method:
         return [(first, best_lambda(session, grid, b)), (second, best_lambda(session, grid, a))]
 
     def personalize(session: ClientSession) -> Choice:
+        if isinstance(session.split("test"), PromptTargets):
+            raise ValueError("oracle_split scores a classifier's logits; on causal-LM data use oracle_test")
         states = [session.fed, session.local()]
 
         def logits(data: Encoded) -> Tensor:
