@@ -10,8 +10,8 @@ from potara import config, engine
 from potara.methods import available
 from potara.reporting import outputs
 
-TINY_METHODS = ("methods=local,fedit,fedit_ft,fedit_ft_matched,fixed,oracle_val,oracle_test,potara,potara_module,"
-                "potara_heldout,potara_folds,potara_cautious,potara_paper")
+TINY_METHODS = ("methods=local,fedit,fedit_ft,fedit_ft_matched,fixed,oracle_val,oracle_test,oracle_split,potara,"
+                "potara_module,potara_heldout,potara_folds,potara_cautious,potara_paper,fedit_ft_es")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,16 @@ def test_oracle_test_bounds_every_grid_point_on_every_client(tiny_run):
     for oracle, *on_grid in rows:
         assert all(r["lambda"] in grid and oracle["acc"] >= r["acc"] for r in on_grid)
     assert all(r["lambda"] in grid for name in ("oracle_test", "oracle_val") for r in m[name]["per_client"])
+
+
+def test_oracle_split_never_beats_oracle_test(tiny_run):
+    """Each half scored by the λ picked on the other half: at most the accuracy of the λ picked on the first half
+    over the whole split, which ``oracle_test`` bounds."""
+    _, _, summary, _ = tiny_run
+    m = summary["methods"]
+    for split, test in zip(m["oracle_split"]["per_client"], m["oracle_test"]["per_client"]):
+        assert split["acc"] <= test["acc"] + 1e-9
+    assert m["oracle_split"]["bound"]
 
 
 def test_outputs_on_disk(tiny_run):

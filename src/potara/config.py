@@ -128,6 +128,7 @@ class PeersConfig:
     apfl_lr_scale: float = 1.0  # APFL's lr ÷ fed.lr in its rounds (÷ local.lr for apfl_posthoc); α's lr: apfl_alpha_lr
     feddpa_lr_scale: float = 1.0  # FedDPA's local-adapter lr ÷ local.lr
     fixed_lambda: float = 0.5  # the federated weight of `fixed`, the same for every client
+    fedit_ft_es_max_epochs_factor: int = 2  # fedit_ft_es fine-tunes for up to local.epochs × this, early-stopped
 
 
 @dataclass
@@ -136,7 +137,7 @@ class ValidationConfig:
 
     dtypes: list[str] = field(default_factory=lambda: ["fp32"])  # wire dtypes an update may use
     max_norm: float | None = None  # absolute bound on an update's L2 norm (None: off)
-    max_norm_ratio: float | None = 10.0  # bound relative to the global adapter's L2 norm (None: off)
+    max_norm_ratio: float | None = 10.0  # bound relative to the median L2 norm of the round's uploads (None: off)
     max_payload_bytes: int | None = None  # None: twice the size of the global adapter's payload
     min_updates: int = 1  # fewer valid updates in a round: keep the previous global adapter
 
@@ -146,7 +147,7 @@ class RunConfig:
     seed: int = 0
     methods: list[str] = field(
         default_factory=lambda: [
-            "local", "fedit", "fedit_ft", "fedit_ft_matched", "fixed", "oracle_val", "oracle_test",
+            "local", "fedit", "fedit_ft", "fedit_ft_matched", "fixed", "oracle_val", "oracle_test", "oracle_split",
             "potara", "potara_crossfit", "potara_paper",
         ]
     )
@@ -324,6 +325,7 @@ AT_LEAST = {
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
     "potara.damping": 0, "peers.ditto_mu": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
+    "peers.fedit_ft_es_max_epochs_factor": 1,
     "validation.max_payload_bytes": 1,
 }
 POSITIVE = (

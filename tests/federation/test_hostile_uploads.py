@@ -133,10 +133,10 @@ def huge_norm(draw) -> bytes:
 
 GARBAGE = st.binary(max_size=512)
 TRUNCATED = st.integers(0, len(GOOD) - 1).map(lambda cut: GOOD[:cut])
-SURELY_INVALID_PAYLOADS = st.one_of(
-    GARBAGE, TRUNCATED, non_finite(), wrong_shape(), missing_tensor(), extra_tensor(), wrong_dtype(), huge_norm()
+INVALID_ALONE = st.one_of(  # each fails a per-upload check, whatever else the round holds
+    GARBAGE, TRUNCATED, non_finite(), wrong_shape(), missing_tensor(), extra_tensor(), wrong_dtype()
 )
-ANY_PAYLOAD = st.one_of(SURELY_INVALID_PAYLOADS, forged_headers(), corrupted_bytes())
+ANY_PAYLOAD = st.one_of(INVALID_ALONE, huge_norm(), forged_headers(), corrupted_bytes())
 BAD_COUNTS = st.one_of(
     st.integers(max_value=0), st.integers(min_value=2**53 + 1), st.booleans(), st.floats(), st.text(max_size=5),
     st.none(),
@@ -148,7 +148,7 @@ BAD_LOSSES = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"
 def invalid_updates(draw, name: str) -> ClientUpdate:
     """An update that must be rejected: a bad payload, or a good one with a bad example count or loss."""
     kind = draw(st.sampled_from(["payload", "count", "loss"]))
-    payload = draw(SURELY_INVALID_PAYLOADS) if kind == "payload" else serialize(honest_state(7))
+    payload = draw(INVALID_ALONE) if kind == "payload" else serialize(honest_state(7))
     n = draw(BAD_COUNTS) if kind == "count" else 10
     loss = draw(BAD_LOSSES) if kind == "loss" else 0.5
     return ClientUpdate(name, payload, n, loss)
@@ -180,8 +180,12 @@ def fedavg(states: list[dict[str, torch.Tensor]], counts: list[int]) -> dict[str
 @hostile(250)
 @given(data=st.data(), honest_counts=st.lists(st.integers(1, 500), min_size=1, max_size=4), hostile_count=st.integers(1, 4))
 def test_a_round_with_hostile_uploads_aggregates_exactly_the_honest_ones(data, honest_counts, hostile_count):
+    """Invalid uploads, and inflated ones (a huge norm; validation.max_norm_ratio bounds an upload by the round's
+    median norm, so as many as there are honest uploads, not more)."""
     honest = [ClientUpdate(f"honest_{i}", serialize(honest_state(i + 1)), n, 0.5) for i, n in enumerate(honest_counts)]
     bad = [data.draw(invalid_updates(f"hostile_{i}")) for i in range(hostile_count)]
+    inflated = data.draw(st.integers(0, len(honest_counts)))
+    bad += [ClientUpdate(f"hostile_norm_{i}", data.draw(huge_norm()), 10, 0.5) for i in range(inflated)]
     updates = data.draw(st.permutations(honest + bad))
     outcome = aggregate_round(FedAvg(), CURRENT, updates, LIMITS, "round 2")
     assert outcome.accepted == [u.client for u in updates if u.client.startswith("honest")]

@@ -19,7 +19,7 @@ from ..training.loop import Budget, train
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg, RunningSum
 from .update import ClientUpdate
-from .validation import Expectation, passed, screen
+from .validation import Expectation, Screened, admit, screen, within_round_bound
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +66,26 @@ def aggregate_round(
 
 @dataclass
 class Tally:
-    """A round's uploads as they are checked: the running aggregate of the valid ones (each folded in and
-    dropped), who passed, and why the rest did not."""
+    """A round's uploads as they are checked: those that passed the per-upload checks, held until the round's
+    norm bound (relative to their median norm) is known, then folded into the running aggregate; and why the
+    rest did not pass."""
 
     running: RunningSum
-    accepted: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
+    screened: Screened = field(default_factory=Screened)
 
     def admit(self, update: ClientUpdate, expect: Expectation, limits: ValidationConfig, where: str) -> None:
-        """Check one upload: fold its tensors into the aggregate, or record (and log) why it was rejected."""
-        state = passed(update, expect, limits, self.rejected, where)
-        if state is not None:
-            self.running.add(state, update.n)
-            self.accepted.append(update.client)
+        """Check one upload: hold its tensors, or record (and log) why it was rejected."""
+        admit(update, expect, limits, self.screened, where)
+
+    def close(self, limits: ValidationConfig, where: str) -> tuple[list[str], dict[str, str]]:
+        """Apply the round's norm bound, fold the uploads within it into the aggregate (dropping them); who
+        passed, and why the rest did not."""
+        self.screened = within_round_bound(self.screened, limits, where)
+        for _, state, n in self.screened.accepted:
+            self.running.add(state, n)
+        accepted = [client for client, _, _ in self.screened.accepted]
+        self.screened.accepted = []
+        return accepted, self.screened.rejected
 
 
 def conclude_round(
@@ -143,8 +150,9 @@ def run_rounds(
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
     from and the global RNG states, so a run resumed from a checkpoint of round r (which restores them)
-    continues exactly as the uninterrupted one. Each upload is checked as it arrives, folded into the running
-    aggregate (weights over the sampled clients' sizes, rescaled when some are rejected) and dropped.
+    continues exactly as the uninterrupted one. Each upload is checked as it arrives and its tensors held; once
+    the round's norm bound is applied they are folded into the running aggregate (weights over the sampled
+    clients' sizes, rescaled when some are rejected) and dropped.
 
     ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
     tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
@@ -163,11 +171,10 @@ def run_rounds(
             )
             if update.kept:
                 kept[name] = update.kept
-            tally.admit(update, expect, limits, f"round {r}")  # the payload is dropped once checked and folded in
+            tally.admit(update, expect, limits, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
-        outcome = conclude_round(
-            state, tally.accepted, tally.rejected, tally.running.result, len(chosen), limits, f"round {r}"
-        )
+        accepted, rejected = tally.close(limits, f"round {r}")
+        outcome = conclude_round(state, accepted, rejected, tally.running.result, len(chosen), limits, f"round {r}")
         state = outcome.state
         if on_round:
             on_round(_round_log(r, chosen, down, sent, outcome), state)

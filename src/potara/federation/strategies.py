@@ -5,10 +5,10 @@ al., 2017) applied to the LoRA factors, weighted by client sizes ``n_k``. Averag
 separately is not averaging ``B·A``; ``ProductFedAvg`` averages the products exactly and keeps the
 best rank-r approximation (truncated SVD) so the global adapter keeps its shape.
 
-Both aggregate as a running sum (:meth:`FedAvg.start`): each update is folded in as it arrives and dropped,
-so a round holds one sum, never one adapter per client. The weights are ``n_k / total`` with ``total``
-given up front; when the updates folded in sum to another total (some were rejected) the result is
-rescaled by ``total / folded``, equal to the direct average up to float32 rounding.
+Both aggregate as a running sum (:meth:`FedAvg.start`): each update is folded in and dropped once the
+round's norm bound (validation) has passed it. The weights are ``n_k / total`` with ``total`` given up front;
+when the updates folded in sum to another total (some were rejected) the result is rescaled by
+``total / folded``, equal to the direct average up to float32 rounding.
 """
 
 from __future__ import annotations

@@ -1,14 +1,19 @@
 """Every client update is checked before aggregation: size, format, names, shapes, dtype, finiteness, norm.
 
 A failing update is rejected with a logged reason naming the client; the caller aggregates the rest.
-The norm bound is relative to the global adapter the client started from (``max_norm_ratio``) and/or
-absolute (``max_norm``): an honest round of local training moves an adapter by a fraction of its norm.
+The norm bound is absolute (``max_norm``, per upload) and/or relative to the round (``max_norm_ratio``): an
+upload whose L2 norm exceeds ``ratio ×`` the median norm of the round's uploads that passed the per-upload
+checks is rejected. Not the global adapter's norm: a LoRA adapter starts with ``B = 0``, so at round 1 that norm
+is only the ``A`` factors' (or nothing, for a recipe that sends ``B`` alone) and honest updates exceed it many
+times. The median is the lower median (for two uploads, the smaller), so it is an honest upload's norm whenever
+at most half of the round's uploads are inflated; a round of one upload cannot bound it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,13 +42,12 @@ class Expectation:
     """What a valid update looks like, taken from the global adapter the clients trained from."""
 
     shapes: dict[str, tuple[int, ...]]
-    norm: float
     payload_bytes: int
 
     @classmethod
     def of(cls, state: AdapterState) -> Expectation:
-        """Names, shapes, L2 norm and payload size of ``state``."""
-        return cls({k: tuple(v.shape) for k, v in state.items()}, l2_norm(state), len(serialize(state)))
+        """Names, shapes and payload size of ``state``."""
+        return cls({k: tuple(v.shape) for k, v in state.items()}, len(serialize(state)))
 
 
 @dataclass
@@ -65,7 +69,8 @@ def payload_limit(expect: Expectation, limits: ValidationConfig) -> int:
 
 
 def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationConfig) -> AdapterState:
-    """The update's tensors as float32, or :class:`InvalidUpdate` with the first failed check."""
+    """The update's tensors as float32, or :class:`InvalidUpdate` with the first failed per-upload check (the
+    round's norm bound is :func:`within_round_bound`'s)."""
     fail = lambda reason: InvalidUpdate(update.client, reason)
     limit = payload_limit(expect, limits)
     if len(update.payload) > limit:
@@ -81,7 +86,7 @@ def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationCo
     _check_names(raw, expect, fail)
     _check_tensors(raw, expect, limits, fail)
     state = {k: v.to(torch.float32) for k, v in raw.items()}
-    _check_norm(state, expect, limits, fail)
+    _check_norm(state, limits, fail)
     return state
 
 
@@ -106,15 +111,34 @@ def _check_tensors(raw: AdapterState, expect: Expectation, limits: ValidationCon
             raise fail(f"tensor {key!r} has non-finite values (NaN or inf)")
 
 
-def _check_norm(state: AdapterState, expect: Expectation, limits: ValidationConfig, fail: Fail) -> None:
+def _check_norm(state: AdapterState, limits: ValidationConfig, fail: Fail) -> None:
     norm = l2_norm(state)
     if limits.max_norm is not None and norm > limits.max_norm:
         raise fail(f"L2 norm {norm:.4g} exceeds validation.max_norm={limits.max_norm:.4g}")
-    if limits.max_norm_ratio is not None and expect.norm > 0 and norm > limits.max_norm_ratio * expect.norm:
-        raise fail(
-            f"L2 norm {norm:.4g} exceeds {limits.max_norm_ratio:g}× the global adapter's norm {expect.norm:.4g} "
-            "(validation.max_norm_ratio)"
-        )
+
+
+def within_round_bound(screened: Screened, limits: ValidationConfig, where: str) -> Screened:
+    """``screened`` less the uploads whose L2 norm exceeds ``max_norm_ratio ×`` the lower median norm of its
+    accepted ones (their reasons joining the rejected, and the log); all of them when the ratio is off or the
+    median is 0."""
+    if limits.max_norm_ratio is None or not screened.accepted:
+        return screened
+    norms = [l2_norm(state) for _, state, _ in screened.accepted]
+    median = statistics.median_low(norms)
+    if median <= 0:
+        return screened
+    out = Screened(rejected=dict(screened.rejected))
+    for (client, state, n), norm in zip(screened.accepted, norms):
+        if norm <= limits.max_norm_ratio * median:
+            out.accepted.append((client, state, n))
+            continue
+        err = InvalidUpdate(client, (
+            f"L2 norm {norm:.4g} exceeds {limits.max_norm_ratio:g}× the median norm {median:.4g} of the round's "
+            "uploads (validation.max_norm_ratio)"
+        ))
+        out.rejected[client] = err.reason
+        log.warning("%s: %s", where, err)
+    return out
 
 
 def admit(update: ClientUpdate, expect: Expectation, limits: ValidationConfig, into: Screened, where: str) -> None:
@@ -139,8 +163,9 @@ def passed(
 def screen(
     updates: Sequence[ClientUpdate], current: AdapterState, limits: ValidationConfig, where: str = "round"
 ) -> Screened:
-    """Check every update against ``current``; log each rejection with its reason and the client's name."""
+    """Check every update against ``current``, then the round's norm bound; log each rejection with its reason
+    and the client's name."""
     expect, out = Expectation.of(current), Screened()
     for update in updates:
         admit(update, expect, limits, out, where)
-    return out
+    return within_round_bound(out, limits, where)

@@ -1,14 +1,27 @@
 """Grid-search oracles: per client, λ on ``potara.grid`` with the best accuracy on a split.
 
 ``oracle_val`` chooses on the validation split (a fair, expensive peer); ``oracle_test`` chooses on
-the test split itself — an upper bound, never a method. Ties go to the lower loss.
+the test split itself — an upper bound, never a method, and optimistic by construction (it picks and scores on
+the same examples). ``oracle_split`` is the honest bound: the test split in two seeded halves, λ picked on one
+half and scored on the other, both ways, so no example is scored by a λ chosen on it. Ties go to the lower loss.
 """
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from ..config import RunConfig
+from ..data.encoding import Encoded
 from ..personalize.session import ClientSession
+from ..training.causal_lm import PromptTargets
 from .base import Choice, Method
+
+
+def best_lambda(session: ClientSession, grid: list[float], data: Encoded) -> float:
+    """The grid's λ with the best accuracy of the merge on ``data`` (ties: the lower loss, then the first)."""
+    scored = [(session.fed_local_eval(lam, data), lam) for lam in grid]
+    return max(scored, key=lambda item: (item[0].acc, -item[0].loss))[1]
 
 
 def build_on(split: str):
@@ -16,11 +29,46 @@ def build_on(split: str):
         grid = list(cfg.potara.grid)
 
         def personalize(session: ClientSession) -> Choice:
-            data = session.split(split)
-            scored = [(session.fed_local_eval(lam, data), lam) for lam in grid]
-            best, lam = max(scored, key=lambda item: (item[0].acc, -item[0].loss))
+            lam = best_lambda(session, grid, session.split(split))
             return Choice([session.fed, session.local()], [lam, 1 - lam], lam=lam)
 
         return Method(f"oracle_{split}", personalize)
 
     return build
+
+
+def halves(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Two disjoint seeded halves of ``range(n)`` (the first has ``n // 2``)."""
+    order = torch.randperm(n, generator=generator)
+    return order[: n // 2], order[n // 2 :]
+
+
+def build_split(cfg: RunConfig) -> Method:
+    grid = list(cfg.potara.grid)
+
+    def cross_picks(session: ClientSession, data: Encoded) -> list[tuple[Tensor, float]]:
+        """Each half's indices with the λ picked on the *other* half; a split under two examples: its own pick."""
+        if len(data) < 2:
+            return [(torch.arange(len(data)), best_lambda(session, grid, data))]
+        first, second = halves(len(data), session.generator("oracle_split", "halves"))
+        a, b = data.subset(first), data.subset(second)
+        return [(first, best_lambda(session, grid, b)), (second, best_lambda(session, grid, a))]
+
+    def personalize(session: ClientSession) -> Choice:
+        if isinstance(session.split("test"), PromptTargets):
+            raise ValueError("oracle_split scores a classifier's logits; on causal-LM data use oracle_test")
+        states = [session.fed, session.local()]
+
+        def logits(data: Encoded) -> Tensor:
+            """Every example's logits under the merge at the λ picked on the other half of ``data``."""
+            parts = cross_picks(session, data)
+            out = torch.cat([session.predict_merged(states, [lam, 1 - lam], data.subset(index)) for index, lam in parts])
+            return out.index_select(0, torch.argsort(torch.cat([index for index, _ in parts])))
+
+        test = session.split("test")
+        picks = [lam for _, lam in cross_picks(session, test)] if len(test) else [1.0]
+        lam = sum(picks) / len(picks)
+        note = "" if len(picks) == 2 else "test split under two examples: λ picked and scored on it"
+        return Choice(states, [lam, 1 - lam], lam=lam, note=note, logits=logits)
+
+    return Method("oracle_split", personalize)

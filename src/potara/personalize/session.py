@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -197,14 +197,25 @@ class ClientSession:
         return torch.Generator().manual_seed(seed)
 
     def fine_tuned(
-        self, start: AdapterState, proximal: Proximal | None = None, budget: Budget | None = None
+        self, start: AdapterState, proximal: Proximal | None = None, budget: Budget | None = None,
+        after_epoch: Callable[[int], None] | None = None,
     ) -> AdapterState:
         """``start`` trained on all training data with the local budget (or ``budget``) and the batches of
-        ``local("federated")``."""
+        ``local("federated")``; ``after_epoch`` as :func:`~potara.training.loop.train` calls it."""
         set_state(self.model, start)
         budget = budget or self.settings.local_budget
-        train(self.model, self.splits.train, budget, self.generator("federated"), proximal)
+        train(self.model, self.splits.train, budget, self.generator("federated"), proximal, after_epoch=after_epoch)
         return get_state(self.model)
+
+    def cost_apart(self, work: Callable[[], object]) -> Cost:
+        """What ``work()`` costs when charged as a method of its own, less the local adapter (a method's
+        ``lambda_cost``); charging restarts afterwards, so call it before the current method does anything."""
+        init, space = self._init, self._space
+        self.begin(init, space)
+        work()
+        spent = self.charge() - self.charged_local()
+        self.begin(init, space)
+        return spent
 
     def merged(
         self, states: Sequence[AdapterState], weights: Sequence[Weights], space: str | None = None

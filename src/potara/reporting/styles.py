@@ -6,7 +6,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-BOUNDS = ("oracle_val", "oracle_test")  # λ picked by the grid on held-out or test data: bounds, never methods
+# λ picked by the grid on held-out or test data: bounds, never methods
+BOUNDS = ("oracle_val", "oracle_test", "oracle_split")
 # one adapter for every client: baselines Potara is shown against, never counted as a personalized peer it beats
 NON_PERSONALIZED = ("fedit", "ffa_lora")
 # (colour, marker) of every shipped method: baselines in blues, greens and greys, Potara in reds, oranges and
@@ -16,9 +17,11 @@ STYLES: dict[str, tuple[str, str]] = {
     "fedit": ("#7f7f7f", "o"),
     "fedit_ft": ("#1f77b4", "s"),
     "fedit_ft_matched": ("#17becf", "D"),
+    "fedit_ft_es": ("#aec7e8", "s"),
     "fixed": ("#8c564b", "P"),
     "oracle_val": ("#000000", "^"),
     "oracle_test": ("#bcbd22", "v"),
+    "oracle_split": ("#dbdb8d", "^"),
     "potara": ("#d62728", "*"),
     "potara_module": ("#ff7f0e", "X"),
     "potara_heldout": ("#e377c2", "p"),
@@ -32,6 +35,7 @@ STYLES: dict[str, tuple[str, str]] = {
     "ditto": ("#6baed6", "o"),
     "ditto_posthoc": ("#9c9ede", "s"),
     "apfl": ("#e7ba52", "D"),
+    "apfl_posthoc": ("#bd9e39", "d"),
     "feddpa": ("#74c476", "^"),
 }
 # for any other name (a variant ``name@key=value``), picked by a hash of the name: stable across runs

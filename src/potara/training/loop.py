@@ -55,11 +55,13 @@ def state_key(name: str, adapter: str = TRAIN_ADAPTER) -> str:
 
 def train(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, proximal: Proximal | None = None,
-    trains: Callable[[str], bool] | None = None,
+    trains: Callable[[str], bool] | None = None, after_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Train the active adapter in place with AdamW; return the mean training loss.
 
-    ``trains(key)`` false keeps tensor ``key`` (state-dict key) frozen for this call. Dropout draws from
+    ``trains(key)`` false keeps tensor ``key`` (state-dict key) frozen for this call. ``after_epoch(k)`` is called
+    after epoch ``k`` (from 1) and after the last step when ``budget.steps`` ends mid-epoch; the model is put back
+    in training mode after it (it may evaluate). Dropout draws from
     torch's global generator, so it is reseeded from ``generator`` first: the same call gives the same
     adapter in any process (embedded engine or a Flower node).
     """
@@ -76,7 +78,7 @@ def train(
         return loss if proximal is None else loss + _proximal_term(params, proximal)
 
     with _no_grad_for(frozen):
-        return _descend(model, data, budget, generator, optim, loss_of)
+        return _descend(model, data, budget, generator, optim, loss_of, after_epoch)
 
 
 def lr_groups(tensors: dict[str, Tensor], budget: Budget, is_head: Callable[[str], bool]) -> list[dict]:
@@ -144,25 +146,25 @@ def _train_merged(
 
 def _descend(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
-    loss_of: Callable[[dict[str, Tensor]], Tensor],
+    loss_of: Callable[[dict[str, Tensor]], Tensor], after_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """The optimisation loop over ``budget`` (epochs, or a number of steps); the mean loss. The optimizer's
     moments are freed on return: torch's optimizers sit in a reference cycle, so dropping one leaves its
     state (two adapters' worth for AdamW) to the next full garbage collection, one per client in a round."""
     try:
-        return _steps(model, data, budget, generator, optim, loss_of)
+        return _steps(model, data, budget, generator, optim, loss_of, after_epoch or (lambda _: None))
     finally:
         optim.state.clear()
 
 
 def _steps(
     model: nn.Module, data: Encoded, budget: Budget, generator: torch.Generator, optim: torch.optim.Optimizer,
-    loss_of: Callable[[dict[str, Tensor]], Tensor],
+    loss_of: Callable[[dict[str, Tensor]], Tensor], after_epoch: Callable[[int], None],
 ) -> float:
     """:func:`_descend`'s loop."""
     model.train()
     steps, total = 0, 0.0
-    for _ in range(budget.epochs if budget.steps is None else 10**9):
+    for epoch in range(1, (budget.epochs if budget.steps is None else 10**9) + 1):
         for batch in data.batches(budget.batch_size, generator):
             loss = loss_of(on_device(batch, model))
             optim.zero_grad(set_to_none=True)
@@ -170,7 +172,10 @@ def _steps(
             optim.step()
             steps, total = steps + 1, total + loss.item()
             if budget.steps is not None and steps >= budget.steps:
+                after_epoch(epoch)
                 return total / steps
+        after_epoch(epoch)
+        model.train()
     return total / max(steps, 1)
 
 
