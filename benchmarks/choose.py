@@ -57,16 +57,31 @@ class Candidate:
 
 
 def candidates(methods: list[str]) -> dict[str, list[Candidate]]:
-    """The suite's methods grouped by the knob they sweep (methods that sweep nothing are left out)."""
-    knobs: dict[str, list[Candidate]] = defaultdict(list)
+    """The suite's methods grouped by the knobs they sweep (methods that sweep nothing are left out): every variant
+    of one method is one family (``ditto@peers.ditto_mu=0.01`` and ``ditto@peers.ditto_mu=0.01@peers.ditto_lr_scale=2.0``
+    compete), its knob the keys its variants set, a candidate's value its ``key=value`` items (a one-key family: the value)."""
+    variants: dict[str, list[tuple[str, dict[str, object]]]] = defaultdict(list)
+    knobs: dict[str, list[Candidate]] = {}
     for method in methods:
         if "@" in method:
-            name, item = method.split("@", 1)
-            key, raw = item.split("=", 1)
-            knobs[f"{name}: {key}"].append(Candidate(method, key, json.loads(raw) if raw[:1].isdigit() else raw))
+            name, *items = method.split("@")
+            pairs = dict(item.split("=", 1) for item in items)
+            variants[name].append((method, {k: json.loads(v) if v[:1].isdigit() else v for k, v in pairs.items()}))
         elif method.startswith("potara_") and method.removeprefix("potara_") in ESTIMATORS:
-            knobs["potara: potara.estimator"].append(Candidate(method, "potara.estimator", method.removeprefix("potara_")))
-    return dict(knobs)
+            knobs.setdefault("potara: potara.estimator", []).append(
+                Candidate(method, "potara.estimator", method.removeprefix("potara_")))
+    for name, family in variants.items():
+        keys = list(dict.fromkeys(k for _, values in family for k in values))
+        knobs[f"{name}: {' + '.join(keys)}"] = [
+            Candidate(method, " + ".join(keys), _value(values, len(keys))) for method, values in family]
+    return knobs
+
+
+def _value(values: dict[str, object], family_keys: int) -> object:
+    """A candidate's value: the value of its family's one key, else its ``key=value`` items."""
+    if family_keys == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def joined_cells(parts: list[dict]) -> dict:

@@ -1,18 +1,49 @@
-"""The packaged dev and report suites: choices are made on dev, claims read on report, never the same seeds."""
+"""The packaged dev and report suites: choices are made on dev, claims read on report, never the same seeds, and every
+peer is tuned with at least Potara's care on every dev setting."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
 from potara.bench import suite as bench_suite
 
+READ_BEFORE = set(range(100, 105))  # report seeds already read (twice: docs/benchmarks.md#results)
+PERSONALIZED_PEERS = ("ditto", "ditto_posthoc", "apfl", "feddpa", "fedsa_lora")
+REFERENCES = ("local", "fedit", "fedit_ft", "fedit_ft_es", "fedit_ft_matched", "fixed", "ffa_lora")
+BOUNDS = ("oracle_val", "oracle_split", "oracle_test")
+# tuned peers that train something of their own: their family must include a learning-rate candidate
+TRAINS = {"ditto": "peers.ditto_lr_scale", "ditto_posthoc": "peers.ditto_lr_scale", "apfl": "peers.apfl_lr_scale",
+          "feddpa": "peers.feddpa_lr_scale", "ffa_lora": "peers.ffa_lora_lr_scale",
+          "fedsa_lora": "peers.fedsa_lora_lr_scale"}
 
-def test_report_seeds_never_appear_in_dev():
+
+@pytest.fixture(scope="module")
+def choose():
+    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[2] / "benchmarks" / "choose.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def base(method: str) -> str:
+    return method.split("@")[0]
+
+
+def test_report_seeds_are_new_and_enough():
     dev, report = bench_suite.load_suite("dev"), bench_suite.load_suite("report")
     assert not set(dev.seeds) & set(report.seeds)
-    assert len(report.seeds) >= 5
+    assert not READ_BEFORE & set(report.seeds), "a new report needs seeds never read before"
+    assert len(report.seeds) >= 10
 
 
 def test_report_has_a_setting_dev_does_not_have():
     dev, report = bench_suite.load_suite("dev"), bench_suite.load_suite("report")
+
     def regime(suite, setting):
         cfg = bench_suite.cell_config(suite, setting, suite.seeds[0])
         return (cfg.data.partition, cfg.data.alpha if cfg.data.partition == "dirichlet" else None,
@@ -21,21 +52,57 @@ def test_report_has_a_setting_dev_does_not_have():
     assert any(regime(report, s) not in dev_regimes for s in report.settings)
 
 
-def test_every_cell_of_both_suites_is_a_valid_config():
-    for name in ("dev", "report"):
+def test_every_cell_of_the_suites_is_a_valid_config():
+    for name in ("dev", "report", "dev-defaults"):
         bench_suite.check_cells(bench_suite.load_suite(name))
 
 
-def test_every_tuned_peer_gets_at_least_as_many_dev_candidates_as_potaras_estimator():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[2] / "benchmarks" / "choose.py")
-    choose = importlib.util.module_from_spec(spec)
-    sys.modules["choose"] = choose  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(choose)
+def test_every_tuned_family_has_five_candidates_and_potara_no_more_than_any_peer(choose):
     knobs = choose.candidates(bench_suite.load_suite("dev").methods)
-    sizes = {name: len(family) for name, family in knobs.items()}
-    ours = sizes.pop("potara: potara.estimator")
+    sizes = {name.split(":")[0]: len(family) for name, family in knobs.items()}
+    ours = sizes.pop("potara")
     assert ours >= 5 and all(n >= ours for n in sizes.values()), sizes  # a peer may get more care, never less
+    assert set(PERSONALIZED_PEERS) <= set(sizes), "every personalized peer is tuned"
+
+
+def test_every_peer_that_trains_has_its_learning_rate_among_its_candidates(choose):
+    knobs = choose.candidates(bench_suite.load_suite("dev").methods)
+    for name, family in knobs.items():
+        method = name.split(":")[0]
+        if method in TRAINS:
+            assert TRAINS[method] in family[0].knob, f"{method}'s dev candidates never move its learning rate"
+
+
+def test_every_dev_setting_runs_every_method():
+    dev = bench_suite.load_suite("dev")
+    assert len(dev.settings) >= 2 and len(dev.seeds) >= 3
+    for setting in dev.settings:
+        assert dev.methods_of(setting) == dev.methods, f"dev setting {setting} runs a subset of the methods"
+
+
+def test_the_report_runs_every_personalized_peer_reference_and_bound_on_every_setting_it_compares():
+    report = bench_suite.load_suite("report")
+    compared = [s for s in report.settings if s not in report.compare]
+    for setting in compared:
+        names = {base(m) for m in report.methods_of(setting)}
+        missing = set(PERSONALIZED_PEERS + REFERENCES + BOUNDS) - names
+        assert not missing, f"report setting {setting} lacks {sorted(missing)}"
+
+
+def test_report_clients_have_at_least_300_test_examples_and_no_honest_update_is_screened_off():
+    report = bench_suite.load_suite("report")
+    for setting in report.settings:
+        cfg = bench_suite.cell_config(report, setting, report.seeds[0])
+        assert cfg.data.test_size >= 300, setting
+        assert cfg.validation.max_norm_ratio is not None, "the upload check stays on: it must pass honest updates"
+
+
+def test_dev_and_report_share_the_pinned_training_defaults():
+    """The keys a choice is made under on dev are those the report runs with."""
+    dev, report = bench_suite.load_suite("dev"), bench_suite.load_suite("report")
+    a = bench_suite.cell_config(dev, "classes", dev.seeds[0])
+    b = bench_suite.cell_config(report, "classes", report.seeds[0])
+    for part in ("lora", "fed", "local"):
+        left, right = getattr(a, part).__dict__, getattr(b, part).__dict__
+        keys = {"r", "alpha", "head_lr_scale", "lr", "batch_size", "local_epochs", "epochs", "init", "rounds"}
+        assert {k: left[k] for k in keys & set(left)} == {k: right[k] for k in keys & set(right)}, part
