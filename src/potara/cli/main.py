@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import config as config_mod
+from ..data.precheck import check_source
 from .quiet import quiet, verbose
 
 ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
@@ -23,12 +24,10 @@ ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.verbose:
-        verbose()
-    else:
-        quiet()
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # the resume line, if any, is already printed: no traceback after it
+        return 130
     except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"potara: error: {err}", file=sys.stderr)
         return 2
@@ -69,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminal(args: argparse.Namespace) -> None:
+    """Our logs with ``-v``, else the libraries' noise silenced: after the cheap checks, as it imports them."""
+    if args.verbose:
+        verbose()
+    else:
+        quiet()
+
+
 def _staging(out: Path) -> Path:
     """A temporary folder beside ``out``: outputs appear in ``out`` only when complete."""
     if out.exists() and any(out.iterdir()):
@@ -93,6 +100,8 @@ def _start(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
     from ..reporting.outputs import atomic_write
 
     cfg = config_mod.load(args.config, args.set)
+    check_source(cfg.data)
+    _terminal(args)
     from ..methods import resolve
 
     resolve(cfg)
@@ -122,6 +131,7 @@ def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path
         cfg = config_mod.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError) as err:
         raise config_mod.ConfigError(f"saved config '{path}' is missing, truncated or altered: {err}") from err
+    _terminal(args)
     from ..methods import resolve
 
     resolve(cfg)
@@ -129,11 +139,11 @@ def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg, out, staging = _resumed(args) if args.resume else _start(args)
     from .. import engine
     from ..federation.checkpoint import CheckpointError
     from ..reporting import outputs
 
-    cfg, out, staging = _resumed(args) if args.resume else _start(args)
     try:
         began = time.perf_counter()
         with _round_log(cfg.fed.rounds, args.verbose) as log:
@@ -144,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _publish(staging, out)
     except BaseException as err:
         _keep_if_resumable(staging, out, hint=not isinstance(err, CheckpointError))
+        if isinstance(err, KeyboardInterrupt) and not (staging / "checkpoint").is_dir():
+            print("potara: interrupted before the first round ended; nothing was kept", file=sys.stderr)
         raise
     print(outputs.table(summary))
     plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
@@ -196,6 +208,7 @@ def _round_text(record: dict) -> str:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    _terminal(args)
     from .merge import merge_saved
 
     out = Path(args.out)
@@ -215,6 +228,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    _terminal(args)
     from ..bench.report import write_report
     from ..bench.suite import load_suite, run_suite
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .partition import partition_indices
+from .partition import RareLabelError, partition_indices
 
 FORTUNES_ROOT = "/usr/share/games/fortunes"
 FORTUNE_SEPARATOR = re.compile(r"^%[ \t\r]*$", flags=re.MULTILINE)
@@ -231,9 +231,16 @@ def make_clients(
         raise ValueError("scheme 'task' needs group_column= (the column naming each row's task/source)")
     groups = list(ds[group_column]) if group_column is not None else None
     labels = ds["label"] if "label" in columns else [0] * ds.num_rows
-    parts = partition_indices(
-        labels, num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
-    )
+    try:
+        parts = partition_indices(
+            labels, num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
+        )
+    except RareLabelError as err:
+        raise ValueError(
+            f"label {_label_names(ds)[err.label]!r} has {err.examples} example(s), too few to split between the clients that draw it; "
+            f"add examples of it or drop it, or lower data.num_clients ({num_clients}) or data.classes_per_client "
+            f"({classes_per_client})"
+        ) from err
     targets = _target_sizes(num_clients, train_sizes, seed)
     rows = ds.select_columns(columns)
     clients = [
