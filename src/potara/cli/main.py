@@ -1,4 +1,4 @@
-"""``potara run`` and ``potara merge``: the command line over the engine and the merge."""
+"""``potara run``, ``merge``, ``predict`` and ``bench``: the command line over the engine and the merge."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "-v", "--verbose", action="store_true", help="also our logs, each round's line and third-party warnings"
+        "-v", "--verbose", action="store_true", help="also our logs and the libraries' warnings and bars (run: a line per round)"
     )
     run = sub.add_parser("run", parents=[common], help="federate, personalize and compare methods (default: offline MiniLM + fortunes)")
     run.add_argument("--config", help="YAML/JSON config file (see configs/)")
@@ -47,15 +47,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", metavar="DIR", help="continue the interrupted run whose --out was DIR (state in .DIR.partial/)"
     )
+    run.add_argument(
+        "--export", choices=("merged", "all"), default="merged",
+        help="adapters/<client>/: the Potara merge (merged), and with 'all' also its federated/ and local/ adapters",
+    )
     run.set_defaults(func=cmd_run)
     merge = sub.add_parser("merge", parents=[common], help="merge a federated and a local PEFT adapter for one client's data")
     merge.add_argument("--federated", required=True, help="federated adapter directory (PEFT)")
     merge.add_argument("--local", required=True, help="local adapter directory (PEFT)")
     merge.add_argument("--data", required=True, help="the client's held-out data: csv/json/parquet with text,label")
     merge.add_argument("--out", required=True, help="folder for the merged PEFT adapter and lambda.json")
-    merge.add_argument("--num-labels", type=int, default=None, help="classifier size (default: from the adapter)")
+    merge.add_argument(
+        "--num-labels", type=int, default=None, help="classifier size (default: the adapter's labels.json or head)"
+    )
     merge.add_argument("--max-length", type=int, default=48)
     merge.set_defaults(func=cmd_merge)
+    predict = sub.add_parser("predict", parents=[common], help="label texts with a saved adapter (names from its labels.json)")
+    predict.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. runs/X/adapters/client_00)")
+    given = predict.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", nargs="+", help="one or more texts")
+    given.add_argument("--data", help="csv/json/jsonl file; prints label<TAB>text, and the accuracy if it has labels")
+    predict.add_argument("--text-column", default="text", help="the --data file's text column")
+    predict.add_argument("--max-length", type=int, default=128)
+    predict.set_defaults(func=cmd_predict)
     bench = sub.add_parser("bench", parents=[common], help="methods × settings × seeds from a suite; resumable; writes report.md")
     bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
@@ -147,7 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         began = time.perf_counter()
         with _round_log(cfg.fed.rounds, args.verbose) as log:
-            result = engine.run(cfg, log=log, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint")
+            result = engine.run(
+                cfg, log=log, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint",
+                export_parts=args.export == "all",
+            )
         summary = outputs.summary(cfg.to_dict(), result)
         summary["timing"]["wall_s"] = time.perf_counter() - began
         outputs.write_outputs(staging, summary, result.rounds)
@@ -223,7 +240,26 @@ def cmd_merge(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    for reason in lam["warnings"]:
+        print(f"potara: warning: {reason}", file=sys.stderr)
     print(f"λ (federated weight) = {lam['lambda']:.3f}; merged adapter in {out}/adapter")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict, texts_of
+
+    adapter = Path(args.adapter)
+    texts, truth = (args.text, None) if args.text else texts_of(Path(args.data), args.text_column)
+    _terminal(args)
+    labels = predict(adapter, texts, args.max_length)
+    if args.text:
+        print("\n".join(labels))
+        return 0
+    print("\n".join(f"{label}\t{text}" for label, text in zip(labels, texts)))
+    if truth is not None:
+        hits = sum(p == t for p, t in zip(labels, truth))
+        print(f"accuracy {hits / len(truth):.3f} ({hits}/{len(truth)})", file=sys.stderr)
     return 0
 
 
