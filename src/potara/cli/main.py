@@ -19,6 +19,9 @@ from ..data.precheck import check_source
 from .quiet import quiet, verbose
 
 ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
+# benchmarks/results/report.md, setting `classes` (the default run's, over seeds 100-104): potara − fedit_ft
+REPORT_INTERVAL = "+0.007 [-0.024, +0.028]"
+ONE_SEED = "One seed cannot separate methods a few points apart: clients and splits move them by as much."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,9 +178,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("potara: interrupted before the first round ended; nothing was kept", file=sys.stderr)
         raise
     print(outputs.table(summary))
+    print(one_seed_note(cfg))
     plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
     print(f"\nwrote {out}/summary.json, rounds.jsonl, {plots}, adapters/")
     return 0
+
+
+def one_seed_note(cfg: config_mod.RunConfig) -> str:
+    """The line under a run's table: what one seed can show, with the report's interval for the default setting."""
+    default = {**config_mod.RunConfig().to_dict(), "seed": cfg.seed, "threads": cfg.threads}
+    if cfg.to_dict() != default:
+        return f"{ONE_SEED} `potara bench` compares methods over seeds, with intervals."
+    return (
+        f"{ONE_SEED} Over 5 seeds of this setting, potara − fedit_ft = {REPORT_INTERVAL} (95% CI, a tie; "
+        "benchmarks/results/report.md); `make bench` reruns that comparison."
+    )
 
 
 def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
