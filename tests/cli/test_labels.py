@@ -105,3 +105,16 @@ def test_an_estimate_it_cannot_trust_is_a_warning_with_the_reason():
     assert any("v_local = -3.2" in r and "negative" in r for r in reasons)
     assert any("only 8 held-out examples" in r for r in reasons)
     assert untrusted({"v_fed": 0.4, "v_local": 0.2, "note": "", "n_heldout": 100}) == []
+
+
+def test_merge_refuses_label_names_it_cannot_map(run_dir, tmp_path, capsys):
+    import shutil
+
+    client = run_dir / "adapters" / "client_00"
+    for part in ("federated", "local"):
+        shutil.copytree(client / part, tmp_path / part)
+        (tmp_path / part / "labels.json").unlink()
+    held_out = write_named(tmp_path / "two.csv", [r for r in synthetic_rows(5) if r[1] in (2, 3)])
+    code = main(["merge", "--federated", str(tmp_path / "federated"), "--local", str(tmp_path / "local"),
+                 "--data", str(held_out), "--out", str(tmp_path / "m")])
+    assert code == 2 and "no labels.json to map them" in capsys.readouterr().err

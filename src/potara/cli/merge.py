@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from datasets import ClassLabel
 from safetensors.torch import load_file
 
 from ..config import LoraSettings, ModelConfig
@@ -58,6 +59,11 @@ def merge_saved(
     )
     model = load_peft_classifier(model_cfg, lora, num_labels or _num_labels(fed_state), seed=0)
     rows = load_local_files(data, label_names=names)
+    if names is None and isinstance(rows.features["label"], ClassLabel):
+        raise ValueError(
+            f"{data}: labels are names but the adapters have no labels.json to map them to their ids; "
+            "write the labels as the adapters' ids 0..n-1, or export the adapters again with this version"
+        )
     held_out = encode_text(load_tokenizer(model_cfg), rows, max_length)
     empty = held_out.subset(held_out.tensors["labels"][:0])
     settings = SessionSettings(Budget(), "federated", lora.alpha / lora.r, 2 * lora.r)
