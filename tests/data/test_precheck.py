@@ -87,3 +87,9 @@ def test_bad_input_is_answered_before_torch_is_imported(tmp_path, override):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("potara: error:") and done.stderr.count("\n") == 1
+
+
+def test_another_text_column_is_taken_as_the_loader_takes_it(tmp_path):
+    check_source(DataConfig(source=str(write_csv(tmp_path / "s.csv", ["sentence", "label"], rows()))))
+    with pytest.raises(DataFileError, match="no text column 'body'; set data.text_column to one of: sentence"):
+        check_source(DataConfig(source=str(tmp_path / "s.csv"), text_column="body"))

@@ -82,9 +82,9 @@ def check_rows(rows: list[dict], path: Path, data: DataConfig) -> None:
     label = data.label_column
     if label not in columns:
         raise DataFileError(f"data file {path} has no label column {label!r}; {_label_hint(rows, columns)}")
-    text = data.text_column or "text"
+    others = [c for c in columns if c != label]
+    text = data.text_column or ("text" if "text" in columns else next(iter(others), "text"))  # as the loader guesses
     if text not in columns:
-        others = [c for c in columns if c != label]
         raise DataFileError(
             f"data file {path} has no text column {text!r}; set data.text_column to one of: {', '.join(others)}"
         )
