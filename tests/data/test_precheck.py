@@ -93,3 +93,12 @@ def test_another_text_column_is_taken_as_the_loader_takes_it(tmp_path):
     check_source(DataConfig(source=str(write_csv(tmp_path / "s.csv", ["sentence", "label"], rows()))))
     with pytest.raises(DataFileError, match="no text column 'body'; set data.text_column to one of: sentence"):
         check_source(DataConfig(source=str(tmp_path / "s.csv"), text_column="body"))
+
+
+def test_the_loader_refuses_whitespace_only_texts_too(tmp_path):
+    from potara.data.federated import load_local_files
+
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in [*rows(2), ("   ", "food")]))
+    with pytest.raises(ValueError, match="1 row\\(s\\) have an empty or whitespace-only 'text'"):
+        load_local_files(path)

@@ -167,6 +167,9 @@ def _check_rows(ds: datasets.Dataset, text_column: str | None, label_column: str
         missing = ds.data.column(column).null_count
         if missing:
             raise ValueError(f"{source}: {missing} row(s) have no value in column {column!r}; fill or drop them")
+    blank = sum(1 for text in ds[text_column] if not text.strip()) if text_column is not None else 0
+    if blank:
+        raise ValueError(f"{source}: {blank} row(s) have an empty or whitespace-only {text_column!r}; fill or drop them")
 
 
 def _check_label_ids(ds: datasets.Dataset, source: str) -> None:
