@@ -1,11 +1,12 @@
-# Quick start: `make run` (set up + the default run), `make test` (set up + the layer contract + every test),
-# `make test-fast` (the same without the slow and the Flower deployment tests, under 2 minutes).
+# Quick start: `make run` (set up + the default run, about 3 minutes), `make bench` (the report suite the run
+# quotes), `make test` (set up + the layer contract + every test), `make test-fast` (the same without the slow and
+# the Flower deployment tests, under 2 minutes).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 FORTUNES := /usr/share/games/fortunes
 
-.PHONY: setup run test test-fast lint-imports lint
+.PHONY: setup run bench test test-fast lint-imports lint
 
 setup: $(VENV)/.installed $(FORTUNES)
 
@@ -36,3 +37,7 @@ lint-imports: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# The larger comparison the default run quotes: the report suite (19 methods, 2 settings, 5 seeds; ~95 min on 2 cores).
+bench: setup
+	$(VENV)/bin/potara bench --suite report --out runs/bench-report

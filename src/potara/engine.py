@@ -23,7 +23,7 @@ from .federation.rounds import RoundLog, run_rounds
 from .federation.strategies import FedAvg
 from .merge.taskvec import AdapterState
 from .methods import Choice, Method, resolve
-from .models.adapters import as_received, export_peft_dir, get_state, serialize, set_state
+from .models.adapters import as_received, export_peft_dir, get_state, label_adapters, serialize, set_state
 from .models.loading import load_image_processor, load_peft_model, load_tokenizer, model_task, resolve_device
 from .personalize.session import ClientSession, ClientSplits, SessionSettings, Timers, evaluate_split
 from .reporting.results import MethodResult, RunResult
@@ -103,7 +103,7 @@ def session_settings(cfg: RunConfig) -> SessionSettings:
 def personalize(
     model: PeftModel, clients: list[ClientSplits], fed: AdapterState, pretrained: AdapterState,
     methods: list[Method], settings: SessionSettings, timers: Timers, desc: str = "personalize",
-    export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None,
+    export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None, export_parts: bool = False,
 ) -> dict[str, list[dict]]:
     """Every method on every client, each row with its test and validation accuracy and its ``cost``.
     ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client).
@@ -120,7 +120,15 @@ def personalize(
             session = ClientSession(model, split, client_fed, pretrained, settings, timers, meter=meter)
             for method in methods:
                 out[method.name].append(_personalize_one(session, method, export_dir))
+            if export_dir is not None and export_parts:
+                _export_parts(session, export_dir / session.name)
     return out
+
+
+def _export_parts(session: ClientSession, out: Path) -> None:
+    """A client's federated and local adapters as PEFT directories ``out/federated`` and ``out/local``."""
+    for part, state in (("federated", session.fed), ("local", session.local(session.settings.local_init))):
+        export_peft_dir(session.model, session.merged([state], [1.0]), out / part)
 
 
 def _personalize_one(session: ClientSession, method: Method, export_dir: Path | None) -> dict:
@@ -172,10 +180,12 @@ class Federated:
 
 
 def run(
-    cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None, checkpoint_dir: Path | None = None
+    cfg: RunConfig, log: Log | None = None, export_dir: Path | None = None, checkpoint_dir: Path | None = None,
+    export_parts: bool = False,
 ) -> RunResult:
     """Federate, then personalize with every method; ``log`` gets per-round records; potara's merged
-    adapters go to ``export_dir/<client>`` as PEFT adapter directories. With ``checkpoint_dir`` the run
+    adapters go to ``export_dir/<client>`` as PEFT adapter directories, each with its ``labels.json`` (with
+    ``export_parts``, also its federated and local adapters in ``federated/`` and ``local/`` there). With ``checkpoint_dir`` the run
     state is saved there after every round, and a run that finds a checkpoint there continues from it.
 
     FedIT's federation always runs (it is every merging method's and the per-round records'); a peer with
@@ -217,8 +227,10 @@ def run(
     fed_seconds = time.perf_counter() - began
     per = personalize(
         model, clients, as_received(feds[FEDIT.name].state, dtype), pretrained, fedit_methods, settings, timers,
-        export_dir=export_dir,
+        export_dir=export_dir, export_parts=export_parts,
     )
+    if export_dir is not None:
+        label_adapters(export_dir, fed_data.label_names)
     for recipe in peers:
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
         fed_of = {c.name: fed.of(c.name, dtype) for c in clients}

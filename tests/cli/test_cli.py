@@ -124,3 +124,15 @@ def test_a_lone_method_is_a_one_item_list():
 def test_the_shipped_default_config_is_the_embedded_default():
     shipped = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
     assert config.load(shipped, []).to_dict() == config.RunConfig().to_dict()
+
+
+def test_the_default_runs_note_quotes_the_reports_interval_for_its_setting():
+    from potara.cli.main import REPORT_INTERVAL, one_seed_note
+
+    report = (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "report.md").read_text()
+    classes = report[report.index("## classes") : report.index("## paper")]
+    potara_row = next(line for line in classes.splitlines() if line.startswith("| potara |"))
+    assert REPORT_INTERVAL in potara_row
+    note = one_seed_note(config.RunConfig())
+    assert note.count("\n") == 0 and f"potara − fedit_ft = {REPORT_INTERVAL}" in note and "make bench" in note
+    assert REPORT_INTERVAL not in one_seed_note(config.load(None, ["data.num_clients=4"]))

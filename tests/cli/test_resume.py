@@ -97,3 +97,21 @@ def test_corrupted_saved_config_is_named(tmp_path, capsys):
     assert main(["run", "--resume", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"saved config '{partial / 'config.json'}'" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_prints_the_resume_line_and_no_traceback(overrides, tmp_path):
+    out = tmp_path / "out"
+    partial = tmp_path / ".out.partial"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "potara.cli", *cli_args(out, overrides)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not checkpoint.rounds(partial / "checkpoint") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.rstrip().endswith(f"potara: the run stopped; continue it with: potara run --resume {out}")

@@ -1,1 +1,1 @@
-"""The ``potara`` command: ``run``, ``merge`` and ``bench``."""
+"""The ``potara`` command: ``run``, ``merge``, ``predict`` and ``bench``."""

@@ -1,4 +1,4 @@
-"""``potara run`` and ``potara merge``: the command line over the engine and the merge."""
+"""``potara run``, ``merge``, ``predict`` and ``bench``: the command line over the engine and the merge."""
 
 from __future__ import annotations
 
@@ -15,20 +15,22 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import config as config_mod
+from ..data.precheck import check_source
 from .quiet import quiet, verbose
 
 ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
+# benchmarks/results/report.md, setting `classes` (the default run's, over seeds 100-104): potara − fedit_ft
+REPORT_INTERVAL = "+0.007 [-0.024, +0.028]"
+ONE_SEED = "One seed cannot separate methods a few points apart: clients and splits move them by as much."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.verbose:
-        verbose()
-    else:
-        quiet()
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # the resume line, if any, is already printed: no traceback after it
+        return 130
     except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
         print(f"potara: error: {err}", file=sys.stderr)
         return 2
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "-v", "--verbose", action="store_true", help="also our logs, each round's line and third-party warnings"
+        "-v", "--verbose", action="store_true", help="also our logs and the libraries' warnings and bars (run: a line per round)"
     )
     run = sub.add_parser("run", parents=[common], help="federate, personalize and compare methods (default: offline MiniLM + fortunes)")
     run.add_argument("--config", help="YAML/JSON config file (see configs/)")
@@ -48,15 +50,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", metavar="DIR", help="continue the interrupted run whose --out was DIR (state in .DIR.partial/)"
     )
+    run.add_argument(
+        "--export", choices=("merged", "all"), default="merged",
+        help="adapters/<client>/: the Potara merge (merged), and with 'all' also its federated/ and local/ adapters",
+    )
     run.set_defaults(func=cmd_run)
     merge = sub.add_parser("merge", parents=[common], help="merge a federated and a local PEFT adapter for one client's data")
     merge.add_argument("--federated", required=True, help="federated adapter directory (PEFT)")
     merge.add_argument("--local", required=True, help="local adapter directory (PEFT)")
     merge.add_argument("--data", required=True, help="the client's held-out data: csv/json/parquet with text,label")
     merge.add_argument("--out", required=True, help="folder for the merged PEFT adapter and lambda.json")
-    merge.add_argument("--num-labels", type=int, default=None, help="classifier size (default: from the adapter)")
+    merge.add_argument(
+        "--num-labels", type=int, default=None, help="classifier size (default: the adapter's labels.json or head)"
+    )
     merge.add_argument("--max-length", type=int, default=48)
     merge.set_defaults(func=cmd_merge)
+    predict = sub.add_parser("predict", parents=[common], help="label texts with a saved adapter (names from its labels.json)")
+    predict.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. runs/X/adapters/client_00)")
+    given = predict.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", nargs="+", help="one or more texts")
+    given.add_argument("--data", help="csv/json/jsonl file; prints label<TAB>text, and the accuracy if it has labels")
+    predict.add_argument("--text-column", default="text", help="the --data file's text column")
+    predict.add_argument("--max-length", type=int, default=128)
+    predict.set_defaults(func=cmd_predict)
     bench = sub.add_parser("bench", parents=[common], help="methods × settings × seeds from a suite; resumable; writes report.md")
     bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
@@ -73,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def _terminal(args: argparse.Namespace) -> None:
+    """Our logs with ``-v``, else the libraries' noise silenced: after the cheap checks, as it imports them."""
+    if args.verbose:
+        verbose()
+    else:
+        quiet()
 
 
 def _staging(out: Path) -> Path:
@@ -99,6 +123,8 @@ def _start(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path]:
     from ..reporting.outputs import atomic_write
 
     cfg = config_mod.load(args.config, args.set)
+    check_source(cfg.data)
+    _terminal(args)
     from ..methods import resolve
 
     resolve(cfg)
@@ -128,6 +154,7 @@ def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path
         cfg = config_mod.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError) as err:
         raise config_mod.ConfigError(f"saved config '{path}' is missing, truncated or altered: {err}") from err
+    _terminal(args)
     from ..methods import resolve
 
     resolve(cfg)
@@ -135,26 +162,43 @@ def _resumed(args: argparse.Namespace) -> tuple[config_mod.RunConfig, Path, Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    cfg, out, staging = _resumed(args) if args.resume else _start(args)
     from .. import engine
     from ..federation.checkpoint import CheckpointError
     from ..reporting import outputs
 
-    cfg, out, staging = _resumed(args) if args.resume else _start(args)
     try:
         began = time.perf_counter()
         with _round_log(cfg.fed.rounds, args.verbose) as log:
-            result = engine.run(cfg, log=log, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint")
+            result = engine.run(
+                cfg, log=log, export_dir=staging / "adapters", checkpoint_dir=staging / "checkpoint",
+                export_parts=args.export == "all",
+            )
         summary = outputs.summary(cfg.to_dict(), result)
         summary["timing"]["wall_s"] = time.perf_counter() - began
         outputs.write_outputs(staging, summary, result.rounds)
         _publish(staging, out)
     except BaseException as err:
         _keep_if_resumable(staging, out, hint=not isinstance(err, CheckpointError))
+        if isinstance(err, KeyboardInterrupt) and not (staging / "checkpoint").is_dir():
+            print("potara: interrupted before the first round ended; nothing was kept", file=sys.stderr)
         raise
     print(outputs.table(summary))
+    print(one_seed_note(cfg))
     plots = ", ".join(sorted(p.name for p in out.glob("*.png")))
     print(f"\nwrote {out}/summary.json, rounds.jsonl, {plots}, adapters/")
     return 0
+
+
+def one_seed_note(cfg: config_mod.RunConfig) -> str:
+    """The line under a run's table: what one seed can show, with the report's interval for the default setting."""
+    default = {**config_mod.RunConfig().to_dict(), "seed": cfg.seed, "threads": cfg.threads}
+    if cfg.to_dict() != default:
+        return f"{ONE_SEED} `potara bench` compares methods over seeds, with intervals."
+    return (
+        f"{ONE_SEED} Over 5 seeds of this setting, potara − fedit_ft = {REPORT_INTERVAL} (95% CI, a tie; "
+        "benchmarks/results/report.md); `make bench` reruns that comparison."
+    )
 
 
 def _keep_if_resumable(partial: Path, out: Path, hint: bool) -> None:
@@ -202,6 +246,7 @@ def _round_text(record: dict) -> str:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    _terminal(args)
     from .merge import merge_saved
 
     out = Path(args.out)
@@ -216,11 +261,31 @@ def cmd_merge(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    for reason in lam["warnings"]:
+        print(f"potara: warning: {reason}", file=sys.stderr)
     print(f"λ (federated weight) = {lam['lambda']:.3f}; merged adapter in {out}/adapter")
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict, texts_of
+
+    adapter = Path(args.adapter)
+    texts, truth = (args.text, None) if args.text else texts_of(Path(args.data), args.text_column)
+    _terminal(args)
+    labels = predict(adapter, texts, args.max_length)
+    if args.text:
+        print("\n".join(labels))
+        return 0
+    print("\n".join(f"{label}\t{text}" for label, text in zip(labels, texts)))
+    if truth is not None:
+        hits = sum(p == t for p, t in zip(labels, truth))
+        print(f"accuracy {hits / len(truth):.3f} ({hits}/{len(truth)})", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    _terminal(args)
     from ..bench.report import report_from_units, write_report
     from ..bench.suite import load_suite, run_suite
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .partition import partition_indices
+from .partition import RareLabelError, partition_indices
 
 FORTUNES_ROOT = "/usr/share/games/fortunes"
 FORTUNE_SEPARATOR = re.compile(r"^%[ \t\r]*$", flags=re.MULTILINE)
@@ -93,8 +93,11 @@ def load_hf_dataset(
     return normalize_columns(ds, text_column=text_column, label_column=label_column, source=name)
 
 
-def load_local_files(path: str | Path, *, text_column: str = "text", label_column: str = "label") -> datasets.Dataset:
-    """Load a csv / json / jsonl / parquet file, normalised to ("text" or "image", "label" int) columns."""
+def load_local_files(
+    path: str | Path, *, text_column: str = "text", label_column: str = "label", label_names: list[str] | None = None
+) -> datasets.Dataset:
+    """Load a csv / json / jsonl / parquet file, normalised to ("text" or "image", "label" int) columns; with
+    ``label_names``, string labels get those names' ids (a model's labels), not ids of their own."""
     path = Path(path)
     if path.suffix not in LOCAL_FORMATS:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(LOCAL_FORMATS)}")
@@ -107,7 +110,8 @@ def load_local_files(path: str | Path, *, text_column: str = "text", label_colum
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     except Exception as err:  # the readers raise many types for a bad file (DatasetGenerationError, ArrowInvalid, ...)
         raise ValueError(f"data file {path} is not readable as {kind}: {_root_cause(err)}") from err
-    return normalize_columns(ds, text_column=text_column, label_column=label_column, source=str(path))
+    return normalize_columns(ds, text_column=text_column, label_column=label_column, source=str(path),
+                             label_names=label_names)
 
 
 def _root_cause(err: BaseException) -> str:
@@ -118,7 +122,8 @@ def _root_cause(err: BaseException) -> str:
 
 
 def normalize_columns(
-    ds: datasets.Dataset, *, text_column: str | None = None, label_column: str = "label", source: str = "dataset"
+    ds: datasets.Dataset, *, text_column: str | None = None, label_column: str = "label", source: str = "dataset",
+    label_names: list[str] | None = None,
 ) -> datasets.Dataset:
     """Keep the input and label columns, renamed to "text"/"image" and "label", string labels encoded as ints."""
     input_column = text_column or _guess_input_column(ds, label_column, source)
@@ -131,9 +136,25 @@ def normalize_columns(
     renames = {old: new for old, new in ((input_column, target), (label_column, "label")) if old != new}
     ds = ds.rename_columns(renames) if renames else ds
     if _is_string_column(ds, "label"):
-        ds = ds.class_encode_column("label")
+        ds = ds.class_encode_column("label") if label_names is None else _encode_by_name(ds, label_names, source)
     _check_label_ids(ds, source)
+    if label_names is not None and max(ds["label"]) >= len(label_names):
+        raise ValueError(f"{source}: label id {max(ds['label'])} is not one of the model's {len(label_names)} labels")
     return ds
+
+
+def _encode_by_name(ds: datasets.Dataset, names: list[str], source: str) -> datasets.Dataset:
+    """String labels as the ids ``names`` gives them; a name not among them is an error."""
+    unknown = sorted(set(ds["label"]) - set(names))
+    if unknown:
+        raise ValueError(
+            f"{source}: label(s) {', '.join(map(repr, unknown[:5]))} are not among the model's labels "
+            f"({', '.join(names)}); drop those rows or use the adapter trained on them"
+        )
+    ids = {name: i for i, name in enumerate(names)}
+    features = ds.features.copy()
+    features["label"] = datasets.ClassLabel(names=names)
+    return ds.map(lambda rows: {"label": [ids[y] for y in rows["label"]]}, batched=True, features=features)
 
 
 def _check_rows(ds: datasets.Dataset, text_column: str | None, label_column: str, source: str) -> None:
@@ -146,6 +167,9 @@ def _check_rows(ds: datasets.Dataset, text_column: str | None, label_column: str
         missing = ds.data.column(column).null_count
         if missing:
             raise ValueError(f"{source}: {missing} row(s) have no value in column {column!r}; fill or drop them")
+    blank = sum(1 for text in ds[text_column] if not text.strip()) if text_column is not None else 0
+    if blank:
+        raise ValueError(f"{source}: {blank} row(s) have an empty or whitespace-only {text_column!r}; fill or drop them")
 
 
 def _check_label_ids(ds: datasets.Dataset, source: str) -> None:
@@ -231,9 +255,16 @@ def make_clients(
         raise ValueError("scheme 'task' needs group_column= (the column naming each row's task/source)")
     groups = list(ds[group_column]) if group_column is not None else None
     labels = ds["label"] if "label" in columns else [0] * ds.num_rows
-    parts = partition_indices(
-        labels, num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
-    )
+    try:
+        parts = partition_indices(
+            labels, num_clients, scheme, seed=seed, alpha=alpha, classes_per_client=classes_per_client, groups=groups
+        )
+    except RareLabelError as err:
+        raise ValueError(
+            f"label {_label_names(ds)[err.label]!r} has {err.examples} example(s), too few to split between the clients that draw it; "
+            f"add examples of it or drop it, or lower data.num_clients ({num_clients}) or data.classes_per_client "
+            f"({classes_per_client})"
+        ) from err
     targets = _target_sizes(num_clients, train_sizes, seed)
     rows = ds.select_columns(columns)
     clients = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import datasets
@@ -15,6 +16,15 @@ from flwr_datasets.partitioner import (
 )
 
 SCHEMES = ("classes", "dirichlet", "task", "iid")
+TOO_RARE = re.compile(r"Label: (\d+) is needed to be assigned to more partitions \((\d+)\).*\((\d+)\)")
+
+
+class RareLabelError(ValueError):
+    """A label has fewer examples than the clients that draw it under the ``classes`` partition."""
+
+    def __init__(self, label: int, clients: int, examples: int) -> None:
+        super().__init__(f"label {label} has {examples} example(s) but {clients} clients draw it")
+        self.label, self.clients, self.examples = label, clients, examples
 MAX_DIRICHLET_MIN_SIZE = 10
 
 
@@ -35,7 +45,13 @@ def partition_indices(
     driver = _driver_dataset(labels, groups, seed)
     partitioner = _partitioner(scheme, num_clients, seed, alpha, classes_per_client, len(labels))
     partitioner.dataset = driver
-    return [sorted(partitioner.load_partition(i)["row"]) for i in range(num_clients)]
+    try:
+        return [sorted(partitioner.load_partition(i)["row"]) for i in range(num_clients)]
+    except ValueError as err:
+        rare = TOO_RARE.search(str(err))
+        if rare is None:
+            raise
+        raise RareLabelError(*(int(g) for g in rare.groups())) from err
 
 
 def _check_request(

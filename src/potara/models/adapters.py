@@ -113,3 +113,30 @@ def _mark_inference_mode(config_path: Path) -> None:
     config = json.loads(config_path.read_text())
     config["inference_mode"] = True
     config_path.write_text(json.dumps(config, indent=2))
+
+
+LABELS_FILE = "labels.json"  # beside adapter_config.json: PEFT's config has no field for the classifier's labels
+
+
+def write_labels(adapter_dir: str | Path, names: list[str]) -> None:
+    """The classifier's labels beside a PEFT adapter: ``num_labels``, ``id2label``, ``label2id``."""
+    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    (Path(adapter_dir) / LABELS_FILE).write_text(json.dumps(labels, indent=2))
+
+
+def read_labels(adapter_dir: str | Path) -> list[str] | None:
+    """The label names saved beside an adapter (by id), or None for an adapter saved without them."""
+    path = Path(adapter_dir) / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        id2label = json.loads(path.read_text())["id2label"]
+        return [id2label[str(i)] for i in range(len(id2label))]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"'{path}' is not a potara labels file (num_labels, id2label, label2id): {err}") from err
+
+
+def label_adapters(export_dir: str | Path, names: list[str]) -> None:
+    """Write the labels beside every PEFT adapter under ``export_dir``."""
+    for config in Path(export_dir).rglob("adapter_config.json"):
+        write_labels(config.parent, names)
