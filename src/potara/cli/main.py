@@ -196,8 +196,8 @@ def one_seed_note(cfg: config_mod.RunConfig) -> str:
     if cfg.to_dict() != default:
         return f"{ONE_SEED} `potara bench` compares methods over seeds, with intervals."
     return (
-        f"{ONE_SEED} Over 5 seeds of this setting, potara − fedit_ft = {REPORT_INTERVAL} (95% CI, a tie; "
-        "benchmarks/results/report.md); `make bench` reruns that comparison."
+        f"{ONE_SEED} Over 5 seeds of this setting, potara − fedit_ft = {REPORT_INTERVAL} (a tie; a withdrawn "
+        "report, read twice: docs/benchmarks.md#results); `make bench` reruns that comparison."
     )
 
 
