@@ -233,7 +233,7 @@ def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
     from potara.flower.settings import from_run_config
 
     with pytest.raises(ConfigError, match="fed.payload_dtype=bf16 is not supported by the Flower app"):
-        from_run_config({"overrides": "fed.payload_dtype=bf16"})
+        from_run_config({"overrides": "fed.payload_dtype=bf16 methods=potara,local,fedit,fedit_ft"})
 
 
 FAKE_SEEDS = {"a": list(range(6)), "b": list(range(6)), "c": [0]}  # setting c has one seed: no interval there

@@ -147,6 +147,8 @@ def _predicted(model: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, T
 def _draw(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     """Labels drawn from the model's predictive distribution (on the CPU generator, on any device)."""
     probs = logits.softmax(-1).detach().cpu()
+    if not torch.isfinite(probs).all():
+        raise ValueError("non-finite logits: the model Fisher cannot draw labels (check the adapter for NaN/inf)")
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
 
 
