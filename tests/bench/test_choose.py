@@ -3,7 +3,6 @@ choices from the committed CSV records as from the cells."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -23,15 +22,6 @@ SEEDS = [0, 1, 2]
 OWN = {"potara_heldout": (10, 40, 1.0), "potara_folds": (10, 80, 1.5), DITTO[0]: (20, 0, 0.5),
        DITTO[1]: (20, 0, 0.5), FIXED[0]: (10, 0, 0.2), FIXED[1]: (10, 0, 0.2)}
 FEDIT_SHARE, DITTO_SHARE = (100, 2.0), (100, 3.0)
-
-
-@pytest.fixture(scope="module")
-def choose():
-    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[2] / "benchmarks" / "choose.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_method(name: str, seed: int) -> dict:

@@ -3,12 +3,6 @@ peer is tuned with at least Potara's care on every dev setting."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-import pytest
-
 from potara.bench import suite as bench_suite
 
 READ_BEFORE = set(range(100, 105))  # report seeds already read (twice: docs/benchmarks.md#results)
@@ -19,15 +13,6 @@ BOUNDS = ("oracle_val", "oracle_split", "oracle_test")
 TRAINS = {"ditto": "peers.ditto_lr_scale", "ditto_posthoc": "peers.ditto_lr_scale", "apfl": "peers.apfl_lr_scale",
           "feddpa": "peers.feddpa_lr_scale", "ffa_lora": "peers.ffa_lora_lr_scale",
           "fedsa_lora": "peers.fedsa_lora_lr_scale"}
-
-
-@pytest.fixture(scope="module")
-def choose():
-    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[2] / "benchmarks" / "choose.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def base(method: str) -> str:
