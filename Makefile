@@ -38,6 +38,7 @@ lint-imports: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
-# The larger comparison the default run quotes: the report suite (19 methods, 2 settings, 5 seeds; ~95 min on 2 cores).
+# The larger comparison: the report suite (19 methods, 3 settings, 10 seeds, 300 test examples a client; hours on 2 cores,
+# resumable: run again to continue).
 bench: setup
 	$(VENV)/bin/potara bench --suite report --out runs/bench-report
