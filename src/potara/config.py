@@ -20,7 +20,7 @@ OFFLINE_VIT_DIGITS = "offline:vit-digits"
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
-PAYLOAD_DTYPES = ("fp32", "bf16", "fp16")
+PAYLOAD_DTYPES = ("fp32", "bf16", "fp16", "int8")
 
 
 class ConfigError(ValueError):
@@ -94,7 +94,9 @@ class FedConfig:
     eval_rounds: bool = True  # every federation's accuracy on every client's test split after each round
     eval_every: int = 0  # personalize every k rounds as well as at the end (0: only at the end)
     eval_methods: list[str] | None = None  # methods personalized at those rounds (None: every federated one)
-    payload_dtype: str = "fp32"  # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16
+    # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16; int8: uploads only (per-row scales, error
+    # feedback), the global adapter in fp32
+    payload_dtype: str = "fp32"
 
 
 @dataclass
@@ -345,7 +347,7 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
     _check(
         bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
-        "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
+        f"validation.dtypes must be a non-empty list of {', '.join(PAYLOAD_DTYPES)}",
     )
     _check_ranges(cfg)
     _check_privacy(cfg)
