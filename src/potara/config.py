@@ -20,7 +20,7 @@ OFFLINE_VIT_DIGITS = "offline:vit-digits"
 PARTITIONS = ("classes", "dirichlet", "task", "iid")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
-PAYLOAD_DTYPES = ("fp32", "bf16", "fp16")
+PAYLOAD_DTYPES = ("fp32", "bf16", "fp16", "int8")
 
 
 class ConfigError(ValueError):
@@ -94,7 +94,9 @@ class FedConfig:
     eval_rounds: bool = True  # every federation's accuracy on every client's test split after each round
     eval_every: int = 0  # personalize every k rounds as well as at the end (0: only at the end)
     eval_methods: list[str] | None = None  # methods personalized at those rounds (None: every federated one)
-    payload_dtype: str = "fp32"  # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16
+    # wire dtype of the global adapter and the uploads: fp32, bf16 or fp16; int8: uploads only (per-row scales, error
+    # feedback), the global adapter in fp32
+    payload_dtype: str = "fp32"
 
 
 @dataclass
@@ -161,6 +163,18 @@ class ValidationConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Client-level DP on the federated adapter (DP-FedAvg; potara.federation.privacy). Off by default."""
+
+    noise_multiplier: float = 0.0  # z: Gaussian noise of std z·C/m on the mean of m clipped updates; 0 = off
+    clip_norm: float = 1.0  # C: each client's update clipped to this L2 norm (adaptive: the initial norm)
+    adaptive: bool = False  # Andrew et al. 2021 adaptive clipping, as Flower's ...ServerSideAdaptiveClipping
+    target_quantile: float = 0.5  # adaptive: γ, the fraction of updates within C that C tracks (Andrew et al.)
+    clip_lr: float = 0.2  # adaptive: C ← C·exp(−clip_lr·(clipped fraction − target_quantile)) (Andrew et al.)
+    delta: float | None = None  # δ of the reported (ε, δ); None: 1 / data.num_clients
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     # the default run: one seed of the report suite's `classes` setting (benchmarks/results/report.md), Potara,
@@ -176,9 +190,15 @@ class RunConfig:
     potara: PotaraSettings = field(default_factory=PotaraSettings)
     peers: PeersConfig = field(default_factory=PeersConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting; the ``privacy`` section only when it is not all defaults (DP off), so that the stored
+        configs of runs from before it existed (bench cells, checkpoints) still equal a default run's."""
+        values = dataclasses.asdict(self)
+        if self.privacy == PrivacyConfig():
+            del values["privacy"]
+        return values
 
 
 def shown(value: Any) -> str:
@@ -327,9 +347,10 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= cfg.peers.fixed_lambda <= 1.0, f"peers.fixed_lambda must be in [0, 1], got {cfg.peers.fixed_lambda}")
     _check(
         bool(cfg.validation.dtypes) and all(d in PAYLOAD_DTYPES for d in cfg.validation.dtypes),
-        "validation.dtypes must be a non-empty list of fp32, bf16, fp16",
+        f"validation.dtypes must be a non-empty list of {', '.join(PAYLOAD_DTYPES)}",
     )
     _check_ranges(cfg)
+    _check_privacy(cfg)
 
 
 # Numeric settings and their least value (``AT_LEAST``), those that must be > 0 (``POSITIVE``) and the
@@ -414,6 +435,35 @@ def _check_task(cfg: RunConfig) -> None:
         )
         _check(m.max_new_tokens >= 1, "model.max_new_tokens must be >= 1")
         _check(d.max_per_task is None or d.max_per_task >= 1, "data.max_per_task must be >= 1 or null")
+
+
+def _check_privacy(cfg: RunConfig) -> None:
+    """The DP settings: each bad value is a one-line error naming its key."""
+    p = cfg.privacy
+    _check(p.noise_multiplier >= 0, f"privacy.noise_multiplier must be >= 0 (0 turns DP off), got {p.noise_multiplier}")
+    _check(p.delta is None or 0 < p.delta < 1, f"privacy.delta must be in (0, 1) or null (1/num_clients), got {p.delta}")
+    if p.noise_multiplier == 0:
+        return
+    _check(p.clip_norm > 0, f"privacy.clip_norm must be > 0 when privacy.noise_multiplier > 0, got {p.clip_norm}")
+    _check(0 <= p.target_quantile <= 1, f"privacy.target_quantile must be in [0, 1], got {p.target_quantile}")
+    _check(p.clip_lr > 0, f"privacy.clip_lr must be > 0, got {p.clip_lr}")
+    _check(
+        cfg.fed.aggregation == "factors",
+        "privacy.noise_multiplier > 0 needs fed.aggregation=factors (clipping bounds the travelling tensors, "
+        "not the re-factorized product average)",
+    )
+    sampled = sampled_clients(cfg)
+    _check(
+        not p.adaptive or p.noise_multiplier < sampled / 10,
+        f"privacy.noise_multiplier={p.noise_multiplier} is too large for privacy.adaptive with {sampled} sampled "
+        f"clients: the clipped-count noise (std m/20) needs noise_multiplier < m/10 = {sampled / 10:g}; sample more "
+        "clients or turn privacy.adaptive off",
+    )
+
+
+def sampled_clients(cfg: RunConfig) -> int:
+    """The number of clients a round samples (as potara.federation.rounds.sample_clients draws them)."""
+    return max(1, round(cfg.fed.fraction * cfg.data.num_clients))
 
 
 def _check(ok: bool, message: str) -> None:

@@ -18,6 +18,7 @@ from .data import federated as data_mod
 from .data import prompts
 from .data.encoding import Encoded, encode_images, encode_text
 from .federation import checkpoint
+from .federation.privacy import privatized
 from .federation.recipes import FEDIT, FedIT
 from .federation.rounds import RoundLog, run_rounds
 from .federation.strategies import FedAvg
@@ -308,7 +309,7 @@ def _federate(
     with meter.attached(model):
         round_began[0] = meter.now()
         fed.state = run_rounds(
-            model, {c.name: c.train for c in clients}, fed.state, recipe.strategy(cfg.fed.aggregation),
+            model, {c.name: c.train for c in clients}, fed.state, _strategy(recipe, cfg, len(clients)),
             rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=budget, seed=cfg.seed,
             start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
             progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
@@ -316,6 +317,11 @@ def _federate(
         )
     fed.final_broadcast = broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype)
     return fed
+
+
+def _strategy(recipe: FedIT, cfg: RunConfig, clients: int) -> FedAvg:
+    """The recipe's aggregation, wrapped in client-level DP when ``privacy.noise_multiplier`` > 0."""
+    return privatized(recipe.strategy(cfg.fed.aggregation), cfg.privacy, max(1, round(cfg.fed.fraction * clients)))
 
 
 def broadcast_bytes(state: AdapterState, clients: int, dtype: str) -> int:

@@ -67,7 +67,7 @@ def test_packaged_offline_suite_names_every_setting_and_method():
         ({"settings": {"a": {"fed.nope": 1}}}, "suite 's', setting 'a': unknown config key 'fed.nope'"),
         ({"settings": {"a": {"seed": 1}}}, "'seed' is set by the suite"),
         ({"methods": ["fedit", "magic"]}, "setting 'a': methods names unknown method 'magic'"),
-        ({"overrides": {"fed.payload_dtype": "fp8"}}, "fed.payload_dtype must be one of fp32, bf16, fp16"),
+        ({"overrides": {"fed.payload_dtype": "fp8"}}, "fed.payload_dtype must be one of fp32, bf16, fp16, int8"),
         ({"overrides": {"fed.eval_methods": ["nope"]}}, "setting 'a': fed.eval_methods names unknown method 'nope'"),
     ],
 )
@@ -225,7 +225,7 @@ def test_wrong_payload_dtype_is_one_clear_line(tmp_path, capsys):
     code = main(["run", "--out", str(tmp_path / "o"), "--set", "fed.payload_dtype=float8"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "fed.payload_dtype must be one of fp32, bf16, fp16, got 'float8'" in err
+    assert "fed.payload_dtype must be one of fp32, bf16, fp16, int8, got 'float8'" in err
 
 
 def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():

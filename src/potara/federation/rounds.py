@@ -14,7 +14,7 @@ from peft import PeftModel
 from ..config import ValidationConfig
 from ..data.encoding import Encoded
 from ..merge.taskvec import AdapterState
-from ..models.adapters import deserialize, get_state, serialize, set_state
+from ..models.adapters import deserialize, get_state, serialize, serialize_int8_update, set_state
 from ..training.loop import Budget, train
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg, RunningSum
@@ -26,18 +26,22 @@ log = logging.getLogger(__name__)
 
 def client_step(
     model: PeftModel, client: str, payload: bytes, data: Encoded, budget: Budget, seed: int, dtype: str = "fp32",
-    *, recipe: FedIT = FEDIT, kept: AdapterState | None = None,
+    *, recipe: FedIT = FEDIT, kept: AdapterState | None = None, residual: AdapterState | None = None,
 ) -> ClientUpdate:
     """Receive the global tensors, join the client's ``kept`` ones, train (in fp32) what ``recipe`` trains on
     local data; return the tensors that travel serialized in ``dtype`` and, apart, those that stay. A recipe
     with personal state (Ditto's ``v_k``, APFL's ``v_k`` and ``α_k``) has it in ``kept`` and gets it updated here
-    too, after the global step."""
+    too, after the global step. In ``int8`` the upload is the update against the received tensors plus the
+    client's ``residual`` (the quantization error of its last int8 upload), returned updated."""
     received = deserialize(payload, "server")
     set_state(model, {**(kept or {}), **received})
     loss = train(model, data, budget, torch.Generator().manual_seed(seed), trains=recipe.trains)
     trained = get_state(model)
     sent, stays = recipe.split(trained)
     personal = recipe.personal_step(model, kept or {}, received, trained, data, budget, seed)
+    if dtype == "int8":
+        payload, left = serialize_int8_update(sent, received, residual or {})
+        return ClientUpdate(client, payload, len(data), loss, {**stays, **personal}, left)
     return ClientUpdate(client, serialize(sent, dtype), len(data), loss, {**stays, **personal})
 
 
@@ -156,9 +160,11 @@ def run_rounds(
 
     ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
     tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
-    ``payload_dtype`` (which validation then accepts); aggregation is in fp32."""
+    ``payload_dtype`` (which validation then accepts; int8: uploads only, the global adapter goes down in fp32);
+    aggregation is in fp32."""
     state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
     kept = {} if kept is None else kept
+    residuals: dict[str, AdapterState] = {}  # int8: each client's quantization error (not in checkpoints)
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state, payload_dtype)
@@ -167,10 +173,12 @@ def run_rounds(
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             update = client_step(
                 model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,
-                recipe=recipe, kept=kept.get(name),
+                recipe=recipe, kept=kept.get(name), residual=residuals.get(name),
             )
             if update.kept:
                 kept[name] = update.kept
+            if update.residual:
+                residuals[name] = update.residual
             tally.admit(update, expect, limits, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
         accepted, rejected = tally.close(limits, f"round {r}")

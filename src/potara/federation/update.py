@@ -14,3 +14,4 @@ class ClientUpdate:
     n: int
     train_loss: float
     kept: AdapterState = field(default_factory=dict)  # the tensors that stay on the client (never serialized)
+    residual: AdapterState = field(default_factory=dict)  # int8 uploads: the quantization error, kept by the client

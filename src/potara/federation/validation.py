@@ -21,7 +21,7 @@ import torch
 
 from ..config import ValidationConfig
 from ..merge.taskvec import AdapterState
-from ..models.adapters import WIRE_DTYPES, parse_payload, serialize
+from ..models.adapters import WIRE_DTYPES, decoded, int8_parts, parse_payload, serialize
 from .update import ClientUpdate
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,12 @@ class Expectation:
 
     shapes: dict[str, tuple[int, ...]]
     payload_bytes: int
+    reference: AdapterState = field(default_factory=dict, compare=False, repr=False)  # what int8 updates add to
 
     @classmethod
     def of(cls, state: AdapterState) -> Expectation:
         """Names, shapes and payload size of ``state``."""
-        return cls({k: tuple(v.shape) for k, v in state.items()}, len(serialize(state)))
+        return cls({k: tuple(v.shape) for k, v in state.items()}, len(serialize(state)), state)
 
 
 @dataclass
@@ -80,12 +81,12 @@ def check_update(update: ClientUpdate, expect: Expectation, limits: ValidationCo
     if not isinstance(update.train_loss, (int, float)) or not math.isfinite(update.train_loss):
         raise fail(f"training loss must be a finite number, got {update.train_loss!r}")
     try:
-        raw = parse_payload(update.payload)
+        raw, scales = int8_parts(parse_payload(update.payload))
     except ValueError as err:
         raise fail(f"payload is {err}") from err
     _check_names(raw, expect, fail)
     _check_tensors(raw, expect, limits, fail)
-    state = {k: v.to(torch.float32) for k, v in raw.items()}
+    state = decoded(raw, scales, expect.reference)
     _check_norm(state, limits, fail)
     return state
 

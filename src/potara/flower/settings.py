@@ -103,3 +103,8 @@ def _check(settings: FlowerSettings) -> None:
             f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app, which sends fp32 "
             "ArrayRecords only (Flower's arrays go through NumPy, which has no bfloat16); use fp32 here"
         )
+    if settings.run.privacy.noise_multiplier > 0:
+        raise ConfigError(
+            f"privacy.noise_multiplier={settings.run.privacy.noise_multiplier} is not supported by the Flower app yet "
+            "(client-level DP runs in the embedded engine only): use `potara run`, or set privacy.noise_multiplier=0"
+        )

@@ -16,7 +16,10 @@ from safetensors.torch import save as st_save
 from ..merge.taskvec import AdapterState, check_finite
 from .loading import MERGE_ADAPTER, TRAIN_ADAPTER
 
-WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# int8 is an upload format (:func:`serialize_int8_update`): in an int8 run the global adapter travels down in fp32
+WIRE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+DOWNLOAD_DTYPES = {"int8": "fp32"}
+SCALES = "int8.scales"  # the key of an int8 upload's scales
 _PARAMETERS: weakref.WeakKeyDictionary[PeftModel, dict[str, dict[str, torch.nn.Parameter]]] = weakref.WeakKeyDictionary()
 
 
@@ -63,9 +66,80 @@ def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTE
 
 
 def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
-    """The payload that travels: safetensors bytes (its length is what the byte counters measure)."""
-    cast = WIRE_DTYPES[dtype]
+    """The payload that travels: safetensors bytes (its length is what the byte counters measure); a full state
+    in an int8 run (the global adapter) travels in fp32."""
+    cast = WIRE_DTYPES[DOWNLOAD_DTYPES.get(dtype, dtype)]
     return st_save({k: v.to(cast).contiguous() for k, v in state.items()})
+
+
+def scale_rows(x: torch.Tensor) -> torch.Tensor:
+    """The 2-D view of ``x`` whose rows share a scale: its rows, or its columns when it has more rows than columns
+    (LoRA's ``B``, d × r, gets r scales, not d); a 1-D tensor is one row."""
+    view = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+    return view.T if view.shape[0] > view.shape[1] else view
+
+
+def scale_count(shape: tuple[int, ...]) -> int:
+    """How many scales an int8 tensor of ``shape`` carries."""
+    return scale_rows(torch.empty(shape, device="meta")).shape[0]
+
+
+def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` as int8 with one absmax scale per row (per column when taller than wide, per tensor when 1-D):
+    ``q · scale`` is within scale/2 of ``x``."""
+    rows = scale_rows(x)
+    scale = rows.abs().amax(dim=1) / 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.empty(x.shape, dtype=torch.int8)
+    scale_rows(q).copy_(torch.round(rows / scale[:, None]).clamp(-127, 127))
+    return q, scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 values of an int8 tensor and its scales."""
+    out = torch.empty(q.shape, dtype=torch.float32)
+    scale_rows(out).copy_(scale_rows(q).to(torch.float32) * scale[:, None])
+    return out
+
+
+def serialize_int8_update(
+    state: AdapterState, reference: AdapterState, residual: AdapterState
+) -> tuple[bytes, AdapterState]:
+    """An int8 upload of the update ``state − reference`` plus the client's quantization ``residual`` of its last
+    upload (error feedback); and the new residual, which stays on the client. The scales of all tensors travel as
+    one float32 tensor ``SCALES``, in the tensors' sorted key order (one header entry, not one per tensor)."""
+    out, scales, left = {}, [], {}
+    for key in sorted(state):
+        x = state[key] - reference[key] + residual.get(key, torch.zeros_like(state[key]))
+        q, scale = quantize(x)
+        out[key] = q
+        scales.append(scale)
+        left[key] = x - dequantize(q, scale)
+    return st_save({**out, SCALES: torch.cat(scales)}), left
+
+
+def int8_parts(raw: AdapterState) -> tuple[AdapterState, AdapterState]:
+    """(the tensors, each int8 tensor's scales) of a parsed payload; no scales when it is not an int8 upload.
+    ``ValueError`` when int8 tensors and the ``SCALES`` tensor do not fit each other."""
+    tensors = {k: v for k, v in raw.items() if k != SCALES}
+    quantized = sorted(k for k, v in tensors.items() if v.dtype == torch.int8)
+    if SCALES not in raw and not quantized:
+        return tensors, {}
+    flat = raw.get(SCALES)
+    counts = [scale_count(tuple(tensors[k].shape)) for k in quantized]
+    if flat is None or flat.dtype != torch.float32 or tuple(flat.shape) != (sum(counts),):
+        raise ValueError(
+            f"int8 payload: {SCALES!r} must be float32 of shape ({sum(counts)},), one scale per row of its int8 tensors"
+        )
+    if not bool(torch.isfinite(flat).all()):
+        raise ValueError(f"int8 payload: {SCALES!r} has non-finite values")
+    return tensors, dict(zip(quantized, torch.split(flat, counts)))
+
+
+def decoded(tensors: AdapterState, scales: AdapterState, reference: AdapterState) -> AdapterState:
+    """Float32 tensors of an upload: an int8 update dequantized and added to ``reference`` (the global adapter
+    the client received); other tensors as they are."""
+    return {k: reference[k] + dequantize(v, scales[k]) if k in scales else v.to(torch.float32) for k, v in tensors.items()}
 
 
 def parse_payload(payload: bytes) -> AdapterState:

@@ -12,6 +12,7 @@ from typing import Any
 
 from .communication import FEDIT, curve, per_round_methods
 from .plots import Final, accuracy_figure, lambda_figure, pyplot
+from .privacy import privacy_line, privacy_summary
 from .results import RunResult
 from .stats import PairedDiff, paired_difference
 from .styles import is_bound, is_personalized, row_label
@@ -46,7 +47,9 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
         for name, r in result.methods.items()
     }
     accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
-    return {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation)}
+    out = {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation)}
+    private = privacy_summary(config)
+    return {**out, "privacy": private} if private else out
 
 
 def one_federation(unit: Hashable) -> str:
@@ -128,6 +131,8 @@ def table(summary_: dict[str, Any]) -> str:
         f"per client: local epoch {t['local_epoch_s']:.3f} s · Fisher {t['fisher_s']:.3f} s"
         f"{' · ' + lam if lam else ''} · federation {t.get('federation_s', 0):.1f} s in all"
     )
+    if "privacy" in summary_:
+        lines.append(privacy_line(summary_["privacy"]))
     return "\n".join(lines)
 
 

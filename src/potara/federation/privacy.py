@@ -1,0 +1,108 @@
+"""Client-level differential privacy on the federated adapter: DP-FedAvg (McMahan et al., "Learning Differentially
+Private Recurrent Language Models", ICLR 2018), with fixed or adaptive clipping (Andrew et al., "Differentially
+Private Learning with Adaptive Clipping", NeurIPS 2021).
+
+The math is that of Flower 1.42's server-side wrappers (``flwr.serverapp.strategy``):
+``DifferentialPrivacyServerSideFixedClipping`` and ``DifferentialPrivacyServerSideAdaptiveClipping``:
+
+- each accepted upload's *update* (its travelling tensors minus the global adapter the client received) is clipped
+  to L2 norm ``C`` over all its tensors together (FlatClip, ``min(1, C / ‖Δ‖)``);
+- the clipped updates are averaged with *equal* weights (Flower requires equal client weights to account; the
+  example counts ``n_k`` never enter, so one client moves the mean by at most ``C / m``);
+- Gaussian noise of std ``z · C / m`` is added to every element of the mean, ``m`` the number of sampled clients;
+- adaptive: ``C ← C · exp(−η (b̃ − γ))`` after each round, ``b̃`` the fraction of updates *within* ``C`` (left
+  unclipped) plus Gaussian noise of std ``σ_b / m`` with ``σ_b = m / 20``, ``γ`` = ``privacy.target_quantile`` (0.5) and
+  ``η`` = ``privacy.clip_lr`` (0.2), Flower's and Andrew et al.'s defaults; the mean's noise multiplier is raised to
+  ``(z⁻² − (2σ_b)⁻²)^(−1/2)`` so that both releases together spend what ``z`` alone would.
+
+Two deliberate differences from Flower's adaptive wrapper, both to follow Andrew et al. (Algorithm 1): Flower counts
+the *clipped* updates in ``b̃``, so a norm below most updates shrinks further (the median is an unstable fixed point);
+Andrew et al. count those within ``C``, so ``C`` converges to the ``γ`` quantile of the update norms. And Flower draws the mean's noise with the clipping norm *after* that round's
+geometric update; here it is drawn with the norm the round's updates were clipped to, since noise below ``z · C_clip / m`` would not cover the round's sensitivity. Noise comes from the global torch RNG,
+which the run's seed sets and a checkpoint restores. The adaptive norm itself is not checkpointed: a resumed run
+starts again from ``privacy.clip_norm``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import PrivacyConfig
+from ..merge.taskvec import AdapterState
+from .strategies import FedAvg, RunningSum
+
+COUNT_STD_PER_CLIENT = 1 / 20  # σ_b = m / 20: Flower's default clipped_count_stddev
+
+
+def clipped(update: AdapterState, clip_norm: float) -> tuple[AdapterState, bool]:
+    """``update`` scaled to L2 norm at most ``clip_norm`` over all its tensors; whether it was scaled down."""
+    norm = math.sqrt(sum(float(v.double().pow(2).sum()) for v in update.values()))
+    factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    return {k: v * factor for k, v in update.items()}, factor < 1.0
+
+
+def adaptive_noise_multiplier(noise_multiplier: float, count_std: float) -> float:
+    """The mean's noise multiplier when the clipped count is released too (Andrew et al., Theorem 1)."""
+    return (noise_multiplier**-2 - (2 * count_std) ** -2) ** -0.5
+
+
+class ClippedMean(RunningSum):
+    """The equal-weight mean of the clipped updates added so far; noised by its strategy at the end."""
+
+    def __init__(self, current: AdapterState, strategy: DPFedAvg) -> None:
+        super().__init__(current, total=1)
+        self.strategy, self.clip_norm, self.unclipped = strategy, strategy.clip_norm, 0
+
+    def add(self, state: AdapterState, n: int) -> None:
+        """Fold in one upload's clipped update with weight 1 (``n`` is ignored: weights must not depend on data)."""
+        update, was_clipped = clipped({k: state[k] - self.current[k] for k in self.sums}, self.clip_norm)
+        for k, acc in self.sums.items():
+            acc.add_(update[k])
+        self.folded += 1
+        self.unclipped += int(not was_clipped)
+
+    def result(self) -> AdapterState:
+        """``current`` + the noised mean update; ``current`` when nothing was folded in."""
+        if self.folded <= 0:
+            return self.current
+        mean = {k: v / self.folded for k, v in self.sums.items()}
+        return self.strategy.release(self.current, mean, self.unclipped, self.folded)
+
+
+class DPFedAvg(FedAvg):
+    """FedAvg of clipped updates with equal weights and Gaussian noise on the mean (client-level DP)."""
+
+    name = "dp_fedavg"
+
+    def __init__(self, settings: PrivacyConfig, sampled: int) -> None:
+        self.settings, self.sampled, self.clip_norm = settings, sampled, settings.clip_norm
+        self.count_std = sampled * COUNT_STD_PER_CLIENT if settings.adaptive else 0.0
+        z = settings.noise_multiplier
+        self.noise_multiplier = adaptive_noise_multiplier(z, self.count_std) if settings.adaptive else z
+
+    def start(self, current: AdapterState, total: int) -> ClippedMean:
+        return ClippedMean(current, self)
+
+    def noise_std(self) -> float:
+        """The std of the noise on each element of the mean update: ``z · C / m``."""
+        return self.noise_multiplier * self.clip_norm / self.sampled
+
+    def release(self, current: AdapterState, mean: AdapterState, unclipped: int, folded: int) -> AdapterState:
+        """``current + mean`` with the round's noise; then, adaptive, the clipping norm's update."""
+        std = self.noise_std()
+        out = {k: current[k] + mean[k] + std * torch.randn(mean[k].shape, dtype=mean[k].dtype) for k in mean}
+        if self.settings.adaptive:
+            self.adapt(unclipped, folded)
+        return out
+
+    def adapt(self, unclipped: int, folded: int) -> None:
+        """Andrew et al.'s geometric update of the clipping norm toward the target quantile, from a noised count."""
+        noisy = (unclipped + self.count_std * float(torch.randn(()))) / folded
+        self.clip_norm *= math.exp(-self.settings.clip_lr * (noisy - self.settings.target_quantile))
+
+
+def privatized(strategy: FedAvg, settings: PrivacyConfig, sampled: int) -> FedAvg:
+    """``strategy`` itself with DP off (``noise_multiplier`` 0), else DP-FedAvg over ``sampled`` clients a round."""
+    return DPFedAvg(settings, sampled) if settings.noise_multiplier > 0 else strategy

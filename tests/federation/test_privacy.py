@@ -1,0 +1,133 @@
+"""Client-level DP: the config's boundary checks, DP-FedAvg's math against Flower's, and the ε of the accountant."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
+
+from potara import config
+from potara.config import ConfigError, PrivacyConfig, RunConfig
+from potara.federation.privacy import DPFedAvg, adaptive_noise_multiplier, privatized
+from potara.federation.strategies import FedAvg
+from potara.flower.settings import from_run_config
+from potara.reporting.outputs import summary, table
+from potara.reporting.privacy import epsilon, privacy_summary
+from potara.reporting.results import RunResult
+
+
+def state(*values: float) -> dict[str, torch.Tensor]:
+    """A two-tensor adapter: ``q.lora_A.weight`` (1 × 2) and a one-weight head."""
+    return {"q.lora_A.weight": torch.tensor([list(values[:2])]), "head.weight": torch.tensor([values[2]])}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["privacy.noise_multiplier=-0.5"], "privacy.noise_multiplier must be >= 0"),
+        (["privacy.noise_multiplier=1", "privacy.clip_norm=0"], "privacy.clip_norm must be > 0"),
+        (["privacy.delta=1"], "privacy.delta must be in (0, 1)"),
+        (["privacy.delta=0"], "privacy.delta must be in (0, 1)"),
+        (["privacy.noise_multiplier=1", "fed.aggregation=product"], "needs fed.aggregation=factors"),
+        (["privacy.noise_multiplier=1", "privacy.adaptive=true"], "too large for privacy.adaptive with 6 sampled"),
+    ],
+)
+def test_bad_privacy_settings_are_one_line_errors_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_privacy_off_leaves_the_stored_config_as_it_was():
+    """Stored configs (bench cells, checkpoints) of runs before the section existed still equal a default run's."""
+    assert "privacy" not in RunConfig().to_dict()
+    assert config.load(None, ["privacy.noise_multiplier=1"]).to_dict()["privacy"]["noise_multiplier"] == 1.0
+
+
+def test_privacy_off_keeps_the_plain_strategy():
+    plain = FedAvg()
+    assert privatized(plain, PrivacyConfig(), 6) is plain
+
+
+def test_clipping_and_noise_match_flowers_server_side_fixed_clipping():
+    """Flower's ``compute_clip_model_update`` per upload, FedAvg with equal weights, noise std ``compute_stdv``."""
+    current = state(1.0, 1.0, 0.0)
+    uploads = [state(4.0, 5.0, 0.0), state(1.0, 1.5, 0.0), state(-2.0, 1.0, 4.0)]
+    settings = PrivacyConfig(noise_multiplier=0.0, clip_norm=2.0)
+    dp = DPFedAvg(settings, sampled=3)
+    ours = dp.aggregate([(u, n) for u, n in zip(uploads, (1, 100, 7))], current)  # n must not matter
+    expected = []
+    for upload in uploads:
+        arrays = [v.numpy().copy() for v in upload.values()]
+        compute_clip_model_update(arrays, [v.numpy() for v in current.values()], clipping_norm=2.0)
+        expected.append(arrays)
+    for i, key in enumerate(current):
+        assert ours[key].numpy() == pytest.approx(np.mean([e[i] for e in expected], axis=0), abs=1e-6)
+    noisy = DPFedAvg(PrivacyConfig(noise_multiplier=1.5, clip_norm=2.0), sampled=3)
+    assert noisy.noise_std() == pytest.approx(compute_stdv(1.5, 2.0, 3))
+
+
+def test_noise_has_std_z_c_over_m_and_is_seeded():
+    dp = DPFedAvg(PrivacyConfig(noise_multiplier=2.0, clip_norm=0.5), sampled=4)
+    current = {"w": torch.zeros(200_000)}
+    torch.manual_seed(3)
+    first = dp.aggregate([(current, 1)], current)["w"]
+    torch.manual_seed(3)
+    again = dp.aggregate([(current, 1)], current)["w"]
+    assert torch.equal(first, again)
+    assert float(first.std()) == pytest.approx(2.0 * 0.5 / 4, rel=0.01)
+
+
+def test_adaptive_clipping_moves_the_norm_toward_the_target_quantile_and_raises_the_noise():
+    """Every update clipped (none within C): C grows by exp(0.2 · 0.5), up to the count's noise (std 1/20), as in
+    Andrew et al. (Flower's wrapper would shrink it)."""
+    settings = PrivacyConfig(noise_multiplier=0.5, clip_norm=0.1, adaptive=True)
+    dp = DPFedAvg(settings, sampled=20)
+    current = state(0.0, 0.0, 0.0)
+    torch.manual_seed(0)
+    dp.aggregate([(state(5.0, 5.0, 5.0), 1) for _ in range(20)], current)
+    assert 0.1 * np.exp(0.2 * 0.35) < dp.clip_norm < 0.1 * np.exp(0.2 * 0.65)
+    assert dp.noise_multiplier == pytest.approx(adaptive_noise_multiplier(0.5, 1.0)) and dp.noise_multiplier > 0.5
+
+
+def test_epsilon_matches_dp_accountings_own_gaussian_reference():
+    """dp-accounting's rdp_privacy_accountant_test.test_compute_epsilon_delta_gaussian: z = 4.530877117 is exactly
+    (1, 1e-6)-DP for one unsampled Gaussian release (there on a fine grid of orders; within 1e-3 on the default one)."""
+    assert epsilon(4.530877117, 1.0, 1, 1e-6) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_epsilon_is_within_abadi_et_al_for_their_mnist_setting():
+    """Abadi et al. 2016 ("Deep Learning with Differential Privacy", §5): q = 0.01, σ = 4, 10,000 steps, δ = 1e-5
+    gives ε ≈ 1.26 with the moments accountant; RDP with the tighter conversion of dp-accounting gives 1.035."""
+    eps = epsilon(4.0, 0.01, 10_000, 1e-5)
+    assert eps == pytest.approx(1.035, abs=0.01) and eps < 1.26
+
+
+def test_summary_has_epsilon_and_delta_and_the_table_shows_them():
+    cfg = config.load(None, ["privacy.noise_multiplier=1", "fed.rounds=6"]).to_dict()
+    block = privacy_summary(cfg)
+    assert block["delta"] == pytest.approx(1 / 6) and block["epsilon"] == pytest.approx(epsilon(1.0, 1.0, 6, 1 / 6))
+    timing = {"local_epoch_s": 0.0, "fisher_s": 0.0}
+    out = summary(cfg, RunResult({}, [], timing))
+    assert out["privacy"]["epsilon"] == block["epsilon"]
+    assert f"ε = {block['epsilon']:.3g} at δ = 0.167" in table(out)
+    assert "privacy" not in summary(RunConfig().to_dict(), RunResult({}, [], timing))
+
+
+def test_the_flower_app_refuses_privacy():
+    with pytest.raises(ConfigError, match="privacy.noise_multiplier=1.0 is not supported by the Flower app"):
+        from_run_config({"overrides": "privacy.noise_multiplier=1 methods=potara,local,fedit,fedit_ft"})
+
+
+def test_a_run_with_dp_reports_its_epsilon(tmp_path, tiny_overrides):
+    """The embedded engine end to end with noise: the privacy block lands in summary.json."""
+    from potara.cli.main import main
+
+    out = tmp_path / "o"
+    sets = [*tiny_overrides, "methods=fedit,potara", "fed.rounds=1", "privacy.noise_multiplier=0.8", "privacy.clip_norm=0.5"]
+    assert main(["run", "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
+    private = json.loads((out / "summary.json").read_text())["privacy"]
+    assert private["epsilon"] == pytest.approx(epsilon(0.8, 1.0, 1, 1 / 3)) and private["delta"] == pytest.approx(1 / 3)
