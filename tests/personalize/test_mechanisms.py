@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from potara import config, engine
+from potara.merge.mixing import complement, fit_three_points
+from potara.merge.taskvec import lora_modules
 from potara.methods import build
 from potara.models.adapters import get_state
+from potara.personalize.estimators import heldout
 from potara.personalize.prior import log_prior_shift, prior_corrected
 from potara.personalize.session import ClientSession, ClientSplits, Timers
 
@@ -81,3 +84,35 @@ def test_the_run_wide_setting_corrects_every_method_and_a_bad_value_is_a_config_
         assert build(spec, cfg).personalize(session).logits is not None, spec
     with pytest.raises(config.ConfigError, match="potara.prior_correction"):
         config.load(None, ["potara.prior_correction=yes"])
+
+
+def test_head_lora_fits_the_head_at_the_joint_lambda_then_the_lora_at_the_head_lambda(tiny):
+    """The two coordinate fits, recomputed by hand from the validation losses of the merges they name; the federated
+    head is the local one plus large noise, so the head leans local where the LoRA modules lean federated."""
+    g = torch.Generator().manual_seed(3)
+    fed = {k: (tiny.local[k] + 2.0 * torch.randn(v.shape, generator=g)) if "classifier" in k else v
+           for k, v in tiny.fed.items()}
+    session = session_of(tiny, fed=fed)
+    val = session.split("val")
+    head = ["base_model.model.classifier"]
+    lora = lora_modules(fed)
+
+    def loss(lam_head: float, lam_lora: float) -> float:
+        return session.fed_local_eval({**dict.fromkeys(lora, lam_lora), **dict.fromkeys(head, lam_head)}, val).loss
+
+    joint = heldout(session).lam
+    lam_head = fit_three_points(*(loss(x, joint) for x in (0.0, 0.5, 1.0))).lam
+    lam_lora = fit_three_points(*(loss(lam_head, x) for x in (0.0, 0.5, 1.0))).lam
+    est = heldout(session, granularity="head_lora")
+    assert est.lam == {**dict.fromkeys(lora, lam_lora), **dict.fromkeys(head, lam_head)}
+    assert lam_head != lam_lora  # the two parts did get their own weights on this client
+    merged = session.merged([fed, tiny.local], [est.lam, complement(est.lam)])
+    bias = "base_model.model.classifier.bias"
+    assert torch.allclose(merged[bias], lam_head * fed[bias] + (1 - lam_head) * tiny.local[bias])
+
+
+def test_head_lora_is_a_variant_of_potara_and_the_default_is_one_lambda(tiny):
+    session = session_of(tiny)
+    plain = build("potara", tiny.cfg).personalize(session)
+    split = build("potara@potara.granularity=head_lora", tiny.cfg).personalize(session)
+    assert isinstance(plain.lam, float) and isinstance(split.lam, dict) and "head λ" in split.note

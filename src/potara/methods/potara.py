@@ -38,7 +38,8 @@ def build_module(cfg: RunConfig) -> Method:
             return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
         pooled = estimate(session, cfg.potara.damping).lam
         if isinstance(pooled, dict):
-            raise ValueError("potara_module scales a pooled λ; potara.paper_traces=module is per module already")
+            raise ValueError("potara_module scales a pooled λ; the estimator gave one per module already "
+                             "(potara.paper_traces=module or potara.granularity=head_lora): set it back")
         traces, dist = module_shape(session, cfg.potara.damping)
         lams = module_lambdas(traces, dist, pooled)
         return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)
