@@ -13,8 +13,9 @@ from potara.merge.mixing import complement, fit_three_points
 from potara.merge.taskvec import lora_modules
 from potara.methods import build
 from potara.models.adapters import get_state
-from potara.personalize.estimators import heldout
+from potara.personalize.estimators import Estimate, heldout
 from potara.personalize.prior import log_prior_shift, prior_corrected
+from potara.personalize.safety import safe, unsure
 from potara.personalize.session import ClientSession, ClientSplits, Timers
 
 HEAD_WEIGHT, HEAD_BIAS = "base_model.model.classifier.weight", "base_model.model.classifier.bias"
@@ -116,3 +117,31 @@ def test_head_lora_is_a_variant_of_potara_and_the_default_is_one_lambda(tiny):
     plain = build("potara", tiny.cfg).personalize(session)
     split = build("potara@potara.granularity=head_lora", tiny.cfg).personalize(session)
     assert isinstance(plain.lam, float) and isinstance(split.lam, dict) and "head λ" in split.note
+
+
+@pytest.mark.parametrize("losses,n_val,reason", [
+    ((1.0, 0.5, 0.8), 20, ""),  # curvature 4(1 − 1 + 0.8) = 3.2 > 0 and enough examples: the estimate stands
+    ((1.0, 0.9, 0.7), 20, "curvature"),  # 4(1 − 1.8 + 0.7) = −0.4
+    ((1.0, 0.5, 0.8), 5, "5 validation examples < 10"),
+])
+def test_unsure_by_hand(losses, n_val, reason):
+    found = unsure(*losses, n_val, 10)
+    assert (reason in found and bool(found)) if reason else found == ""
+
+
+def test_the_safety_rule_takes_the_parent_with_the_lower_validation_loss(tiny):
+    """Three validation examples (< 10): whatever the estimate, the parent whose loss on them is lower, computed
+    here from the two parents alone; with the rule off (the default) potara's λ is the estimator's."""
+    split = tiny.clients[0]
+    small = ClientSplits(split.name, split.train, split.val.subset(torch.arange(3)), split.test)
+    session = session_of(tiny, splits=small)
+    f_local, f_fed = (session.evaluate([state], [1.0], small.val).loss for state in (tiny.local, tiny.fed))
+    expected = 1.0 if f_fed < f_local else 0.0
+    guarded = safe(session, Estimate(0.42), min_val=10)
+    assert guarded.lam == expected and "safety: 3 validation examples < 10" in guarded.note
+    f = [session.fed_local_eval(lam, small.val).loss for lam in (0.0, 0.5, 1.0)]
+    curved = not unsure(*f, 3, 3)  # enough examples: only the curvature decides
+    assert safe(session, Estimate(0.42), min_val=3).lam == (0.42 if curved else expected)
+    plain = build("potara", tiny.cfg).personalize(session)
+    variant = build("potara@potara.safety=val_loss", tiny.cfg).personalize(session)
+    assert variant.lam == expected and plain.lam == heldout(session).lam
