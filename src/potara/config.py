@@ -17,7 +17,7 @@ import yaml
 
 OFFLINE_MINILM = "offline:minilm"
 OFFLINE_VIT_DIGITS = "offline:vit-digits"
-PARTITIONS = ("classes", "dirichlet", "task", "iid")
+PARTITIONS = ("classes", "dirichlet", "task", "iid", "mixed")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
 PAYLOAD_DTYPES = ("fp32", "bf16", "fp16")
@@ -69,7 +69,7 @@ class DataConfig:
     max_per_task: int | None = None  # "suite:" sources: rows kept per task (shuffled), None: all
     suite_dir: str | None = None  # "suite:" sources: read <suite_dir>/<task>.jsonl (hub schema) instead of the hub
     num_clients: int = 6
-    partition: str = "classes"
+    partition: str = "classes"  # or dirichlet, task, iid, mixed (half the clients IID, half Dirichlet(alpha))
     alpha: float = 0.5
     classes_per_client: int = 4
     train_sizes: list[int] | None = field(default_factory=lambda: [15, 120])
