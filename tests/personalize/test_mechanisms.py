@@ -145,3 +145,18 @@ def test_the_safety_rule_takes_the_parent_with_the_lower_validation_loss(tiny):
     plain = build("potara", tiny.cfg).personalize(session)
     variant = build("potara@potara.safety=val_loss", tiny.cfg).personalize(session)
     assert variant.lam == expected and plain.lam == heldout(session).lam
+
+
+def test_the_mechanisms_run_as_variants_beside_methods_they_leave_unchanged(tiny_overrides):
+    """One tiny run with every mechanism as a variant: the plain methods' rows are those of a run without them."""
+    base = [*tiny_overrides, "threads=1", "potara.estimator=heldout"]
+    variants = ["potara@potara.granularity=head_lora", "potara@potara.safety=val_loss",
+                "fedit_ft@potara.prior_correction=counts", "potara@potara.prior_correction=counts"]
+    mixed = engine.run(config.load(None, [*base, f"methods=potara,fedit_ft,{','.join(variants)}"])).methods
+    alone = engine.run(config.load(None, [*base, "methods=potara,fedit_ft"])).methods
+    for name in ("potara", "fedit_ft"):
+        assert [(r["lambda"], r["acc"]) for r in mixed[name].per_client] == \
+            [(r["lambda"], r["acc"]) for r in alone[name].per_client]
+    assert all(isinstance(r["lambda"], dict) for r in mixed[variants[0]].per_client)
+    assert [r["lambda"] for r in mixed[variants[3]].per_client] == [r["lambda"] for r in alone["potara"].per_client]
+    assert all("prior-corrected" in r["note"] for r in mixed[variants[2]].per_client)
