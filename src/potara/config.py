@@ -17,7 +17,7 @@ import yaml
 
 OFFLINE_MINILM = "offline:minilm"
 OFFLINE_VIT_DIGITS = "offline:vit-digits"
-PARTITIONS = ("classes", "dirichlet", "task", "iid")
+PARTITIONS = ("classes", "dirichlet", "task", "iid", "mixed")
 MODEL_TASKS = ("auto", "text", "image", "causal_lm")
 DTYPES = ("float32", "bfloat16", "float16")
 PAYLOAD_DTYPES = ("fp32", "bf16", "fp16", "int8")
@@ -69,7 +69,7 @@ class DataConfig:
     max_per_task: int | None = None  # "suite:" sources: rows kept per task (shuffled), None: all
     suite_dir: str | None = None  # "suite:" sources: read <suite_dir>/<task>.jsonl (hub schema) instead of the hub
     num_clients: int = 6
-    partition: str = "classes"
+    partition: str = "classes"  # or dirichlet, task, iid, mixed (half the clients IID, half Dirichlet(alpha))
     alpha: float = 0.5
     classes_per_client: int = 4
     train_sizes: list[int] | None = field(default_factory=lambda: [15, 120])
@@ -126,6 +126,11 @@ class PotaraSettings:
     paper_traces: str = "pooled"  # "pooled" (one λ) or "module" (one λ per module, traces and cosine per module)
     paper_cross: str = "cosine"  # "cosine": c = clip(cos(g_F, g_L), 0, 1) · min(a, b); "none": c = 0
     paper_assign: str = "fed_is_a"  # "fed_is_a": a = the federated model's trace, λ_F = (b − c)/(a + b − 2c); "fed_is_b"
+    # opt-in mechanisms (issue 21; docs/mechanisms.md), off by default until dev chooses them:
+    prior_correction: str = "none"  # "counts": any method's logits + log π_client (train counts) − log π_global (uniform)
+    granularity: str = "one"  # heldout: "head_lora" fits a λ for the head, then one for the LoRA modules at it
+    safety: str = "none"  # "val_loss": the parent with the lower validation loss when validation cannot tell them apart
+    safety_min_val: int = 10  # the safety rule's "cannot tell": fewer validation examples than this (or no curvature)
 
 
 @dataclass
@@ -361,7 +366,7 @@ AT_LEAST = {
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
     "potara.damping": 0, "peers.ditto_mu": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
-    "peers.fedit_ft_es_max_epochs_factor": 1,
+    "peers.fedit_ft_es_max_epochs_factor": 1, "potara.safety_min_val": 1,
     "validation.max_payload_bytes": 1,
 }
 POSITIVE = (
@@ -400,11 +405,12 @@ def setting(cfg: RunConfig, key: str) -> Any:
 PAPER_CHOICES = {
     "merge_space": ("delta", "factors"), "paper_space": ("factors", "delta"), "paper_fisher": ("model", "empirical"),
     "paper_traces": ("pooled", "module"), "paper_cross": ("cosine", "none"), "paper_assign": ("fed_is_a", "fed_is_b"),
+    "prior_correction": ("none", "counts"), "granularity": ("one", "head_lora"), "safety": ("none", "val_loss"),
 }
 
 
 def _check_paper(p: PotaraSettings) -> None:
-    """The merge space and the ``paper`` estimator's settings."""
+    """The merge space, the ``paper`` estimator's settings and the opt-in mechanisms."""
     for key, choices in PAPER_CHOICES.items():
         value = getattr(p, key)
         _check(value in choices, f"potara.{key} must be one of {', '.join(choices)}, got {value!r}")

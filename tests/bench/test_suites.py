@@ -38,8 +38,28 @@ def test_report_has_a_setting_dev_does_not_have():
 
 
 def test_every_cell_of_the_suites_is_a_valid_config():
-    for name in ("dev", "report", "dev-defaults"):
+    for name in ("dev", "report", "dev-defaults", "map"):
         bench_suite.check_cells(bench_suite.load_suite(name))
+
+
+MAP_METHODS = {"local", "fedit", "fedit_ft", "fedit_ft_es", "fixed", "potara", "ditto", "fedsa_lora", "oracle_split",
+               "oracle_test"}
+
+
+def test_the_map_has_its_own_seeds_and_crosses_heterogeneity_with_client_size():
+    dev, report, mapped = (bench_suite.load_suite(name) for name in ("dev", "report", "map"))
+    assert len(mapped.seeds) >= 8
+    assert not set(mapped.seeds) & (set(dev.seeds) | set(report.seeds) | READ_BEFORE)
+    cells = set()
+    for setting in mapped.settings:
+        cfg = bench_suite.cell_config(mapped, setting, mapped.seeds[0])
+        assert {base(m) for m in mapped.methods_of(setting)} == MAP_METHODS, setting
+        assert cfg.data.train_sizes[0] == cfg.data.train_sizes[1], "one client size per cell"
+        heterogeneity = (cfg.data.partition, cfg.data.alpha if cfg.data.partition != "iid" else None)
+        cells.add((heterogeneity, round(cfg.data.train_sizes[0] * (1 - cfg.data.val_fraction))))
+    expected = {(h, n) for h in (("dirichlet", 0.1), ("dirichlet", 1.0), ("iid", None), ("mixed", 0.1))
+                for n in (16, 128)}
+    assert cells == expected
 
 
 def test_every_tuned_family_has_five_candidates_and_potara_no_more_than_any_peer(choose):

@@ -97,3 +97,25 @@ def test_bad_requests_raise_useful_errors(scheme: str, kwargs: dict, message: st
 def test_bad_client_count_raises(num_clients: int) -> None:
     with pytest.raises(ValueError, match="num_clients must be between 1 and the number of rows"):
         partition_indices(LABELS, num_clients, "iid", seed=0)
+
+
+def test_mixed_puts_half_the_clients_near_the_pooled_labels_and_half_far() -> None:
+    parts = partition_indices(LABELS, 6, "mixed", seed=0, alpha=0.1)
+    rows = [i for part in parts for i in part]
+    assert len(rows) == len(set(rows)) and len(parts) == 6
+
+    def distance_to_pooled(part: list[int]) -> float:
+        """Total-variation distance of the client's label distribution to the pooled (uniform) one."""
+        p = np.bincount([LABELS[i] for i in part], minlength=10) / len(part)
+        return float(np.abs(p - 0.1).sum() / 2)
+
+    near, far = [distance_to_pooled(p) for p in parts[:3]], [distance_to_pooled(p) for p in parts[3:]]
+    assert max(near) < 0.2 < min(far), (near, far)
+    assert partition_indices(LABELS, 6, "mixed", seed=0, alpha=0.1) == parts
+
+
+def test_mixed_needs_two_clients_and_a_positive_alpha() -> None:
+    with pytest.raises(ValueError, match="at least 2 clients"):
+        partition_indices(LABELS, 1, "mixed", seed=0)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        partition_indices(LABELS, 4, "mixed", seed=0, alpha=0.0)

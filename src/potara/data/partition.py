@@ -15,7 +15,7 @@ from flwr_datasets.partitioner import (
     PathologicalPartitioner,
 )
 
-SCHEMES = ("classes", "dirichlet", "task", "iid")
+SCHEMES = ("classes", "dirichlet", "task", "iid", "mixed")
 TOO_RARE = re.compile(r"Label: (\d+) is needed to be assigned to more partitions \((\d+)\).*\((\d+)\)")
 
 
@@ -43,6 +43,8 @@ def partition_indices(
     groups = None if groups is None else list(groups)
     _check_request(labels, num_clients, scheme, alpha, classes_per_client, groups)
     driver = _driver_dataset(labels, groups, seed)
+    if scheme == "mixed":
+        return _mixed(driver, num_clients, seed, alpha)
     partitioner = _partitioner(scheme, num_clients, seed, alpha, classes_per_client, len(labels))
     partitioner.dataset = driver
     try:
@@ -73,7 +75,9 @@ def _check_request(
             f"classes_per_client must be between 1 and the number of classes ({num_classes}), "
             f"got {classes_per_client}"
         )
-    if scheme == "dirichlet" and not alpha > 0:
+    if scheme == "mixed" and num_clients < 2:
+        raise ValueError(f"scheme 'mixed' needs at least 2 clients (half near the pooled data, half far), got {num_clients}")
+    if scheme in ("dirichlet", "mixed") and not alpha > 0:
         raise ValueError(f"dirichlet alpha must be > 0 (small = skewed, large = near iid), got {alpha}")
     if scheme == "task":
         _check_groups(groups, len(labels), num_clients)
@@ -92,6 +96,22 @@ def _check_groups(groups: Sequence[int | str] | None, num_rows: int, num_clients
             f"({', '.join(map(str, distinct[:10]))}{', ...' if len(distinct) > 10 else ''}) "
             f"but num_clients={num_clients}; set num_clients={len(distinct)}"
         )
+
+
+def _mixed(driver: datasets.Dataset, num_clients: int, seed: int, alpha: float) -> list[list[int]]:
+    """A mixed federation: the first ``num_clients // 2`` clients split their share of the (shuffled) rows IID, so
+    each is near the pooled label distribution; the others split the rest by Dirichlet(``alpha``), far from it."""
+    near = num_clients // 2
+    cut = len(driver) * near // num_clients
+    parts = []
+    for rows, partitioner in (
+        (driver.select(range(cut)), IidPartitioner(num_partitions=near)),
+        (driver.select(range(cut, len(driver))), _partitioner("dirichlet", num_clients - near, seed, alpha, 0,
+                                                              len(driver) - cut)),
+    ):
+        partitioner.dataset = rows
+        parts += [sorted(partitioner.load_partition(i)["row"]) for i in range(partitioner.num_partitions)]
+    return parts
 
 
 def _driver_dataset(labels: Sequence[int], groups: Sequence[int | str] | None, seed: int) -> datasets.Dataset:

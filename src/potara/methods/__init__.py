@@ -25,10 +25,12 @@ from . import (
     potara,
 )
 from .base import Choice, Method
+from .prior_corrected import with_prior_correction
 
 VARIANT = "@"
 VARIANT_KEYS = (
     "peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_", "potara.merge_space", "local.init",
+    "potara.prior_correction", "potara.granularity", "potara.safety",
 )
 
 _FIXED_NAMES = {
@@ -78,11 +80,12 @@ def resolve(cfg: RunConfig) -> list[Method]:
 def build(spec: str, cfg: RunConfig) -> Method:
     """The method named ``spec``: a name, or a variant ``name@key=value[@key=value…]`` that sets method-only
     keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``, ``potara.paper_*``,
-    ``potara.merge_space``, ``local.init``) for that method alone, so that a tuning sweep runs its candidates side by
+    ``potara.merge_space``, ``local.init``, the mechanisms ``potara.prior_correction``, ``potara.granularity``,
+    ``potara.safety*``) for that method alone, so that a tuning sweep runs its candidates side by
     side on the same federation and clients."""
     name, *items = spec.split(VARIANT)
     if not items:
-        return available(cfg)[name](cfg)
+        return _corrected(available(cfg)[name](cfg), cfg)
     values = cfg.to_dict()
     for item in items:
         key = item.split("=", 1)[0].strip()
@@ -97,9 +100,14 @@ def build(spec: str, cfg: RunConfig) -> Method:
     if method.federation.name == name:  # a federation of the method's own (Ditto's μ): one per variant
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
-    return dataclasses.replace(
+    return _corrected(dataclasses.replace(
         method, name=spec, local_init=variant.local.init, merge_space=variant.potara.merge_space
-    )
+    ), variant)
+
+
+def _corrected(method: Method, cfg: RunConfig) -> Method:
+    """``method`` with its logits prior-corrected when ``cfg`` (the run's, or the variant's) asks for it."""
+    return with_prior_correction(method) if cfg.potara.prior_correction == "counts" else method
 
 
 __all__ = ["Choice", "Method", "available", "build", "resolve"]

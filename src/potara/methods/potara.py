@@ -4,6 +4,8 @@
 client's loss (SPEC, "The bound and the closed form"); the variances come from the estimator in
 ``potara.estimator`` (see :mod:`potara.personalize.estimators`). ``potara_module`` gives every module its own λ:
 the spread of two half-data local adapters per module (Fisher metric) as the shape, the pooled estimate's scale.
+With ``potara.safety=val_loss`` the ``potara``/``potara_<name>`` estimate yields to the better parent when validation
+cannot tell the two apart (:mod:`potara.personalize.safety`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from ..config import RunConfig
 from ..merge.mixing import complement, module_lambdas
 from ..personalize.estimators import configured, module_shape
+from ..personalize.safety import safe
 from ..personalize.session import ClientSession
 from .base import Choice, Method
 
@@ -23,6 +26,8 @@ def build_estimator(estimator: str, name: str, exports: bool = False):
             if len(session.split("train")) == 0:
                 return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
             est = estimate(session, cfg.potara.damping)
+            if cfg.potara.safety == "val_loss":
+                est = safe(session, est, cfg.potara.safety_min_val)
             return Choice([session.fed, session.local()], [est.lam, complement(est.lam)], lam=est.lam, note=est.note)
 
         return Method(name, personalize, estimates_lambda=True, exports=exports)
@@ -38,7 +43,8 @@ def build_module(cfg: RunConfig) -> Method:
             return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
         pooled = estimate(session, cfg.potara.damping).lam
         if isinstance(pooled, dict):
-            raise ValueError("potara_module scales a pooled λ; potara.paper_traces=module is per module already")
+            raise ValueError("potara_module scales a pooled λ; the estimator gave one per module already "
+                             "(potara.paper_traces=module or potara.granularity=head_lora): set it back")
         traces, dist = module_shape(session, cfg.potara.damping)
         lams = module_lambdas(traces, dist, pooled)
         return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)

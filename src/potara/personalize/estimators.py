@@ -18,7 +18,7 @@ from ..merge.mixing import (
     moment_fed_variance,
 )
 from ..merge.paper_weight import POOLED, grouped_weights
-from ..merge.taskvec import group_of, lora_modules, sq_distances, sum_by_group
+from ..merge.taskvec import extra_keys, group_of, lora_modules, sq_distances, sum_by_group
 from .session import ClientSession
 
 THREE_POINTS = (0.0, 0.5, 1.0)
@@ -32,14 +32,37 @@ class Estimate:
     note: str = ""
 
 
-def heldout(session: ClientSession, damping: float = 1e-8) -> Estimate:
-    """Fit the bound's quadratic to the validation loss of the exact merge at λ = 0, ½, 1."""
+def heldout(session: ClientSession, damping: float = 1e-8, granularity: str = "one") -> Estimate:
+    """Fit the bound's quadratic to the validation loss of the exact merge at λ = 0, ½, 1; with ``granularity``
+    ``head_lora``, then a λ for the head and one for the LoRA modules (:func:`head_then_lora`)."""
     val = session.split("val")
     if len(val) == 0:
         fallback = crossfit(session)
         return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, "empty validation split: used crossfit")
     f = [session.fed_local_eval(lam, val, accuracy=False).loss for lam in THREE_POINTS]
-    return _from_fit(fit_three_points(*f))
+    joint = _from_fit(fit_three_points(*f))
+    return head_then_lora(session, joint) if granularity == "head_lora" else joint
+
+
+def head_then_lora(session: ClientSession, joint: Estimate) -> Estimate:
+    """One sweep of coordinate-wise fits from the joint λ: the head's λ by the three-point fit with the LoRA modules
+    at the joint λ, then the LoRA modules' λ by the three-point fit with the head at its own. Six more forward
+    passes over validation at most (points that repeat one are cached); no head: the joint estimate."""
+    head = sorted({group_of(k) for k in extra_keys(session.fed)})
+    if not head:
+        return Estimate(joint.lam, joint.v_fed, joint.v_local, "no head: one λ")
+    lora = lora_modules(session.fed)
+    val = session.split("val")
+
+    def loss(lam_head: float, lam_lora: float) -> float:
+        weights = {**dict.fromkeys(lora, lam_lora), **dict.fromkeys(head, lam_head)}
+        return session.fed_local_eval(weights, val, accuracy=False).loss
+
+    at_head = fit_three_points(*(loss(lam, joint.lam) for lam in THREE_POINTS))
+    at_lora = fit_three_points(*(loss(at_head.lam, lam) for lam in THREE_POINTS))
+    lams = {**dict.fromkeys(lora, at_lora.lam), **dict.fromkeys(head, at_head.lam)}
+    note = "; ".join(filter(None, [joint.note, f"head λ {at_head.lam:.3g}, LoRA λ {at_lora.lam:.3g}"]))
+    return Estimate(lams, at_lora.v_fed, at_lora.v_local, note)
 
 
 def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
@@ -155,7 +178,7 @@ class Estimator:
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "heldout": Estimator(heldout, 0),
+    "heldout": Estimator(heldout, 0, lambda p: {"granularity": p.granularity}),
     "crossfit": Estimator(crossfit, 1),
     "fisher": Estimator(fisher, 0),
     "folds": Estimator(folds, 1),

@@ -1,0 +1,27 @@
+"""Any method with its logits label-prior corrected by the client's training counts (``potara.prior_correction``).
+
+A wrapper, not a method: the chosen model is the method's own (its merge, or its per-instance logits), and only
+its logits are shifted (:mod:`potara.personalize.prior`), so every method with a head can be offered the same
+correction. λ (for the merging methods) is chosen on the uncorrected model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..personalize.prior import prior_corrected
+from ..personalize.session import ClientSession
+from .base import Choice, Method
+
+
+def with_prior_correction(method: Method) -> Method:
+    """``method`` whose personalized logits are shifted by the log prior ratio of the client's label counts."""
+
+    def personalize(session: ClientSession) -> Choice:
+        choice = method.personalize(session)
+        states, weights = choice.states, choice.weights
+        raw = choice.logits or (lambda data: session.predict_merged(states, weights, data))
+        note = "; ".join(filter(None, [choice.note, "logits prior-corrected by the training label counts"]))
+        return dataclasses.replace(choice, logits=prior_corrected(raw, session.split("train")), note=note)
+
+    return dataclasses.replace(method, personalize=personalize)
