@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
+import sys
 import warnings
 from pathlib import Path
 
@@ -85,3 +87,13 @@ def without_seconds(value):
     if isinstance(value, list):
         return [without_seconds(v) for v in value]
     return value
+
+
+@pytest.fixture(scope="module")
+def choose():
+    """``benchmarks/choose.py`` loaded as a module (a script, not part of potara)."""
+    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[1] / "benchmarks" / "choose.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
