@@ -102,8 +102,9 @@ def test_corrupted_saved_config_is_named(tmp_path, capsys):
 def test_ctrl_c_prints_the_resume_line_and_no_traceback(overrides, tmp_path):
     out = tmp_path / "out"
     partial = tmp_path / ".out.partial"
+    endless = [*overrides, "fed.rounds=200"]  # still running whenever the signal lands (a short run could finish first)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "potara.cli", *cli_args(out, overrides)],
+        [sys.executable, "-m", "potara.cli", *cli_args(out, endless)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + 120
