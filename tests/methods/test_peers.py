@@ -32,7 +32,8 @@ def tiny_cfg(tiny_model_dir, synthetic_csv, *extra: str) -> config.RunConfig:
     return config.load(None, [
         f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
         "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "fed.rounds=2",
-        "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "threads=1", *extra,
+        "local.epochs=2", "model.max_length=16", "lora.r=2", "lora.alpha=4", "threads=1", "lora.head_lr_scale=10",
+        *extra,
     ])
 
 

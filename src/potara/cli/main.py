@@ -196,7 +196,7 @@ def one_seed_note(cfg: config_mod.RunConfig) -> str:
     if cfg.to_dict() != default:
         return f"{ONE_SEED} `potara bench` compares methods over seeds, with intervals."
     return (
-        f"{ONE_SEED} Over 5 seeds of this setting, potara − fedit_ft = {REPORT_INTERVAL} (a tie; a withdrawn "
+        f"{ONE_SEED} Over 5 seeds of this setting (head lr ×10), potara − fedit_ft = {REPORT_INTERVAL} (a tie; a withdrawn "
         "report, read twice: docs/benchmarks.md#results); `make bench` reruns that comparison."
     )
 
