@@ -98,3 +98,27 @@ def choose():
     sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def random_pair(tiny_model_dir, synthetic_csv):
+    """The tiny model, its clients' splits, and two random adapters standing in for τ_F and τ_L."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from potara import config, engine
+    from potara.models.adapters import get_state
+
+    cfg = config.load(None, [
+        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
+        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "model.max_length=16",
+        "lora.r=2", "lora.alpha=4",
+    ])
+    fed_data = engine.load_federated_data(cfg)
+    model = engine.load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
+    pretrained = get_state(model)
+    g = torch.Generator().manual_seed(0)
+    fed, local = ({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in pretrained.items()} for _ in range(2))
+    return SimpleNamespace(cfg=cfg, model=model, clients=engine.encode_clients(cfg, fed_data), fed=fed, local=local,
+                           pretrained=pretrained)

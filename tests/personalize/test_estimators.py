@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from potara.merge.fisher import delta_gradient, model_fisher, parameter_fisher
 from potara.merge.mixing import clipped_cross, closed_form_lambda, joint_lambda
 from potara.merge.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
 from potara.methods import build
-from potara.models.adapters import get_state, set_state
+from potara.models.adapters import set_state
 from potara.personalize.estimators import PaperOptions, paper
 from potara.personalize.session import ClientSession, Timers, evaluate_split
 
@@ -192,20 +191,9 @@ def one_by_one(x: torch.Tensor, y: torch.Tensor) -> list[dict[str, torch.Tensor]
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir, synthetic_csv):
+def tiny(random_pair):
     """The tiny model, one client's splits, and two random adapters standing in for τ_F and τ_L."""
-    cfg = config.load(None, [
-        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
-        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "model.max_length=16",
-        "lora.r=2", "lora.alpha=4",
-    ])
-    fed_data = engine.load_federated_data(cfg)
-    model = engine.load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
-    pretrained = get_state(model)
-    g = torch.Generator().manual_seed(0)
-    fed, local = ({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in pretrained.items()} for _ in range(2))
-    return SimpleNamespace(cfg=cfg, model=model, clients=engine.encode_clients(cfg, fed_data), fed=fed, local=local,
-                           pretrained=pretrained)
+    return random_pair
 
 
 def session_of(tiny, fed=None, client: int = 0, splits=None) -> ClientSession:

@@ -12,7 +12,6 @@ from potara import config, engine
 from potara.merge.mixing import complement, fit_three_points
 from potara.merge.taskvec import lora_modules
 from potara.methods import build
-from potara.models.adapters import get_state
 from potara.personalize.estimators import Estimate, heldout
 from potara.personalize.prior import log_prior_shift, prior_corrected
 from potara.personalize.safety import safe, unsure
@@ -22,20 +21,9 @@ HEAD_WEIGHT, HEAD_BIAS = "base_model.model.classifier.weight", "base_model.model
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir, synthetic_csv):
+def tiny(random_pair):
     """The tiny model, one client's splits (2 of 6 classes), and two random adapters standing in for τ_F and τ_L."""
-    cfg = config.load(None, [
-        f"model.name={tiny_model_dir}", f"data.source={synthetic_csv}", "data.num_clients=3",
-        "data.classes_per_client=2", "data.train_sizes=[12,40]", "data.test_size=20", "model.max_length=16",
-        "lora.r=2", "lora.alpha=4",
-    ])
-    fed_data = engine.load_federated_data(cfg)
-    model = engine.load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed)
-    pretrained = get_state(model)
-    g = torch.Generator().manual_seed(0)
-    fed, local = ({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in pretrained.items()} for _ in range(2))
-    return SimpleNamespace(cfg=cfg, model=model, clients=engine.encode_clients(cfg, fed_data), fed=fed, local=local,
-                           pretrained=pretrained)
+    return random_pair
 
 
 def session_of(tiny, fed=None, splits: ClientSplits | None = None) -> ClientSession:
