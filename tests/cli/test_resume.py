@@ -106,6 +106,8 @@ def test_ctrl_c_prints_the_resume_line_and_no_traceback(overrides, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "potara.cli", *cli_args(out, endless)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # a shell's background job ignores SIGINT and its children inherit that: give the run the default, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not checkpoint.rounds(partial / "checkpoint") and proc.poll() is None and time.monotonic() < deadline:
