@@ -158,7 +158,7 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
     """Run one cell into ``where`` unless it is already there (same config); True if it ran."""
     wanted = json.loads(json.dumps(cfg.to_dict()))
     if (where / "summary.json").is_file():
-        stored = json.loads((where / "summary.json").read_text())["config"]
+        stored = _as_now(json.loads((where / "summary.json").read_text())["config"])
         if stored != wanted:
             raise ConfigError(
                 f"cell '{where}' was run with another config ({_first_difference(stored, wanted)}); "
@@ -185,6 +185,16 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return True
+
+
+def _as_now(stored: dict) -> dict:
+    """A cell's stored config read by today's config code: keys added since it ran take their defaults, so a cell
+    run before a new setting existed matches a cell that leaves it at its default (a stored config today's code
+    rejects is compared as it is)."""
+    try:
+        return json.loads(json.dumps(config_mod.from_dict(stored).to_dict()))
+    except ConfigError:
+        return stored
 
 
 def _first_difference(stored: Any, wanted: Any, path: str = "") -> str:
