@@ -54,7 +54,7 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
     modules_to_save: list[str] | None = None  # None: PEFT's default task head for sequence classification
     # the task head's lr ÷ the LoRA lr (a fresh head needs larger steps): dev, benchmarks/results/dev-defaults.md (30 over
-    # 10 by +0.017 validation accuracy, 6 clusters: a coin toss, and the grid's edge; 10 had been chosen on test)
+    # 10 by +0.017 validation accuracy, 6 clusters: a coin toss; 100 falls back by 0.041; 10 had been chosen on test)
     head_lr_scale: float = 30.0
 
 
