@@ -122,3 +122,22 @@ def random_pair(tiny_model_dir, synthetic_csv):
     fed, local = ({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in pretrained.items()} for _ in range(2))
     return SimpleNamespace(cfg=cfg, model=model, clients=engine.encode_clients(cfg, fed_data), fed=fed, local=local,
                            pretrained=pretrained)
+
+
+class Interrupted(Exception):
+    """Stands in for a kill right after a checkpoint is written."""
+
+
+def interrupt_after(monkeypatch, where: Path, round_: int) -> None:
+    """Raise :class:`Interrupted` once ``where``'s checkpoint of ``round_`` is on disk."""
+    from potara.federation import checkpoint
+
+    save = checkpoint.save
+
+    def saving(root, state, keep=2):
+        out = save(root, state, keep)
+        if Path(root) == where and state.round == round_:
+            raise Interrupted
+        return out
+
+    monkeypatch.setattr(checkpoint, "save", saving)

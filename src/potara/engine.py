@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -173,6 +173,7 @@ class Federated:
     totals: dict[str, int]
     records: list[dict]
     final_broadcast: int = 0
+    residuals: dict[str, AdapterState] = field(default_factory=dict)  # int8 uploads: each client's error feedback
 
     def of(self, client: str, dtype: str = "fp32") -> AdapterState:
         """Client ``client``'s model: the global tensors as received over a ``dtype`` wire, with its own kept
@@ -291,7 +292,11 @@ def _federate(
         dict(resumed.clients) if resumed else {c.name: kept for c in clients if kept},
         dict(resumed.totals) if resumed else {"up": 0, "down": 0},
         list(resumed.records) if resumed else [],
+        residuals=dict(resumed.residuals) if resumed else {},
     )
+    strategy = _strategy(recipe, cfg, len(clients))
+    if resumed:
+        strategy.restore(resumed.strategy)
 
     budget = fed_budget(cfg)
     budget = dataclasses.replace(budget, lr=budget.lr * recipe.lr_scale)
@@ -303,17 +308,17 @@ def _federate(
         fed.totals["train_passes"] = fed.totals.get("train_passes", 0) + spent.train_passes
         fed.totals["client_s"] = fed.totals.get("client_s", 0.0) + spent.seconds
         with meter.paused():
-            _conclude_round(entry, state, fed, record_of, log, checkpoint_dir, cfg)
+            _conclude_round(entry, state, fed, record_of, log, checkpoint_dir, cfg, strategy)
         round_began[0] = meter.now()
 
     with meter.attached(model):
         round_began[0] = meter.now()
         fed.state = run_rounds(
-            model, {c.name: c.train for c in clients}, fed.state, _strategy(recipe, cfg, len(clients)),
+            model, {c.name: c.train for c in clients}, fed.state, strategy,
             rounds=cfg.fed.rounds, fraction=cfg.fed.fraction, budget=budget, seed=cfg.seed,
             start_round=resumed.round + 1 if resumed else 1, limits=cfg.validation, on_round=on_round,
             progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
-            kept=fed.kept, payload_dtype=cfg.fed.payload_dtype,
+            kept=fed.kept, payload_dtype=cfg.fed.payload_dtype, residuals=fed.residuals,
         )
     fed.final_broadcast = broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype)
     return fed
@@ -321,7 +326,8 @@ def _federate(
 
 def _strategy(recipe: FedIT, cfg: RunConfig, clients: int) -> FedAvg:
     """The recipe's aggregation, wrapped in client-level DP when ``privacy.noise_multiplier`` > 0."""
-    return privatized(recipe.strategy(cfg.fed.aggregation), cfg.privacy, max(1, round(cfg.fed.fraction * clients)))
+    sampled = max(1, round(cfg.fed.fraction * clients))
+    return privatized(recipe.strategy(cfg.fed.aggregation), cfg.privacy, sampled, cfg.seed)
 
 
 def broadcast_bytes(state: AdapterState, clients: int, dtype: str) -> int:
@@ -331,7 +337,7 @@ def broadcast_bytes(state: AdapterState, clients: int, dtype: str) -> int:
 
 def _conclude_round(
     entry: RoundLog, state: AdapterState, fed: Federated, record_of: Callable[[RoundLog, Federated], dict],
-    log: Log | None, checkpoint_dir: Path | None, cfg: RunConfig,
+    log: Log | None, checkpoint_dir: Path | None, cfg: RunConfig, strategy: FedAvg,
 ) -> None:
     """After a round: bytes into the totals, the round's record (evaluation), the log line, the checkpoint."""
     fed.state = state
@@ -345,7 +351,10 @@ def _conclude_round(
     if checkpoint_dir:
         checkpoint.save(
             checkpoint_dir,
-            checkpoint.RoundState(entry.round, state, fed.records, fed.totals, cfg.to_dict(), fed.kept),
+            checkpoint.RoundState(
+                entry.round, state, fed.records, fed.totals, cfg.to_dict(), fed.kept,
+                residuals=fed.residuals, strategy=strategy.state(),
+            ),
         )
 
 

@@ -70,14 +70,13 @@ def test_clipping_and_noise_match_flowers_server_side_fixed_clipping():
     assert noisy.noise_std() == pytest.approx(compute_stdv(1.5, 2.0, 3))
 
 
-def test_noise_has_std_z_c_over_m_and_is_seeded():
-    dp = DPFedAvg(PrivacyConfig(noise_multiplier=2.0, clip_norm=0.5), sampled=4)
-    current = {"w": torch.zeros(200_000)}
-    torch.manual_seed(3)
+def test_noise_has_std_z_c_over_m_and_is_seeded_by_the_run_seed_and_release():
+    settings, current = PrivacyConfig(noise_multiplier=2.0, clip_norm=0.5), {"w": torch.zeros(200_000)}
+    dp, twin, other = DPFedAvg(settings, 4, seed=3), DPFedAvg(settings, 4, seed=3), DPFedAvg(settings, 4, seed=4)
     first = dp.aggregate([(current, 1)], current)["w"]
-    torch.manual_seed(3)
-    again = dp.aggregate([(current, 1)], current)["w"]
-    assert torch.equal(first, again)
+    assert torch.equal(first, twin.aggregate([(current, 1)], current)["w"])
+    assert not torch.equal(first, other.aggregate([(current, 1)], current)["w"])
+    assert not torch.equal(first, dp.aggregate([(current, 1)], current)["w"])  # the next release draws anew
     assert float(first.std()) == pytest.approx(2.0 * 0.5 / 4, rel=0.01)
 
 
@@ -87,7 +86,6 @@ def test_adaptive_clipping_moves_the_norm_toward_the_target_quantile_and_raises_
     settings = PrivacyConfig(noise_multiplier=0.5, clip_norm=0.1, adaptive=True)
     dp = DPFedAvg(settings, sampled=20)
     current = state(0.0, 0.0, 0.0)
-    torch.manual_seed(0)
     dp.aggregate([(state(5.0, 5.0, 5.0), 1) for _ in range(20)], current)
     assert 0.1 * np.exp(0.2 * 0.35) < dp.clip_norm < 0.1 * np.exp(0.2 * 0.65)
     assert dp.noise_multiplier == pytest.approx(adaptive_noise_multiplier(0.5, 1.0)) and dp.noise_multiplier > 0.5

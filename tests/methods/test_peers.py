@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import without_seconds
+from conftest import Interrupted, interrupt_after, without_seconds
 
 from potara import config, engine, methods
 from potara.config import ConfigError, PeersConfig
@@ -302,23 +301,6 @@ def test_fedit_is_unchanged_by_the_peers(tiny, peers_run):
     a, b = alone.methods["fedit"], with_peers.methods["fedit"]
     assert (a.bytes_up, a.bytes_down) == (b.bytes_up, b.bytes_down)
     assert [r["acc"] for r in a.per_client] == [r["acc"] for r in b.per_client]
-
-
-class Interrupted(Exception):
-    """Stands in for a kill right after a checkpoint is written."""
-
-
-def interrupt_after(monkeypatch, where: Path, round_: int) -> None:
-    """Raise :class:`Interrupted` once ``where``'s checkpoint of ``round_`` is on disk."""
-    save = checkpoint.save
-
-    def saving(root, state, keep=2):
-        out = save(root, state, keep)
-        if Path(root) == where and state.round == round_:
-            raise Interrupted
-        return out
-
-    monkeypatch.setattr(checkpoint, "save", saving)
 
 
 def client_steps(monkeypatch) -> list[str]:

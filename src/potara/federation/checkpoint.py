@@ -1,8 +1,9 @@
 """Run state on disk after every round, and back; every file is checked against a sha256 manifest.
 
 Layout: ``<root>/round-000003/`` holds ``adapter.safetensors`` (the global adapter), ``state.json``
-(round, RNG states, per-round metrics, cumulative bytes, config), ``clients/<name>.safetensors`` (each
-client's local state, where there is one) and ``manifest.json`` (size and sha256 of every other file).
+(round, RNG states, per-round metrics, cumulative bytes, config, the aggregation's state such as an adaptive
+clipping norm), ``clients/<name>.safetensors`` (each client's local state, where there is one),
+``residuals/<name>.safetensors`` (each client's int8 quantization error, under error feedback) and ``manifest.json`` (size and sha256 of every other file).
 A round folder is written whole in a temporary folder and renamed into place, so a crash mid-write
 leaves the previous round intact; the newest ``keep`` rounds are kept.
 """
@@ -28,7 +29,7 @@ from safetensors.torch import save as st_save
 from ..merge.taskvec import AdapterState
 
 FORMAT = 1
-MANIFEST, STATE, ADAPTER, CLIENTS = "manifest.json", "state.json", "adapter.safetensors", "clients"
+MANIFEST, STATE, ADAPTER, CLIENTS, RESIDUALS = "manifest.json", "state.json", "adapter.safetensors", "clients", "residuals"
 ROUND_DIR = re.compile(r"^round-(\d{6})$")
 
 
@@ -66,6 +67,8 @@ class RoundState:
     config: dict[str, Any]
     clients: dict[str, AdapterState] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=capture_rng)
+    residuals: dict[str, AdapterState] = field(default_factory=dict)
+    strategy: dict[str, float] = field(default_factory=dict)
 
 
 def save(root: str | Path, state: RoundState, keep: int = 2) -> Path:
@@ -89,10 +92,12 @@ def _files_of(state: RoundState) -> dict[str, bytes]:
     meta = {
         "format": FORMAT, "round": state.round, "records": state.records, "totals": state.totals,
         "config": state.config, "rng": state.rng, "clients": sorted(state.clients),
+        "residuals": sorted(state.residuals), "strategy": state.strategy,
     }
     files = {STATE: json.dumps(meta).encode(), ADAPTER: _tensor_bytes(state.adapter)}
-    for name, local in state.clients.items():
-        files[f"{CLIENTS}/{_safe_name(name)}.safetensors"] = _tensor_bytes(local)
+    for folder, per_client in ((CLIENTS, state.clients), (RESIDUALS, state.residuals)):
+        for name, tensors in per_client.items():
+            files[f"{folder}/{_safe_name(name)}.safetensors"] = _tensor_bytes(tensors)
     return files
 
 
@@ -168,9 +173,13 @@ def load(root: str | Path) -> RoundState | None:
     files = _verified(folder, manifest)
     meta = _state_of(folder / STATE, files[STATE])
     tensors = {rel: _tensors_of(folder / rel, data) for rel, data in files.items() if rel.endswith(".safetensors")}
-    clients = {name: _listed(tensors, f"{CLIENTS}/{name}.safetensors", folder) for name in meta["clients"]}
+    clients, residuals = (
+        {name: _listed(tensors, f"{kind}/{name}.safetensors", folder) for name in meta.get(kind, [])}
+        for kind in (CLIENTS, RESIDUALS)
+    )
     return RoundState(
-        meta["round"], tensors[ADAPTER], meta["records"], meta["totals"], meta["config"], clients, meta["rng"]
+        meta["round"], tensors[ADAPTER], meta["records"], meta["totals"], meta["config"], clients, meta["rng"],
+        residuals, meta.get("strategy", {}),
     )
 
 

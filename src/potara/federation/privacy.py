@@ -18,9 +18,13 @@ The math is that of Flower 1.42's server-side wrappers (``flwr.serverapp.strateg
 Two deliberate differences from Flower's adaptive wrapper, both to follow Andrew et al. (Algorithm 1): Flower counts
 the *clipped* updates in ``b̃``, so a norm below most updates shrinks further (the median is an unstable fixed point);
 Andrew et al. count those within ``C``, so ``C`` converges to the ``γ`` quantile of the update norms. And Flower draws the mean's noise with the clipping norm *after* that round's
-geometric update; here it is drawn with the norm the round's updates were clipped to, since noise below ``z · C_clip / m`` would not cover the round's sensitivity. Noise comes from the global torch RNG,
-which the run's seed sets and a checkpoint restores. The adaptive norm itself is not checkpointed: a resumed run
-starts again from ``privacy.clip_norm``.
+geometric update; here it is drawn with the norm the round's updates were clipped to, since noise below ``z · C_clip / m`` would not cover the round's sensitivity.
+
+Noise comes from a generator of its own per release, seeded by the run's seed and the release's index, so a run is
+reproducible and a resumed run (its checkpoint keeps the index and the adaptive norm) draws what the uninterrupted
+one drew; the global RNG would not do: torch keeps a cached normal sample that its saved state does not restore.
+Whoever knows the seed can subtract the noise: that is the server, which adds it anyway (central DP trusts the
+server to add it; SecAgg+ hides the individual updates from it, not the aggregate).
 """
 
 from __future__ import annotations
@@ -76,8 +80,9 @@ class DPFedAvg(FedAvg):
 
     name = "dp_fedavg"
 
-    def __init__(self, settings: PrivacyConfig, sampled: int) -> None:
+    def __init__(self, settings: PrivacyConfig, sampled: int, seed: int = 0) -> None:
         self.settings, self.sampled, self.clip_norm = settings, sampled, settings.clip_norm
+        self.seed, self.releases = seed, 0
         self.count_std = sampled * COUNT_STD_PER_CLIENT if settings.adaptive else 0.0
         z = settings.noise_multiplier
         self.noise_multiplier = adaptive_noise_multiplier(z, self.count_std) if settings.adaptive else z
@@ -85,24 +90,41 @@ class DPFedAvg(FedAvg):
     def start(self, current: AdapterState, total: int) -> ClippedMean:
         return ClippedMean(current, self)
 
+    def state(self) -> dict[str, float]:
+        """The clipping norm, which the adaptive rule moves after every round, and the releases so far."""
+        return {"clip_norm": self.clip_norm, "releases": self.releases}
+
+    def restore(self, state: dict[str, float]) -> None:
+        self.clip_norm = float(state.get("clip_norm", self.settings.clip_norm))
+        self.releases = int(state.get("releases", 0))
+
     def noise_std(self) -> float:
         """The std of the noise on each element of the mean update: ``z · C / m``."""
         return self.noise_multiplier * self.clip_norm / self.sampled
 
     def release(self, current: AdapterState, mean: AdapterState, unclipped: int, folded: int) -> AdapterState:
         """``current + mean`` with the round's noise; then, adaptive, the clipping norm's update."""
-        std = self.noise_std()
-        out = {k: current[k] + mean[k] + std * torch.randn(mean[k].shape, dtype=mean[k].dtype) for k in mean}
+        std, noise = self.noise_std(), self.next_generator()
+        out = {
+            k: current[k] + mean[k] + std * torch.randn(mean[k].shape, dtype=mean[k].dtype, generator=noise)
+            for k in sorted(mean)  # a fixed order: a resumed state's keys come back sorted from safetensors
+        }
         if self.settings.adaptive:
-            self.adapt(unclipped, folded)
+            self.adapt(unclipped, folded, noise)
         return out
 
-    def adapt(self, unclipped: int, folded: int) -> None:
+    def next_generator(self) -> torch.Generator:
+        """The noise generator of the next release: seeded by the run's seed and the release's index."""
+        self.releases += 1
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.releases) % 2**63)
+
+    def adapt(self, unclipped: int, folded: int, noise: torch.Generator) -> None:
         """Andrew et al.'s geometric update of the clipping norm toward the target quantile, from a noised count."""
-        noisy = (unclipped + self.count_std * float(torch.randn(()))) / folded
+        noisy = (unclipped + self.count_std * float(torch.randn((), generator=noise))) / folded
         self.clip_norm *= math.exp(-self.settings.clip_lr * (noisy - self.settings.target_quantile))
 
 
-def privatized(strategy: FedAvg, settings: PrivacyConfig, sampled: int) -> FedAvg:
-    """``strategy`` itself with DP off (``noise_multiplier`` 0), else DP-FedAvg over ``sampled`` clients a round."""
-    return DPFedAvg(settings, sampled) if settings.noise_multiplier > 0 else strategy
+def privatized(strategy: FedAvg, settings: PrivacyConfig, sampled: int, seed: int = 0) -> FedAvg:
+    """``strategy`` itself with DP off (``noise_multiplier`` 0), else DP-FedAvg over ``sampled`` clients a round,
+    its noise seeded by ``seed``."""
+    return DPFedAvg(settings, sampled, seed) if settings.noise_multiplier > 0 else strategy

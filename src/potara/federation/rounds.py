@@ -150,6 +150,7 @@ def run_rounds(
     recipe: FedIT = FEDIT,
     kept: dict[str, AdapterState] | None = None,
     payload_dtype: str = "fp32",
+    residuals: dict[str, AdapterState] | None = None,
 ) -> AdapterState:
     """FedAvg rounds ``start_round..rounds`` from ``initial``; bytes are the lengths of the payloads that cross
     the wire (rejected uploads included). A round depends only on ``seed``, its index, the state it starts
@@ -159,12 +160,13 @@ def run_rounds(
     clients' sizes, rescaled when some are rejected) and dropped.
 
     ``recipe`` says what is trained and what travels; ``initial`` holds what travels and ``kept`` (client →
-    tensors) what stays on each client, updated in place after each of its rounds. Both directions travel in
+    tensors) what stays on each client, updated in place after each of its rounds, as is ``residuals`` (client →
+    the quantization error of its last int8 upload, error feedback's memory). Both directions travel in
     ``payload_dtype`` (which validation then accepts; int8: uploads only, the global adapter goes down in fp32);
     aggregation is in fp32."""
     state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
     kept = {} if kept is None else kept
-    residuals: dict[str, AdapterState] = {}  # int8: each client's quantization error (not in checkpoints)
+    residuals = {} if residuals is None else residuals
     for r in range(start_round, rounds + 1):
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state, payload_dtype)

@@ -86,6 +86,13 @@ class FedAvg:
         """An empty running aggregate whose updates' example counts will sum to ``total``."""
         return self.running(current, total)
 
+    def state(self) -> dict[str, float]:
+        """What the aggregation carries from round to round (a checkpoint keeps it); FedAvg carries nothing."""
+        return {}
+
+    def restore(self, state: dict[str, float]) -> None:
+        """Continue from a :meth:`state` saved after an earlier round."""
+
     def aggregate(self, updates: Sequence[tuple[AdapterState, int]], current: AdapterState) -> AdapterState:
         """The aggregate of ``updates`` (state, n_k), all at hand; ``current`` when their counts sum to 0."""
         total = sum(n for _, n in updates)
