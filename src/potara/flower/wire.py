@@ -14,6 +14,7 @@ from ..models.adapters import deserialize, serialize
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
 ROWS_KEY = "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
+KEYS_KEY = "fed-keys"  # under SecAgg+: the adapter's tensor names (JSON), in the order of the legacy Parameters
 
 
 def to_record(state: AdapterState) -> ArrayRecord:
