@@ -18,11 +18,11 @@ from ..models.adapters import get_state
 from ..models.loading import load_peft_classifier
 from ..reporting.outputs import table
 from .grid import MeteredGrid
+from .privacy import privatized
 from .results import build_summary, write_outputs
+from .secure_grid import train_grid
 from .settings import FlowerSettings, from_run_config
 from .strategy import MALFORMED, ClientInfo, FederationError, PotaraFedAvg
-from .privacy import privatized
-from .secure_grid import train_grid
 from .wire import from_record, to_record
 
 REGISTER = f"{MessageType.QUERY}.register"
