@@ -29,7 +29,7 @@ TINY = 1e-9  # a noise multiplier whose noise (std TINY·CLIP/3) is far below fl
 
 
 @pytest.fixture(scope="module")
-def one_round(overrides) -> list[str]:
+def one_round(overrides) -> list[str]:  # noqa: F811
     """One round of FedIT alone: the federation, without the personalization that does not touch it."""
     return [*overrides[:-1], "methods=[fedit]", "fed.rounds=1"]
 
@@ -102,8 +102,8 @@ def test_the_dp_wrapper_follows_the_settings(settings, wrapper):
 
 
 def test_adaptive_dp_uses_flowers_adaptive_wrapper_with_the_configured_quantile_and_rate():
-    overrides = "methods=[fedit] data.num_clients=20 privacy.noise_multiplier=0.5 privacy.adaptive=true privacy.clip_lr=0.1"
-    strategy = privatized(object(), from_run_config({"overrides": overrides}))
+    sets = "methods=[fedit] data.num_clients=20 privacy.noise_multiplier=0.5 privacy.adaptive=true privacy.clip_lr=0.1"
+    strategy = privatized(object(), from_run_config({"overrides": sets}))
     assert type(strategy) is DifferentialPrivacyServerSideAdaptiveClipping
     assert (strategy.clipping_norm, strategy.target_clipped_quantile, strategy.clip_norm_lr) == (1.0, 0.5, 0.1)
     assert strategy.clipped_count_stddev == 20 / 20
