@@ -13,7 +13,6 @@ from potara import config
 from potara.config import ConfigError, PrivacyConfig, RunConfig
 from potara.federation.privacy import DPFedAvg, adaptive_noise_multiplier, privatized
 from potara.federation.strategies import FedAvg
-from potara.flower.settings import from_run_config
 from potara.reporting.outputs import summary, table
 from potara.reporting.privacy import epsilon, privacy_summary
 from potara.reporting.results import RunResult
@@ -113,11 +112,6 @@ def test_summary_has_epsilon_and_delta_and_the_table_shows_them():
     assert out["privacy"]["epsilon"] == block["epsilon"]
     assert f"ε = {block['epsilon']:.3g} at δ = 0.167" in table(out)
     assert "privacy" not in summary(RunConfig().to_dict(), RunResult({}, [], timing))
-
-
-def test_the_flower_app_refuses_privacy():
-    with pytest.raises(ConfigError, match="privacy.noise_multiplier=1.0 is not supported by the Flower app"):
-        from_run_config({"overrides": "privacy.noise_multiplier=1 methods=potara,local,fedit,fedit_ft"})
 
 
 def test_a_run_with_dp_reports_its_epsilon(tmp_path, tiny_overrides):

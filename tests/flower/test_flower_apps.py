@@ -12,6 +12,7 @@ import torch
 from conftest import save_tiny_bert
 from flwr.app import Array, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -38,6 +39,7 @@ class LocalGrid(Grid):
         self.app, self.run_config = app, run_config
         self.nodes = {NODE0 + i: {"partition-id": i, "num-partitions": nodes} for i in range(nodes)}
         self.lost, self.replies = dict(lost or {}), {n: 0 for n in self.nodes}
+        self.states = {n: RecordDict() for n in self.nodes}  # each node's Context.state lives for the run, as on a SuperNode
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER, 1
 
     def set_run(self, run) -> None:
@@ -70,16 +72,17 @@ class LocalGrid(Grid):
         if self._gone(node):
             return None
         self.replies[node] += 1
-        context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=RecordDict(),
+        context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=self.states[node],
                           run_config=self.run_config)
         msg.metadata.__dict__["_message_id"] = msg.object_id  # as the real grids do when pushing
         TaskIdentity.node_id = node
-        try:
+        sent, msg.content = msg.content, recorddict_from_proto(recorddict_to_proto(msg.content))  # as off the wire:
+        try:  # the node's own copy (SecAgg+ mods edit what they receive; the workflow sends one content to all)
             return self.app(msg, context)
         except Exception as err:  # noqa: BLE001 (what a SuperNode does when its ClientApp raises)
             return Message(Error(code=1, reason=f"ClientApp raised {type(err).__name__}: {err}"), reply_to=msg)
         finally:
-            TaskIdentity.node_id = SERVER
+            TaskIdentity.node_id, msg.content = SERVER, sent
 
 
 @pytest.fixture(scope="module")

@@ -235,3 +235,45 @@ def test_a_supernode_with_an_unregistered_key_is_refused_and_the_run_completes(o
     [round_] = [json.loads(line) for line in (deployment.out / "rounds.jsonl").read_text().splitlines()]
     assert round_["aggregated"] == [f"client_{i:02d}" for i in range(NODES)]
     print(f"refused-intruder deployment: {time.monotonic() - began:.0f} s")
+
+
+@pytest.mark.slow
+def test_tls_auth_secagg_and_dp_deployment_matches_the_embedded_engine_within_quantization(overrides, tmp_path):
+    """TLS, SuperNode authentication, SecAgg+ (Flower's workflow and ``secaggplus_mod``) and client-level DP
+    (``fixedclipping_mod`` on the nodes, Flower's client-side wrapper adding the noise): the run completes, the
+    server's train replies carry no adapter, and the federated adapter equals the embedded DP-FedAvg's within
+    SecAgg's quantization (equal weights: one step 2c/T per element). The noise multiplier is tiny so that the two
+    engines' noise (NumPy's and torch's) is below float32 resolution and the adapters can be compared."""
+    began = time.monotonic()
+    sets = [*overrides, "fed.rounds=1", "privacy.noise_multiplier=1e-9", "privacy.clip_norm=0.05"]
+    creds = make_credentials(tmp_path / "creds", NODES)
+    reference = embedded_reference(sets, tmp_path / "reference")
+    try:
+        deployment = Deployment(tmp_path / "deploy", sets, {"evaluate-every": "0", "secagg": "true"}, creds)
+        try:
+            assert deployment.wait(500) == 0, deployment.text()[-3000:]
+        finally:
+            deployment.stop()
+        took = time.monotonic() - began
+        assert reference.wait(300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+
+    link_log = (deployment.workdir / "superlink.log").read_text()
+    assert "Uvicorn running on https://127.0.0.1" in link_log
+    assert link_log.count("[Fleet.ActivateNode] Activated") == NODES
+    summary = deployment.summary()
+    assert summary["flower"]["secagg"] and summary["flower"]["dp_clipping"] == "client"
+    assert summary["privacy"]["noise_multiplier"] == 1e-9
+    messages = [json.loads(line) for line in (deployment.out / "messages.jsonl").read_text().splitlines()]
+    up = [m for m in messages if m["phase"] == "train" and m["direction"] == "up"]
+    assert len(up) == 4 * NODES and all(not any(m["records"]["arrays"].values()) for m in up)
+    flower = deserialize((deployment.out / "federated.safetensors").read_bytes())
+    embedded_state = deserialize((tmp_path / "reference" / "federated.safetensors").read_bytes())
+    step = 2 * 8.0 / 2**22  # secagg-clipping-range 8, secagg-quantization-range 2**22 (the defaults)
+    difference = max(float((flower[k] - embedded_state[k]).abs().max()) for k in embedded_state)
+    assert difference <= step + 1e-6
+    assert [r["client"] for r in summary["methods"]["potara"]["per_client"]] == [f"client_{i:02d}" for i in range(NODES)]
+    print(f"TLS + auth + SecAgg+ + DP deployment: {took:.0f} s; max |Flower − embedded| = {difference:.3g}")

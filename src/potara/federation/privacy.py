@@ -30,6 +30,7 @@ server to add it; SecAgg+ hides the individual updates from it, not the aggregat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -128,3 +129,13 @@ def privatized(strategy: FedAvg, settings: PrivacyConfig, sampled: int, seed: in
     """``strategy`` itself with DP off (``noise_multiplier`` 0), else DP-FedAvg over ``sampled`` clients a round,
     its noise seeded by ``seed``."""
     return DPFedAvg(settings, sampled, seed) if settings.noise_multiplier > 0 else strategy
+
+
+class EqualWeightFedAvg(FedAvg):
+    """FedAvg with every accepted update weighted 1: what Flower's DP wrappers need beneath them (the same
+    equal-weight mean :class:`ClippedMean` takes), with the clipping and noise left to the wrapper."""
+
+    name = "fedavg_equal"
+
+    def aggregate(self, updates: Sequence[tuple[AdapterState, int]], current: AdapterState) -> AdapterState:
+        return super().aggregate([(state, 1) for state, _ in updates], current)

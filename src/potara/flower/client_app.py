@@ -6,7 +6,7 @@ Replies carry only the federated adapter (train) and metrics; local adapters and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..models.adapters import deserialize, set_state
 from ..personalize.session import Timers
 from ..training.loop import evaluate
 from .node import Node, node_for, partition_of
+from .secure_client import private_train
 from .settings import FlowerSettings, from_run_config
 from .wire import FED_KEY, ROWS_KEY, from_record, to_payload, to_record
 
@@ -35,8 +36,9 @@ from .wire import FED_KEY, ROWS_KEY, from_record, to_payload, to_record
 def build_client_app(
     defaults: Mapping[str, Any] | None = None, mods: Sequence[Mod] = ()
 ) -> ClientApp:
-    """A ClientApp whose settings are ``context.run_config`` over ``defaults``; ``mods`` wrap every handler."""
-    app = ClientApp(mods=list(mods))
+    """A ClientApp whose settings are ``context.run_config`` over ``defaults``; ``mods`` wrap every handler,
+    outside the SecAgg+ mods that train messages pass through when ``secagg`` is on."""
+    app = ClientApp(mods=[*mods, private_train(defaults)])
 
     @app.query("register")
     def register(msg: Message, context: Context) -> Message:
@@ -72,7 +74,7 @@ def build_client_app(
         return Message(
             reply_to=msg,
             content=RecordDict(
-                {FED_KEY: _record_of(update.payload, node.name), "metrics": metrics}
+                {FED_KEY: _record_of(update.payload, node.name, msg.content[FED_KEY].keys()), "metrics": metrics}
             ),
         )
 
@@ -118,8 +120,10 @@ def _setup(
     )
 
 
-def _record_of(payload: bytes, client: str) -> ArrayRecord:
-    return to_record(deserialize(payload, client))
+def _record_of(payload: bytes, client: str, order: Iterable[str]) -> ArrayRecord:
+    """The upload as an ArrayRecord in the received record's order (Flower's DP clipping pairs arrays by position)."""
+    state = deserialize(payload, client)
+    return to_record({key: state[key] for key in order})
 
 
 def _personalize(

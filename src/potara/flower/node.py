@@ -55,7 +55,7 @@ def partition_of(node_config: Mapping[str, Any], cfg: RunConfig) -> int:
 def node_for(cfg: RunConfig, partition: int) -> Node:
     """The node's state, built once per process (a simulation process serves several partitions)."""
     key = config_mod.dumps(cfg)
-    if (key, partition) not in _SPLITS:
+    if (key, partition) not in _SPLITS or key not in _MODELS:  # the model of a config run before another is gone
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         fed_data = load_federated_data(cfg)

@@ -9,6 +9,7 @@ from typing import Any
 from ..methods import resolve
 from ..models.adapters import serialize
 from ..reporting.outputs import _finite, atomic_write, is_bound, paired
+from ..reporting.privacy import privacy_summary
 from .grid import MeteredGrid
 from .settings import FlowerSettings
 from .strategy import Personal, PotaraFedAvg
@@ -28,7 +29,7 @@ def build_summary(
     timing: dict[str, float],
 ) -> dict[str, Any]:
     """``methods.<name>.{mean_acc, worst_acc, bytes_up, bytes_down, rounds, per_client, bound}`` plus ``missing``,
-    and ``paired`` as the embedded engine's summary has it."""
+    and ``paired`` (and, with DP, ``privacy``: its ε from the same accountant) as the embedded engine's summary has it."""
     cfg = settings.run
     reported = [c.name for c in strategy.clients if c.name in personal]
     missing = _missing(settings, strategy, personal)
@@ -46,7 +47,8 @@ def build_summary(
             "missing": missing,
             "bound": is_bound(method.name),
         }
-    return {
+    private = privacy_summary(cfg.to_dict())
+    summary = {
         "config": cfg.to_dict(),
         "methods": methods,
         "paired": paired({name: {r["client"]: r["acc"] for r in m["per_client"]} for name, m in methods.items()}),
@@ -67,8 +69,11 @@ def build_summary(
                 for p in PHASES
             },
             "messages": len(grid.log),
+            "secagg": settings.secagg is not None,
+            "dp_clipping": ("client" if settings.client_clipping else "server") if private else None,
         },
     }
+    return {**summary, "privacy": private} if private else summary
 
 
 def round_records(strategy: PotaraFedAvg, grid: MeteredGrid) -> list[dict[str, Any]]:

@@ -18,10 +18,12 @@ from ..models.adapters import get_state
 from ..models.loading import load_peft_classifier
 from ..reporting.outputs import table
 from .grid import MeteredGrid
+from .privacy import privatized
 from .results import build_summary, write_outputs
+from .secure_grid import train_grid
 from .settings import FlowerSettings, from_run_config
 from .strategy import MALFORMED, ClientInfo, FederationError, PotaraFedAvg
-from .wire import to_record
+from .wire import from_record, to_record
 
 REGISTER = f"{MessageType.QUERY}.register"
 
@@ -52,12 +54,14 @@ def run_federation(
     initial = initial_state(settings, num_labels)
     strategy = PotaraFedAvg(settings, clients, initial)
     strategy.faults.extend(faults)
-    strategy.start(
-        grid,
+    result = privatized(strategy, settings).start(
+        train_grid(grid, settings, clients),
         to_record(initial),
         num_rounds=cfg.fed.rounds,
         timeout=settings.round_timeout,
     )
+    if len(result.arrays):  # the last released global adapter (with DP: the noised one)
+        strategy.state = from_record(result.arrays, "server")
     federation_s = time.perf_counter() - began
     replies = grid.send_and_receive(
         strategy.configure_personalize(to_record(strategy.state), grid),

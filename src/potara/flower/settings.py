@@ -23,7 +23,39 @@ DEFAULTS: dict[str, Any] = {
     "wait-nodes-timeout": 120.0,  # seconds to wait for those nodes
     "round-timeout": 600.0,  # seconds to wait for the replies of one round
     "evaluate-every": 1,  # FedIT accuracy on the nodes every k rounds (0 = never)
+    "dp-clipping": "auto",  # with privacy.noise_multiplier > 0: where updates are clipped (auto: client under secagg)
+    "secagg": False,  # train rounds aggregate through Flower's SecAgg+ (the server sees only the sum)
+    "secagg-num-shares": 1.0,  # key shares per client: an integer > 2, or a fraction of the sampled clients
+    "secagg-reconstruction-threshold": 0.5,  # shares to rebuild a key: an integer, or a fraction of num-shares
+    "secagg-clipping-range": 8.0,  # SecAgg+ quantizes each uploaded value within ± this (beyond: refused)
+    "secagg-quantization-range": 2**22,  # quantization levels over [-range, range]: the aggregate's resolution
 }
+CLIPPING = ("auto", "server", "client")
+
+
+@dataclass(frozen=True)
+class SecAgg:
+    """Flower's SecAgg+ settings (``SecAggPlusWorkflow``'s arguments of the same names)."""
+
+    num_shares: int | float
+    reconstruction_threshold: int | float
+    clipping_range: float
+    quantization_range: int
+
+    def shares_for(self, sampled: int) -> int:
+        """The number of shares with ``sampled`` clients, as ``SecAggPlusWorkflow.setup_stage`` computes it."""
+        if isinstance(self.num_shares, int):
+            return self.num_shares
+        shares = round(self.num_shares * sampled)
+        if shares < sampled and shares % 2 == 0:
+            shares += 1
+        return sampled if shares <= 2 else shares
+
+    def threshold_for(self, sampled: int) -> int:
+        """The reconstruction threshold with ``sampled`` clients, as the workflow computes it."""
+        if isinstance(self.reconstruction_threshold, int):
+            return self.reconstruction_threshold
+        return max(2, round(self.reconstruction_threshold * self.shares_for(sampled)))
 
 
 @dataclass(frozen=True)
@@ -37,10 +69,19 @@ class FlowerSettings:
     wait_nodes_timeout: float = 120.0
     round_timeout: float = 600.0
     evaluate_every: int = 1
+    dp_clipping: str = "auto"
+    secagg: SecAgg | None = None
 
     @property
     def expected_nodes(self) -> int:
         return self.min_available_nodes or self.run.data.num_clients
+
+    @property
+    def client_clipping(self) -> bool:
+        """Whether DP clips on the clients (``fixedclipping_mod``) rather than on the server."""
+        return self.run.privacy.noise_multiplier > 0 and (
+            self.dp_clipping == "client" or (self.dp_clipping == "auto" and self.secagg is not None)
+        )
 
 
 def from_run_config(
@@ -66,6 +107,8 @@ def from_run_config(
         wait_nodes_timeout=_seconds(values, "wait-nodes-timeout"),
         round_timeout=_seconds(values, "round-timeout"),
         evaluate_every=_integer(values, "evaluate-every"),
+        dp_clipping=str(values["dp-clipping"]),
+        secagg=_secagg(values),
     )
     _check(settings)
     return settings
@@ -85,6 +128,35 @@ def _seconds(values: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+def _secagg(values: Mapping[str, Any]) -> SecAgg | None:
+    """The SecAgg+ settings when ``secagg`` is true; each bad value a one-line error naming its key."""
+    if not isinstance(values["secagg"], bool):
+        raise ConfigError(f"secagg must be true or false, got {config_mod.shown(values['secagg'])}")
+    if not values["secagg"]:
+        return None
+    shares, threshold = values["secagg-num-shares"], values["secagg-reconstruction-threshold"]
+    if not _share_count(shares) or (isinstance(shares, int) and shares <= 2):
+        raise ConfigError(f"secagg-num-shares must be an integer > 2 or a fraction in (0, 1], got {config_mod.shown(shares)}")
+    if not _share_count(threshold) or (isinstance(threshold, int) and isinstance(shares, int) and threshold >= shares):
+        raise ConfigError(
+            f"secagg-reconstruction-threshold must be an integer below secagg-num-shares or a fraction in (0, 1], "
+            f"got {config_mod.shown(threshold)}"
+        )
+    clip, levels = values["secagg-clipping-range"], values["secagg-quantization-range"]
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < math.inf:
+        raise ConfigError(f"secagg-clipping-range must be a finite number > 0, got {config_mod.shown(clip)}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 < levels < 2**32:
+        raise ConfigError(f"secagg-quantization-range must be an integer in (1, 2**32), got {config_mod.shown(levels)}")
+    return SecAgg(shares, threshold, float(clip), levels)
+
+
+def _share_count(value: Any) -> bool:
+    """An integer >= 1 or a fraction in (0, 1] (Flower's two ways of giving a count of shares)."""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value <= 1)
+
+
 def _check(settings: FlowerSettings) -> None:
     if settings.min_train_nodes < 1:
         raise ConfigError("min-train-nodes must be >= 1")
@@ -98,13 +170,49 @@ def _check(settings: FlowerSettings) -> None:
             f"method(s) {', '.join(own)} need their own federation, which only the embedded engine runs: "
             "use `potara run`, or drop them from methods"
         )
+    _check_private(settings)
     if settings.run.fed.payload_dtype != "fp32":
         raise ConfigError(
             f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app, which sends fp32 "
             "ArrayRecords only (Flower's arrays go through NumPy, which has no bfloat16); use fp32 here"
         )
-    if settings.run.privacy.noise_multiplier > 0:
+
+
+def _check_private(settings: FlowerSettings) -> None:
+    """DP and SecAgg+ settings that Flower cannot combine: one line each, naming the key to change."""
+    if settings.dp_clipping not in CLIPPING:
+        raise ConfigError(f"dp-clipping must be one of {', '.join(CLIPPING)}, got {config_mod.shown(settings.dp_clipping)}")
+    run, secagg = settings.run, settings.secagg
+    if settings.dp_clipping == "client" and secagg is None and run.privacy.noise_multiplier > 0:
+        raise ConfigError("dp-clipping=client needs secagg=true (the clients clip inside the SecAgg+ mods); use dp-clipping=server")
+    if secagg is None:
+        return
+    if run.fed.payload_dtype != "fp32":
         raise ConfigError(
-            f"privacy.noise_multiplier={settings.run.privacy.noise_multiplier} is not supported by the Flower app yet "
-            "(client-level DP runs in the embedded engine only): use `potara run`, or set privacy.noise_multiplier=0"
+            f"fed.payload_dtype={run.fed.payload_dtype} cannot combine with secagg: SecAgg+ quantizes the uploads itself "
+            "(secagg-quantization-range); set fed.payload_dtype=fp32"
+        )
+    if run.fed.aggregation != "factors":
+        raise ConfigError(
+            f"fed.aggregation={run.fed.aggregation} cannot combine with secagg: SecAgg+ sums the uploads, and the product "
+            "average needs each client's B·A; set fed.aggregation=factors"
+        )
+    if run.privacy.noise_multiplier > 0 and settings.dp_clipping == "server":
+        raise ConfigError(
+            "dp-clipping=server cannot combine with secagg: the server never sees an individual update to clip; "
+            "use dp-clipping=client (or auto)"
+        )
+    if run.privacy.noise_multiplier > 0 and run.privacy.adaptive:
+        raise ConfigError(
+            "privacy.adaptive=true cannot combine with secagg: Flower's client-side adaptive clipping sends each "
+            "client's clipped bit in the clear, which SecAgg+ is there to hide; set privacy.adaptive=false"
+        )
+    sampled = config_mod.sampled_clients(run)
+    if sampled < 3:
+        raise ConfigError(f"secagg needs at least 3 sampled clients a round, got {sampled} (fed.fraction × data.num_clients)")
+    threshold = secagg.threshold_for(sampled)
+    if threshold > sampled:
+        raise ConfigError(
+            f"secagg-reconstruction-threshold={threshold} exceeds the {sampled} clients sampled a round: no round "
+            "could complete; lower it or sample more clients"
         )

@@ -22,12 +22,13 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ..engine import strategy_for
+from ..federation.privacy import EqualWeightFedAvg
 from ..federation.rounds import aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..merge.taskvec import AdapterState
 from ..methods import resolve
 from .settings import FlowerSettings
-from .wire import FED_KEY, ROWS_KEY, origin, to_payload, to_record
+from .wire import FED_KEY, ROWS_KEY, from_record, origin, to_payload, to_record
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
 # What reading a reply raises when its records are not what a ClientApp sends (missing, mistyped, unreadable)
@@ -61,6 +62,9 @@ class PotaraFedAvg(FedAvg):
 
     Clients are sampled by ``potara.federation.rounds.sample_clients`` among the registered clients whose node is
     connected, so with every node up the rounds see the same clients, seeds and order as the embedded engine.
+    Under client-level DP (Flower's wrappers around this strategy, ``potara.flower.privacy``) the updates are
+    averaged with equal weights, and the global adapter is the one each round is configured with (the wrapper's
+    noised aggregate), never this strategy's noise-free one.
     """
 
     def __init__(
@@ -77,7 +81,8 @@ class PotaraFedAvg(FedAvg):
         self.settings = settings
         self.clients = sorted(clients, key=lambda c: c.partition)
         self.state = initial
-        self.aggregator = strategy_for(settings.run)
+        private = settings.run.privacy.noise_multiplier > 0
+        self.aggregator = EqualWeightFedAvg() if private else strategy_for(settings.run)
         self.rounds: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self._sent: dict[int, str] = {}
@@ -106,6 +111,7 @@ class PotaraFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """The engine's sample of clients; each gets the global adapter and its own seed."""
+        self.state = from_record(arrays, "server")
         by_name = {c.name: c for c in self.connected(grid)}
         chosen = sample_clients(
             list(by_name),

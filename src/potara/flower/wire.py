@@ -4,16 +4,19 @@ a Message carries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_KEY
 
 from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, serialize
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
 ROWS_KEY = "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
+KEYS_KEY = "fed-keys"  # under SecAgg+: the adapter's tensor names (JSON), in the order of the legacy Parameters
 
 
 def to_record(state: AdapterState) -> ArrayRecord:
@@ -47,10 +50,24 @@ def from_record(record: ArrayRecord, sender: str) -> AdapterState:
 def payload_bytes(message: Message) -> int:
     """Bytes of every array record a Message carries, each measured as the core's wire payload (the
     safetensors bytes of :func:`to_payload`, whose length the embedded engine counts), so both engines
-    count the same bytes for the same adapter."""
+    count the same bytes for the same adapter; plus, in SecAgg+ messages, their protocol record (keys,
+    key shares, the masked upload)."""
     if not message.has_content():
         return 0
-    return sum(_wire_bytes(record) for record in message.content.array_records.values())
+    content = message.content
+    protocol = config_bytes(content.config_records[SECAGG_KEY]) if SECAGG_KEY in content.config_records else 0
+    return protocol + sum(_wire_bytes(record) for record in content.array_records.values())
+
+
+def config_bytes(record: ConfigRecord) -> int:
+    """Bytes of a ConfigRecord's keys and values (bytes and strings by length, numbers and bools as 8); by hand,
+    as Flower 1.42's ``ConfigRecord.count_bytes`` fails on an empty list (SecAgg+'s list of dropped nodes)."""
+    def size(value: Any) -> int:
+        if isinstance(value, list):
+            return sum(size(v) for v in value)
+        return len(value.encode() if isinstance(value, str) else value) if isinstance(value, (str, bytes)) else 8
+
+    return sum(len(key.encode()) + size(value) for key, value in record.items())
 
 
 def _wire_bytes(record: ArrayRecord) -> int:
