@@ -124,7 +124,10 @@ class PotaraSettings:
     paper_fisher: str = "model"  # "model" (labels drawn from the model) or "empirical" (true labels)
     paper_damping: float = 1e-4  # δ in Σ 1/(F_j + δ): a prior precision, caps an unseen direction's variance at 1/δ
     paper_traces: str = "pooled"  # "pooled" (one λ) or "module" (one λ per module, traces and cosine per module)
-    paper_cross: str = "cosine"  # "cosine": c = clip(cos(g_F, g_L), 0, 1) · min(a, b); "none": c = 0
+    # the cross trace c from cos = cos(g_F, g_L): "cosine" clip(cos, 0, 1)·min(a, b); "signed" clip(cos, −1, 1)·min(a, b);
+    # "geometric" clip(cos, 0, 1)·√(ab); "none" 0 (merge/mixing.py CROSS_TERMS; not chosen on dev: hand-set to the
+    # first reading, the others are variants)
+    paper_cross: str = "cosine"
     paper_assign: str = "fed_is_a"  # "fed_is_a": a = the federated model's trace, λ_F = (b − c)/(a + b − 2c); "fed_is_b"
     # opt-in mechanisms (issue 21; docs/mechanisms.md), off by default until dev chooses them:
     prior_correction: str = "none"  # "counts": any method's logits + log π_client (train counts) − log π_global (uniform)
@@ -404,7 +407,7 @@ def setting(cfg: RunConfig, key: str) -> Any:
 
 PAPER_CHOICES = {
     "merge_space": ("delta", "factors"), "paper_space": ("factors", "delta"), "paper_fisher": ("model", "empirical"),
-    "paper_traces": ("pooled", "module"), "paper_cross": ("cosine", "none"), "paper_assign": ("fed_is_a", "fed_is_b"),
+    "paper_traces": ("pooled", "module"), "paper_cross": ("cosine", "signed", "geometric", "none"), "paper_assign": ("fed_is_a", "fed_is_b"),
     "prior_correction": ("none", "counts"), "granularity": ("one", "head_lora"), "safety": ("none", "val_loss"),
 }
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from potara import config, engine
 from potara.merge.fisher import delta_gradient, model_fisher, parameter_fisher
-from potara.merge.mixing import clipped_cross, closed_form_lambda, joint_lambda
+from potara.merge.mixing import CROSS_TERMS, clipped_cross, closed_form_lambda, joint_lambda
 from potara.merge.paper_weight import POOLED, cosine, grouped_weights, inverse_traces, joint_weight
 from potara.methods import build
 from potara.models.adapters import set_state
@@ -45,7 +45,21 @@ def test_swapping_the_assignment_swaps_the_traces():
     assert plain.lam == pytest.approx((3.0 - 0.2) / (4.0 - 0.4))
     assert swapped.lam == pytest.approx((1.0 - 0.2) / (4.0 - 0.4))
     assert (swapped.v_fed, swapped.v_local) == (plain.v_local, plain.v_fed)
-    assert joint_weight(1.0, 3.0, 0.9, cross=False).lam == pytest.approx(0.75)
+    assert joint_weight(1.0, 3.0, 0.9, cross="none").lam == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("form", "cos", "expected_c"),
+    [("cosine", -0.5, 0.0), ("signed", -0.5, -0.5), ("signed", 0.5, 0.5), ("geometric", 0.5, 0.5 * 3**0.5),
+     ("geometric", -0.5, 0.0), ("none", 0.9, 0.0)],
+)
+def test_each_cross_form_gives_its_trace_and_the_weight_that_minimises_the_joint_bound(form, cos, expected_c):
+    """a = 1 (federated), b = 3: c as the form says, λ = (b − c)/(a + b − 2c) the minimiser of the joint bound."""
+    weight = joint_weight(1.0, 3.0, cos, cross=form)
+    assert CROSS_TERMS[form](cos, 1.0, 3.0) == pytest.approx(expected_c) == pytest.approx(weight.cross)
+    grid = [i / 1000 for i in range(1001)]
+    best = min(grid, key=lambda lam: lam**2 * 1.0 + (1 - lam) ** 2 * 3.0 + 2 * lam * (1 - lam) * expected_c)
+    assert weight.lam == pytest.approx(best, abs=1e-3)
 
 
 def test_traces_on_a_known_diagonal():

@@ -39,6 +39,27 @@ def clipped_cross(cosine: float, a: float, b: float) -> float:
     return min(max(cosine, 0.0), 1.0) * min(a, b)
 
 
+def signed_cross(cosine: float, a: float, b: float) -> float:
+    """``c = clip(cos, −1, 1) · min(a, b)``: gradients that point apart give a negative cross trace, which pulls λ
+    toward ½ (errors that cancel favour an even merge)."""
+    return min(max(cosine, -1.0), 1.0) * min(a, b)
+
+
+def geometric_cross(cosine: float, a: float, b: float) -> float:
+    """``c = clip(cos, 0, 1) · √(a b)``: a correlation times the geometric mean of the marginals, the covariance's own
+    form; it may exceed the smaller marginal, and then λ clips to the endpoint of the smaller variance."""
+    return min(max(cosine, 0.0), 1.0) * math.sqrt(a * b)
+
+
+# The forms of the cross term the paper leaves open (SPEC, estimator ``paper``); "none" is c = 0.
+CROSS_TERMS = {
+    "cosine": clipped_cross,
+    "signed": signed_cross,
+    "geometric": geometric_cross,
+    "none": lambda cosine, a, b: 0.0,
+}
+
+
 def complement(lam: float | Mapping[str, float]) -> float | dict[str, float]:
     """``1 − λ``, for one weight or one per module."""
     return 1.0 - lam if isinstance(lam, (int, float)) else {k: 1.0 - v for k, v in lam.items()}

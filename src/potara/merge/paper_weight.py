@@ -2,8 +2,9 @@
 trace from the clipped correlation of their loss gradients, and the joint-Gaussian weight. Pure tensor code.
 
 Per group ``g`` (one group for pooled traces, one per module otherwise): ``T_X = Σ_j 1/(F_X,j + δ)`` for the
-federated and the local model, ``cos = ⟨g_F, g_L⟩ / (‖g_F‖ ‖g_L‖)``, ``c = clip(cos, 0, 1) · min(T_F, T_L)``
-and ``λ_F = (b − c)/(a + b − 2c)`` with ``a = T_F, b = T_L`` (``fed_is_a``) or the other way round.
+federated and the local model, ``cos = ⟨g_F, g_L⟩ / (‖g_F‖ ‖g_L‖)``, a cross trace ``c`` from it (by default
+``clip(cos, 0, 1) · min(T_F, T_L)``; the other forms in ``mixing.CROSS_TERMS``) and ``λ_F = (b − c)/(a + b − 2c)``
+with ``a = T_F, b = T_L`` (``fed_is_a``) or the other way round.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .mixing import clipped_cross, joint_lambda
+from .mixing import CROSS_TERMS, joint_lambda
 from .taskvec import Metric
 
 POOLED = "all"
@@ -58,17 +59,18 @@ class JointWeight:
     note: str = ""
 
 
-def joint_weight(t_fed: float, t_local: float, cos: float, *, cross: bool = True, fed_is_a: bool = True) -> JointWeight:
-    """λ_F from the two traces and the gradient cosine; ``fed_is_a=False`` swaps which trace is whose."""
+def joint_weight(t_fed: float, t_local: float, cos: float, *, cross: str = "cosine", fed_is_a: bool = True) -> JointWeight:
+    """λ_F from the two traces and the gradient cosine, the cross trace of form ``cross`` (``mixing.CROSS_TERMS``);
+    ``fed_is_a=False`` swaps which trace is whose."""
     v_fed, v_local = (t_fed, t_local) if fed_is_a else (t_local, t_fed)
-    c = clipped_cross(cos, v_fed, v_local) if cross else 0.0
+    c = CROSS_TERMS[cross](cos, v_fed, v_local)
     lam, note = joint_lambda(v_fed, v_local, c)
     return JointWeight(lam, v_fed, v_local, c, note)
 
 
 def grouped_weights(
     fisher_fed: Metric, fisher_local: Metric, g_fed: Mapping[str, Tensor], g_local: Mapping[str, Tensor],
-    damping: float, group: Callable[[str], str], *, cross: bool = True, fed_is_a: bool = True,
+    damping: float, group: Callable[[str], str], *, cross: str = "cosine", fed_is_a: bool = True,
 ) -> dict[str, JointWeight]:
     """One :class:`JointWeight` per group of keys (``group(key)``): traces and gradient products summed per group."""
     t_fed, t_local = inverse_traces(fisher_fed, damping), inverse_traces(fisher_local, damping)

@@ -139,7 +139,7 @@ def paper(session: ClientSession, damping: float = 1e-8, options: PaperOptions =
     modules = set(lora_modules(session.fed))
     group = (lambda _: POOLED) if options.traces == "pooled" else (lambda k: k if k in modules else group_of(k))
     weights = grouped_weights(f_fed, f_loc, g_fed, g_loc, options.damping, group,
-                              cross=options.cross == "cosine", fed_is_a=options.assign == "fed_is_a")
+                              cross=options.cross, fed_is_a=options.assign == "fed_is_a")
     note = "; ".join(sorted({f"{name}: {w.note}" for name, w in weights.items() if w.note}))
     v_fed, v_local = sum(w.v_fed for w in weights.values()), sum(w.v_local for w in weights.values())
     lam = weights[POOLED].lam if options.traces == "pooled" else {name: w.lam for name, w in weights.items()}
