@@ -49,6 +49,14 @@ FITS_ON_VAL = {"potara_heldout", "potara_crossfit", "potara_cautious"}
 COSTS = ("train_passes", "forward_passes", "seconds")  # a candidate's tuning compute, per client
 
 
+def fits_on_val(method: str) -> bool:
+    """Whether the method fits something on the validation split: an in-sample λ estimator, or a setting that
+    chooses on validation (the safety rule), in any variant."""
+    base, *keys = method.split("@")
+    return base in FITS_ON_VAL or "potara.safety=val_loss" in keys or (
+        base in {"potara", "potara_heldout"} and "potara.granularity=head_lora" in keys)
+
+
 @dataclass(frozen=True)
 class Candidate:
     method: str
@@ -178,7 +186,7 @@ def choose(cells: dict, family: list[Candidate], totals: dict[tuple, dict] | Non
         "knob": winner.knob, "chosen": winner.value, "method": winner.method, "val_acc": best,
         "against_runner_up": margin,
         "candidates": [{"method": c.method, "value": c.value, "val_acc": s, "per_setting": per,
-                        "fits_on_val": c.method in FITS_ON_VAL, "compute": computes[c.method]}
+                        "fits_on_val": fits_on_val(c.method), "compute": computes[c.method]}
                        for s, c, per, units in scored if units],
         "not_run": [c.method for _, c, _, units in scored if not units],
         "no_effect": indistinguishable({c.method: units for _, c, _, units in scored if units}),

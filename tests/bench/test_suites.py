@@ -111,3 +111,16 @@ def test_dev_and_report_share_the_pinned_training_defaults():
         left, right = getattr(a, part).__dict__, getattr(b, part).__dict__
         keys = {"r", "alpha", "head_lr_scale", "lr", "batch_size", "local_epochs", "epochs", "init", "rounds"}
         assert {k: left[k] for k in keys & set(left)} == {k: right[k] for k in keys & set(right)}, part
+
+
+def test_dev_mechanisms_runs_on_devs_own_federations_and_offers_each_mechanism_against_its_absence(choose):
+    """Same seeds, settings and cell configs as dev (so its choices are dev's), and every family has the mechanism
+    off among its candidates (a family without its baseline would choose among corrected variants only)."""
+    dev, mech = bench_suite.load_suite("dev"), bench_suite.load_suite("dev-mechanisms")
+    assert mech.seeds == dev.seeds and set(mech.settings) == set(dev.settings)
+    for setting in dev.settings:
+        ours, theirs = (bench_suite.cell_config(s, setting, dev.seeds[0]) for s in (mech, dev))
+        assert ours.to_dict() | {"methods": None} == theirs.to_dict() | {"methods": None}, setting
+    for family in choose.candidates(mech.methods).values():
+        values = [c.method for c in family]
+        assert any(v.endswith("=none") for v in values), values
