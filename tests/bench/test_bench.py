@@ -133,6 +133,8 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
 
     code, _, err = bench_cli(["--suite", str(path), "--out", str(out), "--set", "fed.rounds=3"], capsys)
     assert code == 2 and "was run with another config (fed.rounds: 2 there, 3 now)" in err
+    code, printed, err = bench_cli(["--suite", str(path), "--out", str(out), "--set", "threads=1"], capsys)
+    assert code == 0 and "0 cell(s) run, 4 already done" in printed, err  # threads: how fast, not what
     code, printed, _ = bench_cli(["--suite", str(path), "--out", str(out), "--report-only", "--only", "iid"], capsys)
     assert code == 0 and "## iid" in printed and "## two_classes" not in printed
 

@@ -156,9 +156,9 @@ def cell_dir(out: Path, setting: str, seed: int) -> Path:
 
 def run_cell(cfg: RunConfig, where: Path) -> bool:
     """Run one cell into ``where`` unless it is already there (same config); True if it ran."""
-    wanted = json.loads(json.dumps(cfg.to_dict()))
+    wanted = _identity(json.loads(json.dumps(cfg.to_dict())))
     if (where / "summary.json").is_file():
-        stored = _as_now(json.loads((where / "summary.json").read_text())["config"])
+        stored = _identity(_as_now(json.loads((where / "summary.json").read_text())["config"]))
         if stored != wanted:
             raise ConfigError(
                 f"cell '{where}' was run with another config ({_first_difference(stored, wanted)}); "
@@ -185,6 +185,12 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return True
+
+
+def _identity(config: dict) -> dict:
+    """What makes a cell the same cell: its config but the thread count, which changes how fast it runs, not what it
+    computes (beyond float summation order), so cells may run one thread each side by side on a small machine."""
+    return {k: v for k, v in config.items() if k != "threads"}
 
 
 def _as_now(stored: dict) -> dict:
