@@ -38,7 +38,7 @@ def test_report_has_a_setting_dev_does_not_have():
 
 
 def test_every_cell_of_the_suites_is_a_valid_config():
-    for name in ("dev", "report", "dev-defaults", "map"):
+    for name in ("dev", "report", "dev-defaults", "map", "dev-mechanisms", "compression", "privacy"):
         bench_suite.check_cells(bench_suite.load_suite(name))
 
 
@@ -124,3 +124,45 @@ def test_dev_mechanisms_runs_on_devs_own_federations_and_offers_each_mechanism_a
     for family in choose.candidates(mech.methods).values():
         values = [c.method for c in family]
         assert any(v.endswith("=none") for v in values), values
+
+
+CLAIM_SUITES = ("report", "map", "compression", "privacy")  # each reads test accuracy on seeds of its own
+
+
+def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_where_it_claims():
+    dev = set(bench_suite.load_suite("dev").seeds)
+    seen: set[int] = set(READ_BEFORE) | dev
+    for name in CLAIM_SUITES:
+        suite = bench_suite.load_suite(name)
+        assert not set(suite.seeds) & seen, f"{name} reuses seeds already read"
+        seen |= set(suite.seeds)
+    for name in ("compression", "privacy"):
+        assert len(bench_suite.load_suite(name).seeds) >= 10, name
+
+
+def test_compression_and_privacy_run_with_the_reports_frozen_values():
+    """Their keys that the report freezes on dev (training, estimator, peers) are the report's."""
+    report = bench_suite.cell_config(bench_suite.load_suite("report"), "classes", 200)
+    for name in ("compression", "privacy"):
+        suite = bench_suite.load_suite(name)
+        cfg = bench_suite.cell_config(suite, next(iter(suite.settings)), suite.seeds[0])
+        assert cfg.potara.estimator == report.potara.estimator, name
+        assert (cfg.peers.ditto_mu, cfg.peers.fedsa_lora_lr_scale) == (
+            report.peers.ditto_mu, report.peers.fedsa_lora_lr_scale), name
+        for part in ("lora", "local"):
+            assert getattr(cfg, part).__dict__ == getattr(report, part).__dict__, (name, part)
+        assert (cfg.fed.lr, cfg.fed.local_epochs, cfg.fed.batch_size) == (
+            report.fed.lr, report.fed.local_epochs, report.fed.batch_size), name
+
+
+def test_the_privacy_suite_has_a_setting_at_epsilon_8_or_less_and_the_compression_suite_has_int8():
+    from potara.reporting.privacy import privacy_summary
+
+    suite = bench_suite.load_suite("privacy")
+    eps = {s: (privacy_summary(bench_suite.cell_config(suite, s, suite.seeds[0]).to_dict()) or {}).get("epsilon")
+           for s in suite.settings}
+    assert eps["z0"] is None and any(e is not None and e <= 8 for e in eps.values()), eps
+    assert bench_suite.cell_config(suite, "z0", 600).data.num_clients >= 100
+    dtypes = {bench_suite.cell_config(bench_suite.load_suite("compression"), s, 500).fed.payload_dtype
+              for s in ("fp32", "bf16", "fp16", "int8")}
+    assert dtypes == {"fp32", "bf16", "fp16", "int8"}
