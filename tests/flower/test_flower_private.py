@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from flwr.app import Array, Context, Message
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
@@ -97,14 +99,14 @@ def test_flower_dp_noise_has_std_z_c_over_m(one_round, embedded_dp, tmp_path):
 def test_the_dp_wrapper_follows_the_settings(settings, wrapper):
     flower = from_run_config({"overrides": "methods=[fedit] privacy.noise_multiplier=0.5 privacy.clip_norm=0.3", **settings})
     strategy = privatized(object(), flower)
-    assert type(strategy) is wrapper
+    assert isinstance(strategy, wrapper)
     assert (strategy.noise_multiplier, strategy.clipping_norm, strategy.num_sampled_clients) == (0.5, 0.3, 6)
 
 
 def test_adaptive_dp_uses_flowers_adaptive_wrapper_with_the_configured_quantile_and_rate():
     sets = "methods=[fedit] data.num_clients=20 privacy.noise_multiplier=0.5 privacy.adaptive=true privacy.clip_lr=0.1"
     strategy = privatized(object(), from_run_config({"overrides": sets}))
-    assert type(strategy) is DifferentialPrivacyServerSideAdaptiveClipping
+    assert isinstance(strategy, DifferentialPrivacyServerSideAdaptiveClipping)
     assert (strategy.clipping_norm, strategy.target_clipped_quantile, strategy.clip_norm_lr) == (1.0, 0.5, 0.1)
     assert strategy.clipped_count_stddev == 20 / 20
 
@@ -179,3 +181,22 @@ def test_settings_flower_cannot_combine_are_one_line_errors_and_nothing_is_writt
 def test_client_side_clipping_without_secagg_is_an_error_naming_the_key():
     with pytest.raises(ConfigError, match="dp-clipping=client needs secagg=true"):
         from_run_config({"overrides": "methods=[fedit] privacy.noise_multiplier=1", "dp-clipping": "client"})
+
+
+def test_a_malformed_upload_under_server_side_dp_is_rejected_before_flowers_clipping(one_round, tmp_path):
+    """Flower's server-side DP wrapper clips each reply against the global adapter before the strategy's checks:
+    an upload of the wrong shape must be screened out first (named, as without DP), not crash the server."""
+
+    def wrong_shape(msg: Message, context: Context, call_next: Callable) -> Message:
+        reply = call_next(msg, context)
+        if msg.metadata.message_type == "train" and context.node_config["partition-id"] == 2:
+            first = next(iter(reply.content["fed"]))
+            reply.content["fed"][first] = Array(torch.zeros((2, 2)))
+        return reply
+
+    summary, _ = run_local([*one_round, *dp(TINY)], tmp_path, mods=[wrong_shape], **{"min-train-nodes": 2})
+    [round_] = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    [rejected] = round_["errors"]
+    assert rejected["client"] == "client_02" and "shape" in rejected["reason"]
+    assert round_["aggregated"] == ["client_00", "client_01"]
+    assert summary["privacy"]["epsilon"] > 0

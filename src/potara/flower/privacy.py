@@ -11,6 +11,10 @@ equal in distribution (std ``z·C/m``), not bitwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideAdaptiveClipping,
@@ -23,6 +27,22 @@ from ..federation.privacy import COUNT_STD_PER_CLIENT
 from .settings import FlowerSettings
 
 
+class _ScreenedFirst:
+    """A server-side DP wrapper whose replies are screened by the strategy's per-upload checks before it clips them
+    (it clips each reply against the global adapter: a wrong shape would raise there, not be rejected)."""
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[Any, Any]:
+        return super().aggregate_train(server_round, self.strategy.screen_train(server_round, replies))
+
+
+class ScreenedFixedClipping(_ScreenedFirst, DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed clipping, its replies screened first."""
+
+
+class ScreenedAdaptiveClipping(_ScreenedFirst, DifferentialPrivacyServerSideAdaptiveClipping):
+    """Flower's server-side adaptive clipping, its replies screened first."""
+
+
 def privatized(strategy: Strategy, settings: FlowerSettings) -> Strategy:
     """``strategy`` itself with DP off, else in the Flower DP wrapper that the settings call for."""
     p, m = settings.run.privacy, sampled_clients(settings.run)
@@ -31,8 +51,8 @@ def privatized(strategy: Strategy, settings: FlowerSettings) -> Strategy:
     if settings.client_clipping:
         return DifferentialPrivacyClientSideFixedClipping(strategy, p.noise_multiplier, p.clip_norm, m)
     if p.adaptive:
-        return DifferentialPrivacyServerSideAdaptiveClipping(
+        return ScreenedAdaptiveClipping(
             strategy, p.noise_multiplier, m, initial_clipping_norm=p.clip_norm, target_clipped_quantile=p.target_quantile,
             clip_norm_lr=p.clip_lr, clipped_count_stddev=m * COUNT_STD_PER_CLIENT,
         )
-    return DifferentialPrivacyServerSideFixedClipping(strategy, p.noise_multiplier, p.clip_norm, m)
+    return ScreenedFixedClipping(strategy, p.noise_multiplier, p.clip_norm, m)

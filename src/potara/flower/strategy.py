@@ -25,6 +25,7 @@ from ..engine import strategy_for
 from ..federation.privacy import EqualWeightFedAvg
 from ..federation.rounds import aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
+from ..federation.validation import Expectation, InvalidUpdate, check_update
 from ..merge.taskvec import AdapterState
 from ..methods import resolve
 from .settings import FlowerSettings
@@ -88,6 +89,7 @@ class PotaraFedAvg(FedAvg):
         self._sent: dict[int, str] = {}
         self._outbox: list[Message] = []
         self._round_began = 0.0
+        self._screened: set[int] = set()  # nodes whose upload screen_train dropped this round
 
     def summary(self) -> None:
         log(
@@ -122,6 +124,7 @@ class PotaraFedAvg(FedAvg):
         _set_phase(grid, "train", server_round)
         self._round_began = time.perf_counter()
         self._sent = {by_name[name].node_id: name for name in chosen}
+        self._screened = set()
         self.rounds.append({"round": server_round, "clients": chosen})
         log(
             INFO,
@@ -265,7 +268,7 @@ class PotaraFedAvg(FedAvg):
             if msg.has_error():
                 self._fault(phase, round_, self._node(msg), "error", msg.error.reason)
         for node_id in self._sent:
-            if node_id not in replied:
+            if node_id not in replied and node_id not in self._screened:
                 self._fault(
                     phase,
                     round_,
@@ -274,6 +277,28 @@ class PotaraFedAvg(FedAvg):
                     "no reply before the round timeout (node lost?)",
                 )
         return [m for m in replies if not m.has_error() and self._node(m) in self._sent]
+
+    def screen_train(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """The train replies less those whose upload fails the core's per-upload checks (format, names, shapes,
+        finiteness, ``validation.max_norm``), each named as a fault. Flower's server-side DP wrappers clip every reply
+        against the global adapter before :meth:`aggregate_train` sees it: a malformed upload must not reach them."""
+        expect, kept = Expectation.of(self.state), []
+        for msg in replies:
+            node = self._node(msg)
+            if not msg.has_error() and node in self._sent:
+                update = self._read(msg, "train", server_round, self._update)
+                reason = "" if update is not None else "malformed"
+                try:
+                    if update is not None:
+                        check_update(update, expect, self.settings.run.validation)
+                except InvalidUpdate as err:
+                    self._fault("train", server_round, node, "rejected", err.reason)
+                    reason = err.reason
+                if reason:
+                    self._screened.add(node)
+                    continue
+            kept.append(msg)
+        return kept
 
     def _read(self, msg: Message, phase: str, round_: int, parse: Callable[[Message], Any]) -> Any:
         """``parse(msg)``, or None and a fault naming the client when the reply is malformed."""
