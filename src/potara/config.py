@@ -134,6 +134,9 @@ class PotaraSettings:
     granularity: str = "one"  # heldout: "head_lora" fits a λ for the head, then one for the LoRA modules at it
     safety: str = "none"  # "val_loss": the parent with the lower validation loss when validation cannot tell them apart
     safety_min_val: int = 10  # the safety rule's "cannot tell": fewer validation examples than this (or no curvature)
+    # estimator "spread": v_F = s²/m ("mean": the noise of the average of the last round's m updates) or s² ("client":
+    # one client's deviation from it); hand-set to "mean", not chosen on dev
+    spread_scale: str = "mean"
 
 
 @dataclass
@@ -409,6 +412,7 @@ PAPER_CHOICES = {
     "merge_space": ("delta", "factors"), "paper_space": ("factors", "delta"), "paper_fisher": ("model", "empirical"),
     "paper_traces": ("pooled", "module"), "paper_cross": ("cosine", "signed", "geometric", "none"), "paper_assign": ("fed_is_a", "fed_is_b"),
     "prior_correction": ("none", "counts"), "granularity": ("one", "head_lora"), "safety": ("none", "val_loss"),
+    "spread_scale": ("mean", "client"),
 }
 
 

@@ -22,6 +22,7 @@ from .federation.privacy import privatized
 from .federation.recipes import FEDIT, FedIT
 from .federation.rounds import RoundLog, run_rounds
 from .federation.strategies import FedAvg
+from .merge.spread import SPREAD_BYTES, UpdateSpread
 from .merge.taskvec import AdapterState
 from .methods import Choice, Method, resolve
 from .models.adapters import as_received, export_peft_dir, get_state, label_adapters, serialize, set_state
@@ -105,9 +106,11 @@ def personalize(
     model: PeftModel, clients: list[ClientSplits], fed: AdapterState, pretrained: AdapterState,
     methods: list[Method], settings: SessionSettings, timers: Timers, desc: str = "personalize",
     export_dir: Path | None = None, fed_of: Mapping[str, AdapterState] | None = None, export_parts: bool = False,
+    spread: UpdateSpread | None = None,
 ) -> dict[str, list[dict]]:
     """Every method on every client, each row with its test and validation accuracy and its ``cost``.
-    ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client).
+    ``fed_of`` gives clients their own federated model (a federation that keeps tensors on the client);
+    ``spread`` is the last round's update spread, as it reaches every client with the global adapter.
 
     A row's ``cost`` is what the method's choice cost on the client (seconds, training and forward example
     passes; :class:`~potara.training.cost.Cost`), shared work such as the local adapter charged to every method that
@@ -118,7 +121,7 @@ def personalize(
     with meter.attached(model):
         for split in tqdm(clients, desc=desc, leave=False):
             client_fed = fed_of[split.name] if fed_of is not None else fed
-            session = ClientSession(model, split, client_fed, pretrained, settings, timers, meter=meter)
+            session = ClientSession(model, split, client_fed, pretrained, settings, timers, meter=meter, spread=spread)
             for method in methods:
                 out[method.name].append(_personalize_one(session, method, export_dir))
             if export_dir is not None and export_parts:
@@ -166,7 +169,8 @@ def _accuracy(session: ClientSession, choice: Choice, data: Encoded) -> float:
 class Federated:
     """One federation's outcome: the global tensors, what each client kept, measured bytes of the rounds,
     per-round records, and ``final_broadcast``: the bytes of the final global tensors sent to every client
-    after the last round (what every client needs to use or personalize the final model)."""
+    after the last round (what every client needs to use or personalize the final model), with the last
+    round's update spread when a method reads it (``spread_travels``) and the server released it."""
 
     state: AdapterState
     kept: dict[str, AdapterState]
@@ -174,6 +178,13 @@ class Federated:
     records: list[dict]
     final_broadcast: int = 0
     residuals: dict[str, AdapterState] = field(default_factory=dict)  # int8 uploads: each client's error feedback
+    spread: UpdateSpread | None = None  # the last round's update spread (None: none yet, or not released under DP)
+    spread_travels: bool = False  # a method reads the spread: it goes down with the global tensors
+
+    def broadcast(self, clients: int, dtype: str) -> int:
+        """The bytes of sending the global tensors (and the spread, when it travels) to ``clients`` clients."""
+        extra = SPREAD_BYTES if self.spread_travels and self.spread is not None else 0
+        return broadcast_bytes(self.state, clients, dtype, extra)
 
     def of(self, client: str, dtype: str = "fp32") -> AdapterState:
         """Client ``client``'s model: the global tensors as received over a ``dtype`` wire, with its own kept
@@ -207,13 +218,14 @@ def run(
     intermediate = _intermediate_methods(cfg, fedit_methods)
     peers = list(dict.fromkeys(m.federation for m in methods if m.federation is not FEDIT))
     dtype = cfg.fed.payload_dtype
+    spread_travels = any(m.needs_spread for m in fedit_methods)
 
     def fedit_record(entry: RoundLog, fed: Federated) -> dict:
         record = _round_record(model, clients, fed, entry, cfg, "fedit_mean_acc")
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
             per = personalize(
                 model, clients, as_received(fed.state, dtype), pretrained, intermediate, settings, Timers(),
-                f"round {entry.round}",
+                f"round {entry.round}", spread=entry.spread,
             )
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
         return record
@@ -222,14 +234,15 @@ def run(
         return _round_record(model, clients, fed, entry, cfg, "mean_acc")
 
     began = time.perf_counter()
-    feds = {FEDIT.name: _federate(FEDIT, model, clients, pretrained, cfg, fedit_record, log, checkpoint_dir)}
+    feds = {FEDIT.name: _federate(FEDIT, model, clients, pretrained, cfg, fedit_record, log, checkpoint_dir,
+                                  spread_travels)}
     for recipe in peers:
         where = checkpoint_dir / recipe.name if checkpoint_dir else None
         feds[recipe.name] = _federate(recipe, model, clients, pretrained, cfg, peer_record, None, where)
     fed_seconds = time.perf_counter() - began
     per = personalize(
         model, clients, as_received(feds[FEDIT.name].state, dtype), pretrained, fedit_methods, settings, timers,
-        export_dir=export_dir, export_parts=export_parts,
+        export_dir=export_dir, export_parts=export_parts, spread=feds[FEDIT.name].spread,
     )
     if export_dir is not None:
         label_adapters(export_dir, fed_data.label_names)
@@ -283,6 +296,7 @@ def _mean(rows: list[dict]) -> float:
 def _federate(
     recipe: FedIT, model: PeftModel, clients: list[ClientSplits], pretrained: AdapterState, cfg: RunConfig,
     record_of: Callable[[RoundLog, Federated], dict], log: Log | None, checkpoint_dir: Path | None,
+    spread_travels: bool = False,
 ) -> Federated:
     """One federation of ``recipe`` from the pretrained adapter (or its checkpoint in ``checkpoint_dir``)."""
     resumed = checkpoint.resume(checkpoint_dir, cfg.to_dict()) if checkpoint_dir else None
@@ -293,6 +307,7 @@ def _federate(
         dict(resumed.totals) if resumed else {"up": 0, "down": 0},
         list(resumed.records) if resumed else [],
         residuals=dict(resumed.residuals) if resumed else {},
+        spread=_last_spread(resumed.records) if resumed else None, spread_travels=spread_travels,
     )
     strategy = _strategy(recipe, cfg, len(clients))
     if resumed:
@@ -320,8 +335,15 @@ def _federate(
             progress=lambda it, desc: tqdm(it, desc=f"{recipe.name} {desc}", leave=False), recipe=recipe,
             kept=fed.kept, payload_dtype=cfg.fed.payload_dtype, residuals=fed.residuals,
         )
-    fed.final_broadcast = broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype)
+    fed.final_broadcast = fed.broadcast(len(clients), cfg.fed.payload_dtype)
     return fed
+
+
+def _last_spread(records: list[dict]) -> UpdateSpread | None:
+    """The update spread of the last round a checkpoint recorded (None when it was not released)."""
+    last = records[-1] if records else {}
+    spread = last.get("update_spread")
+    return None if spread is None else UpdateSpread(float(spread), int(last["update_count"]))
 
 
 def _strategy(recipe: FedIT, cfg: RunConfig, clients: int) -> FedAvg:
@@ -330,9 +352,10 @@ def _strategy(recipe: FedIT, cfg: RunConfig, clients: int) -> FedAvg:
     return privatized(recipe.strategy(cfg.fed.aggregation), cfg.privacy, sampled, cfg.seed)
 
 
-def broadcast_bytes(state: AdapterState, clients: int, dtype: str) -> int:
-    """The bytes of sending ``state`` to every client: its serialized payload's length, ``clients`` times."""
-    return len(serialize(state, dtype)) * clients
+def broadcast_bytes(state: AdapterState, clients: int, dtype: str, extra: int = 0) -> int:
+    """The bytes of sending ``state`` to every client: its serialized payload's length (plus ``extra`` bytes that
+    go with it), ``clients`` times."""
+    return (len(serialize(state, dtype)) + extra) * clients
 
 
 def _conclude_round(
@@ -340,7 +363,7 @@ def _conclude_round(
     log: Log | None, checkpoint_dir: Path | None, cfg: RunConfig, strategy: FedAvg,
 ) -> None:
     """After a round: bytes into the totals, the round's record (evaluation), the log line, the checkpoint."""
-    fed.state = state
+    fed.state, fed.spread = state, entry.spread
     fed.totals["up"] += entry.bytes_up
     fed.totals["down"] += entry.bytes_down
     record = record_of(entry, fed)
@@ -376,7 +399,8 @@ def _round_record(
     (None when ``fed.eval_rounds`` is off).
     ``cum_bytes_*`` count the rounds so far; ``broadcast_bytes`` is what sending this round's global tensors
     to every client costs on top (what personalizing, or stopping, at this round needs; after the last
-    round it is the run's final broadcast, in ``bytes_down`` of every federated method)."""
+    round it is the run's final broadcast, in ``bytes_down`` of every federated method). ``update_spread`` is
+    the spread ``s²`` of the ``update_count`` aggregated updates (None under DP)."""
     accs = []
     for c in clients if cfg.fed.eval_rounds else []:
         set_state(model, fed.of(c.name, cfg.fed.payload_dtype))
@@ -384,7 +408,8 @@ def _round_record(
     return {
         "round": entry.round, "clients": entry.clients, "bytes_up": entry.bytes_up, "bytes_down": entry.bytes_down,
         "cum_bytes_up": fed.totals["up"], "cum_bytes_down": fed.totals["down"],
-        "broadcast_bytes": broadcast_bytes(fed.state, len(clients), cfg.fed.payload_dtype),
+        "broadcast_bytes": fed.broadcast(len(clients), cfg.fed.payload_dtype),
         "train_loss": entry.train_loss,
+        "update_spread": entry.spread.spread if entry.spread else None, "update_count": entry.aggregated,
         acc_key: sum(accs) / len(accs) if accs else None,
     }

@@ -80,6 +80,7 @@ class DPFedAvg(FedAvg):
     """FedAvg of clipped updates with equal weights and Gaussian noise on the mean (client-level DP)."""
 
     name = "dp_fedavg"
+    releases_spread = False  # the accountant covers the noised mean alone, not statistics of single updates
 
     def __init__(self, settings: PrivacyConfig, sampled: int, seed: int = 0) -> None:
         self.settings, self.sampled, self.clip_norm = settings, sampled, settings.clip_norm
@@ -136,6 +137,7 @@ class EqualWeightFedAvg(FedAvg):
     equal-weight mean :class:`ClippedMean` takes), with the clipping and noise left to the wrapper."""
 
     name = "fedavg_equal"
+    releases_spread = False  # beneath a DP wrapper, as DPFedAvg
 
     def aggregate(self, updates: Sequence[tuple[AdapterState, int]], current: AdapterState) -> AdapterState:
         return super().aggregate([(state, 1) for state, _ in updates], current)

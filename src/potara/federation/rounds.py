@@ -13,6 +13,7 @@ from peft import PeftModel
 
 from ..config import ValidationConfig
 from ..data.encoding import Encoded
+from ..merge.spread import UpdateSpread, update_spread
 from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, get_state, serialize, serialize_int8_update, set_state
 from ..training.loop import Budget, train
@@ -47,24 +48,38 @@ def client_step(
 
 @dataclass
 class RoundOutcome:
-    """The new global adapter, who was aggregated, who was rejected and why."""
+    """The new global adapter, who was aggregated, who was rejected and why, and the spread of the accepted
+    updates (None where the server must not release it)."""
 
     state: AdapterState
     accepted: list[str]
     rejected: dict[str, str]
     kept_previous: bool
+    spread: UpdateSpread | None = None
+
+
+def round_spread(
+    accepted: Sequence[tuple[str, AdapterState, int]], current: AdapterState, released: bool
+) -> UpdateSpread | None:
+    """The spread of a round's accepted updates against ``current``, or None when ``released`` is false: under DP
+    (its accountant covers only the noised mean) or SecAgg+ (the server never sees one update)."""
+    if not released:
+        return None
+    return UpdateSpread(update_spread([state for _, state, _ in accepted], current), len(accepted))
 
 
 def aggregate_round(
     strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate],
-    limits: ValidationConfig | None = None, where: str = "round",
+    limits: ValidationConfig | None = None, where: str = "round", secure: bool = False,
 ) -> RoundOutcome:
-    """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so."""
+    """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so.
+    ``secure``: the updates are SecAgg+'s aggregate, not the clients' own (no spread is computed)."""
     limits = limits or ValidationConfig()
     screened = screen(updates, current, limits, where)
     return conclude_round(
         current, [name for name, _, _ in screened.accepted], screened.rejected,
         lambda: strategy.aggregate([(s, n) for _, s, n in screened.accepted], current), len(updates), limits, where,
+        round_spread(screened.accepted, current, strategy.releases_spread and not secure),
     )
 
 
@@ -75,16 +90,19 @@ class Tally:
     rest did not pass."""
 
     running: RunningSum
+    releases_spread: bool = True  # the strategy's: whether the accepted updates' spread may be computed
     screened: Screened = field(default_factory=Screened)
+    spread: UpdateSpread | None = None  # set by close()
 
     def admit(self, update: ClientUpdate, expect: Expectation, limits: ValidationConfig, where: str) -> None:
         """Check one upload: hold its tensors, or record (and log) why it was rejected."""
         admit(update, expect, limits, self.screened, where)
 
     def close(self, limits: ValidationConfig, where: str) -> tuple[list[str], dict[str, str]]:
-        """Apply the round's norm bound, fold the uploads within it into the aggregate (dropping them); who
-        passed, and why the rest did not."""
+        """Apply the round's norm bound, note their spread, fold the uploads within it into the aggregate
+        (dropping them); who passed, and why the rest did not."""
         self.screened = within_round_bound(self.screened, limits, where)
+        self.spread = round_spread(self.screened.accepted, self.running.current, self.releases_spread)
         for _, state, n in self.screened.accepted:
             self.running.add(state, n)
         accepted = [client for client, _, _ in self.screened.accepted]
@@ -94,7 +112,7 @@ class Tally:
 
 def conclude_round(
     current: AdapterState, accepted: list[str], rejected: dict[str, str], aggregate: Callable[[], AdapterState],
-    offered: int, limits: ValidationConfig, where: str,
+    offered: int, limits: ValidationConfig, where: str, spread: UpdateSpread | None = None,
 ) -> RoundOutcome:
     """``aggregate()`` of the accepted updates, or ``current`` when fewer than ``limits.min_updates`` passed."""
     if len(accepted) < limits.min_updates:
@@ -102,8 +120,8 @@ def conclude_round(
             "%s: %d of %d updates valid, %d needed (validation.min_updates): keeping the previous global adapter",
             where, len(accepted), offered, limits.min_updates,
         )
-        return RoundOutcome(current, accepted, rejected, True)
-    return RoundOutcome(aggregate(), accepted, rejected, False)
+        return RoundOutcome(current, accepted, rejected, True, spread)
+    return RoundOutcome(aggregate(), accepted, rejected, False, spread)
 
 
 def server_step(
@@ -131,6 +149,8 @@ class RoundLog:
     bytes_down: int
     train_loss: float
     extra: dict = field(default_factory=dict)
+    spread: UpdateSpread | None = None  # of the aggregated updates (None: not released, under DP)
+    aggregated: int = 0  # how many updates were aggregated
 
 
 def run_rounds(
@@ -171,7 +191,7 @@ def run_rounds(
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state, payload_dtype)
         expect, sent = Expectation.of(state), []
-        tally = Tally(strategy.start(state, sum(len(clients[name]) for name in chosen)))
+        tally = Tally(strategy.start(state, sum(len(clients[name]) for name in chosen)), strategy.releases_spread)
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             update = client_step(
                 model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,
@@ -184,7 +204,9 @@ def run_rounds(
             tally.admit(update, expect, limits, f"round {r}")  # the payload is dropped once checked
             sent.append(Sent(update.client, update.n, update.train_loss, len(update.payload)))
         accepted, rejected = tally.close(limits, f"round {r}")
-        outcome = conclude_round(state, accepted, rejected, tally.running.result, len(chosen), limits, f"round {r}")
+        outcome = conclude_round(
+            state, accepted, rejected, tally.running.result, len(chosen), limits, f"round {r}", tally.spread
+        )
         state = outcome.state
         if on_round:
             on_round(_round_log(r, chosen, down, sent, outcome), state)
@@ -214,5 +236,6 @@ def _round_log(r: int, chosen: list[str], down: bytes, sent: list[Sent], outcome
         extra["kept_previous"] = True
     return RoundLog(
         r, chosen, sum(u.nbytes for u in sent), len(down) * len(chosen),
-        sum(u.train_loss * u.n for u in kept) / max(1, sum(u.n for u in kept)), extra,
+        sum(u.train_loss * u.n for u in kept) / max(1, sum(u.n for u in kept)), extra, outcome.spread,
+        len(outcome.accepted),
     )

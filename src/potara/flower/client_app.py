@@ -23,6 +23,7 @@ from flwr.clientapp.typing import Mod
 
 from ..engine import fed_budget, personalize, session_settings
 from ..federation.rounds import client_step
+from ..merge.spread import UpdateSpread
 from ..methods import resolve
 from ..models.adapters import deserialize, set_state
 from ..personalize.session import Timers
@@ -30,7 +31,7 @@ from ..training.loop import evaluate
 from .node import Node, node_for, partition_of
 from .secure_client import private_train
 from .settings import FlowerSettings, from_run_config
-from .wire import FED_KEY, ROWS_KEY, from_record, to_payload, to_record
+from .wire import FED_KEY, ROWS_KEY, from_record, spread_of, to_payload, to_record
 
 
 def build_client_app(
@@ -96,7 +97,7 @@ def build_client_app(
     def personalize_here(msg: Message, context: Context) -> Message:
         settings, node = _setup(context, defaults)
         rows, timers = _personalize(
-            settings, node, from_record(msg.content[FED_KEY], "server"), context
+            settings, node, from_record(msg.content[FED_KEY], "server"), context, spread_of(msg)
         )
         return Message(
             reply_to=msg,
@@ -127,9 +128,10 @@ def _record_of(payload: bytes, client: str, order: Iterable[str]) -> ArrayRecord
 
 
 def _personalize(
-    settings: FlowerSettings, node: Node, fed: dict, context: Context
+    settings: FlowerSettings, node: Node, fed: dict, context: Context, spread: UpdateSpread | None
 ) -> tuple[dict[str, dict], Timers]:
-    """Every configured method on this client (the core's ``personalize``); merged adapters stay on the node."""
+    """Every configured method on this client (the core's ``personalize``), ``spread`` the last round's update
+    spread as the server sent it; merged adapters stay on the node."""
     cfg, timers = settings.run, Timers()
     export = str(context.node_config.get("adapter-dir", ""))
     per = personalize(
@@ -142,6 +144,7 @@ def _personalize(
         timers,
         desc=f"personalize {node.name}",
         export_dir=Path(export) if export else None,
+        spread=spread,
     )
     return {name: rows[0] for name, rows in per.items()}, timers
 

@@ -26,10 +26,11 @@ from ..federation.privacy import EqualWeightFedAvg
 from ..federation.rounds import aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..federation.validation import Expectation, InvalidUpdate, check_update
+from ..merge.spread import UpdateSpread
 from ..merge.taskvec import AdapterState
 from ..methods import resolve
 from .settings import FlowerSettings
-from .wire import FED_KEY, ROWS_KEY, from_record, origin, to_payload, to_record
+from .wire import FED_KEY, ROWS_KEY, SPREAD_KEY, from_record, origin, spread_record, to_payload, to_record
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
 # What reading a reply raises when its records are not what a ClientApp sends (missing, mistyped, unreadable)
@@ -65,7 +66,9 @@ class PotaraFedAvg(FedAvg):
     connected, so with every node up the rounds see the same clients, seeds and order as the embedded engine.
     Under client-level DP (Flower's wrappers around this strategy, ``potara.flower.privacy``) the updates are
     averaged with equal weights, and the global adapter is the one each round is configured with (the wrapper's
-    noised aggregate), never this strategy's noise-free one.
+    noised aggregate), never this strategy's noise-free one. Each round records the spread of the updates it
+    aggregated (None under DP or SecAgg+); the last round's goes to every client with the final adapter when a
+    configured method reads it.
     """
 
     def __init__(
@@ -84,6 +87,8 @@ class PotaraFedAvg(FedAvg):
         self.state = initial
         private = settings.run.privacy.noise_multiplier > 0
         self.aggregator = EqualWeightFedAvg() if private else strategy_for(settings.run)
+        self.spread: UpdateSpread | None = None  # the last round's
+        self.spread_travels = any(m.needs_spread for m in resolve(settings.run))
         self.rounds: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
         self._sent: dict[int, str] = {}
@@ -172,6 +177,7 @@ class PotaraFedAvg(FedAvg):
             updates,
             self.settings.run.validation,
             f"round {server_round}",
+            secure=self.settings.secagg is not None,
         )
         by_name = {name: node for node, name in self._sent.items()}
         for name, reason in outcome.rejected.items():
@@ -190,6 +196,9 @@ class PotaraFedAvg(FedAvg):
             1, sum(u.n for u in kept)
         )
         record["aggregated"] = [u.client for u in kept]
+        self.spread = outcome.spread
+        record["update_spread"] = outcome.spread.spread if outcome.spread else None
+        record["update_count"] = len(kept)
         record["seconds"] = time.perf_counter() - self._round_began
         if outcome.kept_previous:
             record["kept_previous"] = True
@@ -236,12 +245,16 @@ class PotaraFedAvg(FedAvg):
         )
 
     def configure_personalize(self, arrays: ArrayRecord, grid: Grid) -> list[Message]:
-        """The final global adapter to every connected client, which personalizes on its own data."""
+        """The final global adapter to every connected client, which personalizes on its own data; with it the
+        last round's update spread, when a method reads it and it was released."""
         _set_phase(grid, "personalize", len(self.rounds))
         clients = self.connected(grid)
         self._sent = {c.node_id: c.name for c in clients}
+        content = {FED_KEY: arrays}
+        if self.spread_travels and self.spread is not None:
+            content[SPREAD_KEY] = spread_record(self.spread)
         return self._post(
-            [_message({FED_KEY: arrays}, c.node_id, PERSONALIZE) for c in clients]
+            [_message(content, c.node_id, PERSONALIZE) for c in clients]
         )
 
     def aggregate_personalize(self, replies: Iterable[Message]) -> dict[str, Personal]:

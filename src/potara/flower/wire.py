@@ -11,12 +11,14 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_KEY
 
+from ..merge.spread import SPREAD_BYTES, UpdateSpread
 from ..merge.taskvec import AdapterState
 from ..models.adapters import deserialize, serialize
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
 ROWS_KEY = "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
 KEYS_KEY = "fed-keys"  # under SecAgg+: the adapter's tensor names (JSON), in the order of the legacy Parameters
+SPREAD_KEY = "spread"  # ConfigRecord of a personalize Message: the last round's update spread s² and its count m
 
 
 def to_record(state: AdapterState) -> ArrayRecord:
@@ -42,6 +44,17 @@ def _tensor(key: str, array: Array) -> torch.Tensor:
     return torch.tensor(values)
 
 
+def spread_record(spread: UpdateSpread) -> ConfigRecord:
+    """The update spread as a personalize Message carries it."""
+    return ConfigRecord({"update-spread": spread.spread, "update-count": spread.count})
+
+
+def spread_of(message: Message) -> UpdateSpread | None:
+    """The update spread a personalize Message carries (None when it carries none); ``ValueError`` when malformed."""
+    record = message.content.config_records.get(SPREAD_KEY)
+    return None if record is None else UpdateSpread(record["update-spread"], record["update-count"])
+
+
 def from_record(record: ArrayRecord, sender: str) -> AdapterState:
     """A received ArrayRecord as adapter state, validated (finite, well-formed) like any payload."""
     return deserialize(to_payload(record), sender)
@@ -51,12 +64,14 @@ def payload_bytes(message: Message) -> int:
     """Bytes of every array record a Message carries, each measured as the core's wire payload (the
     safetensors bytes of :func:`to_payload`, whose length the embedded engine counts), so both engines
     count the same bytes for the same adapter; plus, in SecAgg+ messages, their protocol record (keys,
-    key shares, the masked upload)."""
+    key shares, the masked upload), and the update spread's 16 bytes where it travels (as the embedded engine
+    counts them)."""
     if not message.has_content():
         return 0
     content = message.content
     protocol = config_bytes(content.config_records[SECAGG_KEY]) if SECAGG_KEY in content.config_records else 0
-    return protocol + sum(_wire_bytes(record) for record in content.array_records.values())
+    spread = SPREAD_BYTES if SPREAD_KEY in content.config_records else 0
+    return protocol + spread + sum(_wire_bytes(record) for record in content.array_records.values())
 
 
 def config_bytes(record: ConfigRecord) -> int:

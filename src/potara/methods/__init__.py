@@ -30,7 +30,7 @@ from .prior_corrected import with_prior_correction
 VARIANT = "@"
 VARIANT_KEYS = (
     "peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_", "potara.merge_space", "local.init",
-    "potara.prior_correction", "potara.granularity", "potara.safety",
+    "potara.prior_correction", "potara.granularity", "potara.safety", "potara.spread_scale",
 )
 
 _FIXED_NAMES = {
@@ -81,7 +81,7 @@ def build(spec: str, cfg: RunConfig) -> Method:
     """The method named ``spec``: a name, or a variant ``name@key=value[@key=value…]`` that sets method-only
     keys (``peers.*``, ``potara.estimator``, ``potara.damping``, ``potara.grid``, ``potara.paper_*``,
     ``potara.merge_space``, ``local.init``, the mechanisms ``potara.prior_correction``, ``potara.granularity``,
-    ``potara.safety*``) for that method alone, so that a tuning sweep runs its candidates side by
+    ``potara.safety*``, ``potara.spread_scale``) for that method alone, so that a tuning sweep runs its candidates side by
     side on the same federation and clients."""
     name, *items = spec.split(VARIANT)
     if not items:

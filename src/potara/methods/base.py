@@ -34,3 +34,4 @@ class Method:
     federation: FedIT = FEDIT  # the federation it personalizes from (a recipe: what is trained, sent, kept)
     local_init: str | None = None  # its own ``local.init`` (a variant's); None: the run's
     merge_space: str | None = None  # its own ``potara.merge_space`` (a variant's); None: the run's
+    needs_spread: bool = False  # it reads the last round's update spread (it travels with the global adapter)

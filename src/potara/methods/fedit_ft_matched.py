@@ -56,4 +56,4 @@ def build(cfg: RunConfig) -> Method:
         note = f"{extra} extra training examples (the estimator's λ cost); best epoch {stopped.epoch}"
         return Choice([stopped.state], [1.0], lam=0.0, note=note)
 
-    return Method("fedit_ft_matched", personalize)
+    return Method("fedit_ft_matched", personalize, needs_spread=cfg.potara.estimator == "spread")

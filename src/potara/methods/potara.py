@@ -30,7 +30,7 @@ def build_estimator(estimator: str, name: str, exports: bool = False):
                 est = safe(session, est, cfg.potara.safety_min_val)
             return Choice([session.fed, session.local()], [est.lam, complement(est.lam)], lam=est.lam, note=est.note)
 
-        return Method(name, personalize, estimates_lambda=True, exports=exports)
+        return Method(name, personalize, estimates_lambda=True, exports=exports, needs_spread=estimator == "spread")
 
     return build
 
@@ -49,4 +49,4 @@ def build_module(cfg: RunConfig) -> Method:
         lams = module_lambdas(traces, dist, pooled)
         return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)
 
-    return Method("potara_module", personalize, estimates_lambda=True)
+    return Method("potara_module", personalize, estimates_lambda=True, needs_spread=cfg.potara.estimator == "spread")

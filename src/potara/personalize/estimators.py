@@ -104,6 +104,23 @@ def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
     return _from_variances(moment_fed_variance(dist, v_local), v_local)
 
 
+def spread(session: ClientSession, damping: float = 1e-8, scale: str = "mean") -> Estimate:
+    """``v_F`` from the spread ``s²`` of the ``m`` client updates the server aggregated in the last round: ``s²/m``,
+    the noise of their average (``scale`` ``mean``), or ``s²``, one client's deviation from it (``client``);
+    ``v_L = max(‖τ_F − τ_L‖² − v_F, ε)`` by moments (Euclidean). No training and no forward passes: the spread came
+    with the global adapter. Without one (not released under DP or SecAgg+, fewer than two updates, no
+    federation): ``heldout``, with a note."""
+    sent = session.update_spread
+    if sent is None or sent.count < 2:
+        why = "no update spread" if sent is None else f"update spread of {sent.count} update(s)"
+        fallback = heldout(session, damping)
+        note = "; ".join(filter(None, [f"{why}: used heldout", fallback.note]))
+        return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, note)
+    v_fed = sent.spread / sent.count if scale == "mean" else sent.spread
+    dist = sum(sq_distances(session.fed, session.local(), session.settings.scale).values())
+    return _from_variances(v_fed, moment_fed_variance(dist, v_fed))  # the same moment identity, solved for v_L
+
+
 def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
     """The more local of ``folds`` and ``heldout``: two estimates of one λ*, from the training data's spread and
     from the validation loss. Erring federated costs far more accuracy than erring local (the federated head
@@ -184,6 +201,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "folds": Estimator(folds, 1),
     "cautious": Estimator(cautious, 1),
     "paper": Estimator(paper, 0, lambda p: {"options": PaperOptions.of(p)}),
+    "spread": Estimator(spread, 0, lambda p: {"scale": p.spread_scale}),
 }
 """Every estimator by the name ``potara.estimator`` and the ``potara_<name>`` methods use: the one registry."""
 

@@ -18,6 +18,7 @@ from ..data.encoding import Encoded
 from ..merge.fisher import delta_gradient, model_fisher, parameter_fisher
 from ..merge.mixing import complement
 from ..merge.paper_weight import check_finite_pieces
+from ..merge.spread import UpdateSpread
 from ..merge.taskvec import (
     MERGES,
     AdapterState,
@@ -96,9 +97,10 @@ class ClientSession:
     def __init__(
         self, model: PeftModel, splits: ClientSplits, fed: AdapterState, pretrained: AdapterState,
         settings: SessionSettings, timers: Timers, local: AdapterState | None = None,
-        meter: PassMeter | None = None,
+        meter: PassMeter | None = None, spread: UpdateSpread | None = None,
     ) -> None:
         self.model, self.splits, self.fed, self.pretrained = model, splits, fed, pretrained
+        self.update_spread = spread  # the last round's, as it came with ``fed`` (None: not sent, or no federation)
         self.settings, self.timers = settings, timers
         self.meter = meter or PassMeter()
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
