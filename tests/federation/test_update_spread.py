@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Interrupted, interrupt_after, without_seconds
 
 from potara import config, engine
 from potara.federation import rounds
@@ -88,3 +89,20 @@ def test_under_dp_the_spread_is_null_and_the_estimator_falls_back_to_heldout(tin
     rows, heldout = result.methods["potara_spread"].per_client, result.methods["potara_heldout"].per_client
     assert [r["lambda"] for r in rows] == pytest.approx([r["lambda"] for r in heldout])
     assert all(r["note"].startswith("no update spread: used heldout") for r in rows)
+
+
+def test_a_run_resumed_after_its_last_round_sends_the_spread_its_checkpoint_recorded(tiny_overrides, tmp_path,
+                                                                                     monkeypatch):
+    """Interrupted once the last round's checkpoint is written: the resumed run runs no round, and its clients still
+    get that round's spread (from the checkpoint's records), so λ and bytes are the uninterrupted run's."""
+    cfg = config.load(None, [*tiny_overrides, "fed.rounds=1", "local.epochs=1", "threads=1", "methods=[potara_spread]"])
+    straight = engine.run(cfg)
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, tmp_path, 1)
+        with pytest.raises(Interrupted):
+            engine.run(cfg, checkpoint_dir=tmp_path)
+    resumed = engine.run(cfg, checkpoint_dir=tmp_path)
+    rows = without_seconds(resumed.methods["potara_spread"].per_client)
+    assert rows == without_seconds(straight.methods["potara_spread"].per_client)
+    assert all("used heldout" not in row.get("note", "") for row in rows)
+    assert resumed.methods["potara_spread"].bytes_down == straight.methods["potara_spread"].bytes_down

@@ -284,3 +284,21 @@ def test_flower_merges_in_factor_space_with_the_paper_estimator_as_the_embedded_
         mine, theirs = summary["methods"][name]["per_client"], result.methods[name].per_client
         assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
         assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
+
+
+def test_flower_sends_the_update_spread_and_gives_the_embedded_engines_spread_lambdas(overrides, tmp_path):
+    """``potara_spread`` (both scales): every round's ``update_spread`` and the clients' λ equal the embedded engine's,
+    the spread reaches every client with the final adapter (no fallback note) and both engines count its bytes."""
+    methods = "methods=[fedit,potara_spread,potara_spread@potara.spread_scale=client]"
+    sets = [*overrides[:-1], methods]
+    summary, _ = run_local(sets, tmp_path / "flower")
+    result, _ = embedded(sets)
+    mine = [json.loads(line) for line in (tmp_path / "flower" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["update_count"] for r in mine] == [r["update_count"] for r in result.rounds] == [3, 3]
+    assert [r["update_spread"] for r in mine] == pytest.approx([r["update_spread"] for r in result.rounds], rel=1e-5)
+    for name in ("potara_spread", "potara_spread@potara.spread_scale=client"):
+        rows, theirs = summary["methods"][name]["per_client"], result.methods[name].per_client
+        assert [r["lambda"] for r in rows] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
+        assert all("used heldout" not in r.get("note", "") for r in rows)
+        assert summary["methods"][name]["bytes_down"] == result.methods[name].bytes_down
+    assert summary["flower"]["bytes"]["personalize"]["down"] == result.rounds[-1]["broadcast_bytes"]

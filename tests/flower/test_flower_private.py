@@ -66,7 +66,8 @@ def embedded_dp(one_round) -> dict[str, torch.Tensor]:
 def test_flower_dp_clips_and_averages_as_the_embedded_dp_fedavg(one_round, embedded_dp, tmp_path):
     """Flower's DifferentialPrivacyServerSideFixedClipping around PotaraFedAvg (equal weights) and the embedded
     DPFedAvg clip the same updates to ``C`` and take the same equal-weight mean: with negligible noise, the
-    same global adapter to float tolerance; the ε in summary.json is the accountant's."""
+    same global adapter to float tolerance; the ε in summary.json is the accountant's. No update spread: DP covers
+    only the noised mean."""
     summary, _ = run_local([*one_round, *dp(TINY)], tmp_path)
     flower = final_state(tmp_path)
     assert max_difference(flower, embedded_dp) < 1e-6
@@ -74,6 +75,8 @@ def test_flower_dp_clips_and_averages_as_the_embedded_dp_fedavg(one_round, embed
     assert max_difference(plain, embedded_dp) > 1e-3  # clipping changed the mean: the check has teeth
     assert summary["flower"]["dp_clipping"] == "server"
     assert summary["privacy"]["epsilon"] == epsilon(TINY, 1.0, 1, 1 / 3)
+    [round_] = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert round_["update_spread"] is None and round_["update_count"] == 3
 
 
 def test_flower_dp_noise_has_std_z_c_over_m(one_round, embedded_dp, tmp_path):
@@ -114,7 +117,7 @@ def test_adaptive_dp_uses_flowers_adaptive_wrapper_with_the_configured_quantile_
 def test_secagg_aggregate_equals_the_plain_one_within_quantization(one_round, tmp_path):
     """Three clients, one round through Flower's SecAggPlusWorkflow and secaggplus_mod: the server's train
     replies carry no adapter (only SecAgg+'s records), and the aggregate equals plain FedAvg's (weighted by
-    n_k) within SecAgg's quantization."""
+    n_k) within SecAgg's quantization. The server sees no single update, so it records no update spread."""
     plain, _ = run_local(one_round, tmp_path / "plain")
     summary, _ = run_local(one_round, tmp_path / "secagg", secagg=True)
     n_train = [c["n_train"] for c in summary["flower"]["clients"].values()]
@@ -127,6 +130,9 @@ def test_secagg_aggregate_equals_the_plain_one_within_quantization(one_round, tm
     assert all(m["records"]["arrays"].get("fitres.parameters", []) == [] for m in up)  # emptied by secaggplus_mod
     [round_] = [json.loads(line) for line in (tmp_path / "secagg" / "rounds.jsonl").read_text().splitlines()]
     assert round_["aggregated"] == ["client_00", "client_01", "client_02"] and round_["bytes_up"] > 0
+    assert round_["update_spread"] is None
+    [plain_round] = [json.loads(line) for line in (tmp_path / "plain" / "rounds.jsonl").read_text().splitlines()]
+    assert plain_round["update_spread"] > 0
 
 
 def test_secagg_with_dp_clips_on_the_clients_as_the_embedded_dp_fedavg(one_round, embedded_dp, tmp_path):
