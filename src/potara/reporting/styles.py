@@ -30,6 +30,7 @@ STYLES: dict[str, tuple[str, str]] = {
     "potara_folds": ("#7b4173", "<"),
     "potara_cautious": ("#e6550d", ">"),
     "potara_paper": ("#ce6dbd", "8"),
+    "potara_spread": ("#ad494a", "h"),
     "ffa_lora": ("#393b79", "H"),
     "fedsa_lora": ("#637939", "d"),
     "ditto": ("#6baed6", "o"),
