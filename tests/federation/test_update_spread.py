@@ -13,6 +13,7 @@ from potara.federation.rounds import aggregate_round
 from potara.federation.strategies import FedAvg
 from potara.federation.update import ClientUpdate
 from potara.merge.spread import SPREAD_BYTES, update_spread
+from potara.merge.taskvec import task_vector
 from potara.models.adapters import deserialize, serialize
 
 
@@ -21,8 +22,23 @@ def test_the_spread_is_the_mean_squared_deviation_over_all_tensors_together():
     so (9 + 0 + 9 + 1 + 1 + 4) / 3 = 8; fewer than two updates: 0."""
     current = {"w": torch.tensor([100.0]), "v": torch.tensor([-2.0])}
     states = [{"w": torch.tensor([100.0 + w]), "v": torch.tensor([-2.0 + v])} for w, v in ((0, 1), (3, 1), (6, 4))]
-    assert update_spread(states, current) == pytest.approx(8.0)
-    assert update_spread(states[:1], current) == 0.0 and update_spread([], current) == 0.0
+    assert update_spread(states, current, 2.0) == pytest.approx(8.0)
+    assert update_spread(states[:1], current, 2.0) == 0.0 and update_spread([], current, 2.0) == 0.0
+
+
+def test_a_lora_modules_spread_is_that_of_its_task_vectors_not_of_its_factors():
+    """ΔW = scale · B A, as the client's distance ‖τ_F − τ_L‖² is measured: three clients' random factors, the
+    spread equals the one of the dense ΔW (formed here, never in the code), and differs from the factors' own."""
+    gen = torch.Generator().manual_seed(0)
+    factors = [(torch.randn(5, 2, generator=gen), torch.randn(2, 4, generator=gen)) for _ in range(3)]
+    states = [{"q.lora_B.weight": b, "q.lora_A.weight": a, "head": torch.tensor([float(i)])}
+              for i, (b, a) in enumerate(factors)]
+    current = {k: torch.zeros_like(v) for k, v in states[0].items()}
+    dense = torch.stack([(1.5 * b.double() @ a.double()).flatten() for b, a in factors])
+    expected = (float((dense - dense.mean(0)).pow(2).sum()) + 2.0) / 3  # heads 0, 1, 2: deviations −1, 0, 1
+    assert update_spread(states, current, 1.5) == pytest.approx(expected, rel=1e-12)
+    raw = torch.stack([torch.cat([b.flatten(), a.flatten()]).double() for b, a in factors])
+    assert abs(float((raw - raw.mean(0)).pow(2).sum() + 2.0) / 3 - expected) > 0.1
 
 
 def test_aggregate_round_gives_the_spread_of_the_accepted_updates_alone():
@@ -30,11 +46,11 @@ def test_aggregate_round_gives_the_spread_of_the_accepted_updates_alone():
     current = {"w": torch.zeros(3)}
     ups = [ClientUpdate(f"c{i}", serialize({"w": torch.full((3,), float(i))}), 10, 0.5) for i in (1, 3)]
     nan = ClientUpdate("bad", serialize({"w": torch.tensor([float("nan"), 0.0, 0.0])}), 10, 0.5)
-    outcome = aggregate_round(FedAvg(), current, [ups[0], nan, ups[1]])
+    outcome = aggregate_round(FedAvg(), current, [ups[0], nan, ups[1]], lora_scale=2.0)
     assert outcome.spread.count == 2 and outcome.spread.spread == pytest.approx(3.0)  # 3 × 1² per update
-    assert aggregate_round(FedAvg(), current, ups, secure=True).spread is None
+    assert aggregate_round(FedAvg(), current, ups, secure=True, lora_scale=2.0).spread is None
     dp = DPFedAvg(config.PrivacyConfig(noise_multiplier=1.0), sampled=2)
-    assert aggregate_round(dp, current, ups).spread is None
+    assert aggregate_round(dp, current, ups, lora_scale=2.0).spread is None
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +81,11 @@ def test_each_round_records_the_spread_of_the_clients_uploads(captured):
     assert len(steps) == 6 and len(result.rounds) == 2
     for r, record in enumerate(result.rounds):
         received, uploads = steps[3 * r][0], [up for _, up in steps[3 * r : 3 * r + 3]]
-        flat = torch.stack([torch.cat([(up[k].double() - received[k].double()).flatten() for k in sorted(received)])
-                            for up in uploads])
+        vectors = [task_vector(up, 4 / 2, received) for up in uploads]  # lora.alpha / lora.r
+        flat = torch.stack([torch.cat([v[k].double().flatten() for k in sorted(v)]) for v in vectors])
         expected = float((flat - flat.mean(0)).pow(2).sum(1).mean())
         assert record["update_count"] == 3 and expected > 0
-        assert record["update_spread"] == pytest.approx(expected, rel=1e-9)
+        assert record["update_spread"] == pytest.approx(expected, rel=1e-6)  # ΔW formed in float32 here
 
 
 def test_the_final_broadcast_carries_the_spread_when_a_method_reads_it(captured):

@@ -15,7 +15,7 @@ from ..config import ValidationConfig
 from ..data.encoding import Encoded
 from ..merge.spread import UpdateSpread, update_spread
 from ..merge.taskvec import AdapterState
-from ..models.adapters import deserialize, get_state, serialize, serialize_int8_update, set_state
+from ..models.adapters import deserialize, get_state, lora_scale, serialize, serialize_int8_update, set_state
 from ..training.loop import Budget, train
 from .recipes import FEDIT, FedIT
 from .strategies import FedAvg, RunningSum
@@ -59,27 +59,30 @@ class RoundOutcome:
 
 
 def round_spread(
-    accepted: Sequence[tuple[str, AdapterState, int]], current: AdapterState, released: bool
+    accepted: Sequence[tuple[str, AdapterState, int]], current: AdapterState, released: bool, scale: float | None
 ) -> UpdateSpread | None:
-    """The spread of a round's accepted updates against ``current``, or None when ``released`` is false: under DP
-    (its accountant covers only the noised mean) or SecAgg+ (the server never sees one update)."""
-    if not released:
+    """The spread of a round's accepted updates (task vectors at LoRA ``scale``), or None when ``released`` is
+    false: under DP (its accountant covers only the noised mean) or SecAgg+ (the server never sees one update);
+    or when the caller knows no LoRA scale."""
+    if not released or scale is None:
         return None
-    return UpdateSpread(update_spread([state for _, state, _ in accepted], current), len(accepted))
+    return UpdateSpread(update_spread([state for _, state, _ in accepted], current, scale), len(accepted))
 
 
 def aggregate_round(
     strategy: FedAvg, current: AdapterState, updates: Sequence[ClientUpdate],
     limits: ValidationConfig | None = None, where: str = "round", secure: bool = False,
+    lora_scale: float | None = None,
 ) -> RoundOutcome:
     """Validate every upload, aggregate the valid ones; with too few valid, keep ``current`` and say so.
-    ``secure``: the updates are SecAgg+'s aggregate, not the clients' own (no spread is computed)."""
+    ``secure``: the updates are SecAgg+'s aggregate, not the clients' own; ``lora_scale``: the adapter's
+    ``alpha / r``, for the updates' spread in task-vector space (neither: no spread is computed)."""
     limits = limits or ValidationConfig()
     screened = screen(updates, current, limits, where)
     return conclude_round(
         current, [name for name, _, _ in screened.accepted], screened.rejected,
         lambda: strategy.aggregate([(s, n) for _, s, n in screened.accepted], current), len(updates), limits, where,
-        round_spread(screened.accepted, current, strategy.releases_spread and not secure),
+        round_spread(screened.accepted, current, strategy.releases_spread and not secure, lora_scale),
     )
 
 
@@ -91,6 +94,7 @@ class Tally:
 
     running: RunningSum
     releases_spread: bool = True  # the strategy's: whether the accepted updates' spread may be computed
+    lora_scale: float | None = None  # the adapter's alpha / r: the spread is taken in task-vector space
     screened: Screened = field(default_factory=Screened)
     spread: UpdateSpread | None = None  # set by close()
 
@@ -102,7 +106,7 @@ class Tally:
         """Apply the round's norm bound, note their spread, fold the uploads within it into the aggregate
         (dropping them); who passed, and why the rest did not."""
         self.screened = within_round_bound(self.screened, limits, where)
-        self.spread = round_spread(self.screened.accepted, self.running.current, self.releases_spread)
+        self.spread = round_spread(self.screened.accepted, self.running.current, self.releases_spread, self.lora_scale)
         for _, state, n in self.screened.accepted:
             self.running.add(state, n)
         accepted = [client for client, _, _ in self.screened.accepted]
@@ -191,7 +195,9 @@ def run_rounds(
         chosen = sample_clients(list(clients), fraction, seed, r)
         down = serialize(state, payload_dtype)
         expect, sent = Expectation.of(state), []
-        tally = Tally(strategy.start(state, sum(len(clients[name]) for name in chosen)), strategy.releases_spread)
+        tally = Tally(
+            strategy.start(state, sum(len(clients[name]) for name in chosen)), strategy.releases_spread, lora_scale(model)
+        )
         for i, name in enumerate(progress(chosen, desc=f"round {r}/{rounds}") if progress else chosen):
             update = client_step(
                 model, name, down, clients[name], budget, client_seed(seed, r, i), payload_dtype,

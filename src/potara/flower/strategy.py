@@ -178,6 +178,7 @@ class PotaraFedAvg(FedAvg):
             self.settings.run.validation,
             f"round {server_round}",
             secure=self.settings.secagg is not None,
+            lora_scale=self.settings.run.lora.alpha / self.settings.run.lora.r,
         )
         by_name = {name: node for node, name in self._sent.items()}
         for name, reason in outcome.rejected.items():

@@ -65,6 +65,12 @@ def set_state(model: PeftModel, state: AdapterState, adapter: str = TRAIN_ADAPTE
         param.copy_(state[key])
 
 
+def lora_scale(model: PeftModel) -> float:
+    """The scale PEFT applies to ``B A`` in the model's active adapter (``lora_alpha / r``)."""
+    config = model.peft_config[model.active_adapter]
+    return float(config.lora_alpha) / float(config.r)
+
+
 def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
     """The payload that travels: safetensors bytes (its length is what the byte counters measure); a full state
     in an int8 run (the global adapter) travels in fp32."""
