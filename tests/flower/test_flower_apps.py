@@ -36,11 +36,15 @@ SERVER = 1
 class LocalGrid(Grid):
     """Delivers each Message to the ClientApp of its node in this process; ``lost`` nodes stop after k replies."""
 
-    def __init__(self, app: ClientApp, run_config: dict, nodes: int, lost: dict[int, int] | None = None) -> None:
-        self.app, self.run_config = app, run_config
+    def __init__(
+        self, app: ClientApp, run_config: dict, nodes: int, lost: dict[int, int] | None = None,
+        states: dict[int, RecordDict] | None = None, run_id: int = 1,
+    ) -> None:
+        self.app, self.run_config, self.run_id = app, run_config, run_id
         self.nodes = {NODE0 + i: {"partition-id": i, "num-partitions": nodes} for i in range(nodes)}
         self.lost, self.replies = dict(lost or {}), {n: 0 for n in self.nodes}
-        self.states = {n: RecordDict() for n in self.nodes}  # each node's Context.state lives for the run, as on a SuperNode
+        # each node's Context.state lives for the run, as on a SuperNode (``states``: left by an earlier run of its series)
+        self.states = states if states is not None else {n: RecordDict() for n in self.nodes}
         self.dtypes: dict[str, set[str]] = {"up": set(), "down": set()}  # of the arrays train messages carry
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER, 1
 
@@ -77,7 +81,7 @@ class LocalGrid(Grid):
         if self._gone(node):
             return None
         self.replies[node] += 1
-        context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=self.states[node],
+        context = Context(run_id=self.run_id, node_id=node, node_config=self.nodes[node], state=self.states[node],
                           run_config=self.run_config)
         msg.metadata.__dict__["_message_id"] = msg.object_id  # as the real grids do when pushing
         TaskIdentity.node_id = node
@@ -111,9 +115,11 @@ def potara_overrides(model_dir: Path, csv: Path) -> list[str]:
     ]
 
 
-def run_local(overrides: list[str], out: Path, lost: dict[int, int] | None = None, mods=(), **settings):
+def run_local(overrides: list[str], out: Path, lost: dict[int, int] | None = None, mods=(), series=None, **settings):
+    """One Flower run in this process; ``series``: (run id, the node states an earlier run left)."""
     run_config = {"overrides": " ".join(overrides), "evaluate-every": 1, **settings}
-    grid = MeteredGrid(LocalGrid(build_client_app(mods=mods), run_config, 3, lost))
+    run_id, states = series or (1, None)
+    grid = MeteredGrid(LocalGrid(build_client_app(mods=mods), run_config, 3, lost, states, run_id))
     summary = run_federation(grid, from_run_config(run_config), out)
     return summary, grid
 
@@ -366,3 +372,16 @@ def test_a_hostile_int8_upload_is_rejected_and_named_and_the_round_goes_on(overr
 def test_dp_with_a_compressed_payload_is_a_one_line_error_naming_both_keys():
     with pytest.raises(ConfigError, match=r"fed.payload_dtype=fp16 cannot combine with privacy.noise_multiplier > 0"):
         from_run_config({"overrides": "methods=[fedit] fed.payload_dtype=fp16 privacy.noise_multiplier=1"})
+
+
+def test_the_next_run_of_a_series_starts_its_int8_error_feedback_afresh(compressed, overrides, tmp_path):
+    """Flower hands a node's Context.state to the next run of a run series: that run's federation starts afresh,
+    so it must not add the last run's residual to its first upload (its adapter is then the embedded engine's)."""
+    dtype, _, grid, _, _, fed_state = compressed
+    if dtype != "int8":
+        pytest.skip("error feedback is int8's")
+    left = {node: recorddict_from_proto(recorddict_to_proto(state)) for node, state in grid.inner.states.items()}
+    run_local([*overrides, "fed.payload_dtype=int8"], tmp_path, series=(2, left))
+    again = deserialize((tmp_path / "federated.safetensors").read_bytes())
+    for key, value in fed_state.items():
+        torch.testing.assert_close(again[key], value, rtol=1e-5, atol=1e-6)

@@ -33,6 +33,7 @@ from .settings import FlowerSettings, from_run_config
 from .wire import FED_KEY, ROWS_KEY, download_dtype, from_record, to_payload, to_record, upload_record
 
 RESIDUAL_KEY = "int8-residual"  # Context.state key of the node's int8 error feedback (never sent)
+RESIDUAL_RUN_KEY = "int8-residual-run"  # ... and of the run it belongs to
 
 
 def build_client_app(
@@ -75,6 +76,7 @@ def build_client_app(
         )
         if update.residual:
             context.state[RESIDUAL_KEY] = to_record(update.residual)
+            context.state[RESIDUAL_RUN_KEY] = ConfigRecord({"run-id": context.run_id})
         metrics = MetricRecord(
             {"num-examples": update.n, "train-loss": update.train_loss}
         )
@@ -132,8 +134,9 @@ def _received(msg: Message, settings: FlowerSettings) -> AdapterState:
 
 def _residual(context: Context) -> AdapterState:
     """This node's int8 error feedback: the quantization error of its last upload in this run (none yet: empty).
-    It lives in the node's ``Context.state``, which the SuperNode keeps for the run; a new run starts without."""
-    if RESIDUAL_KEY not in context.state:
+    It lives in the node's ``Context.state``, which the SuperNode keeps for the run (and hands on to the next run
+    of a Flower run series, whose residual starts at 0 here: its federation starts afresh)."""
+    if RESIDUAL_KEY not in context.state or context.state[RESIDUAL_RUN_KEY]["run-id"] != context.run_id:
         return {}
     return from_record(context.state[RESIDUAL_KEY], "own residual")
 
