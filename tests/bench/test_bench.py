@@ -230,14 +230,6 @@ def test_wrong_payload_dtype_is_one_clear_line(tmp_path, capsys):
     assert "fed.payload_dtype must be one of fp32, bf16, fp16, int8, got 'float8'" in err
 
 
-def test_flower_app_refuses_a_half_precision_payload_it_cannot_send():
-    pytest.importorskip("flwr")
-    from potara.flower.settings import from_run_config
-
-    with pytest.raises(ConfigError, match="fed.payload_dtype=bf16 is not supported by the Flower app"):
-        from_run_config({"overrides": "fed.payload_dtype=bf16 methods=potara,local,fedit,fedit_ft"})
-
-
 FAKE_SEEDS = {"a": list(range(6)), "b": list(range(6)), "c": [0]}  # setting c has one seed: no interval there
 BASE = [0.25, 0.5, 0.25, 0.5]  # fedit_ft, per client
 

@@ -7,10 +7,11 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import save_tiny_bert
-from flwr.app import Array, Context, Error, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.serverapp import Grid
@@ -18,13 +19,13 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from potara import config, engine
 from potara.config import ConfigError
-from potara.flower.client_app import build_client_app
+from potara.flower.client_app import RESIDUAL_KEY, build_client_app
 from potara.flower.grid import MeteredGrid
 from potara.flower.server_app import run_federation
 from potara.flower.settings import from_run_config
 from potara.flower.strategy import FederationError
 from potara.flower.wire import to_record
-from potara.models.adapters import deserialize, get_state, serialize
+from potara.models.adapters import SCALES, deserialize, get_state, serialize
 from potara.models.loading import load_peft_classifier
 from potara.reporting.results import RunResult
 
@@ -35,11 +36,16 @@ SERVER = 1
 class LocalGrid(Grid):
     """Delivers each Message to the ClientApp of its node in this process; ``lost`` nodes stop after k replies."""
 
-    def __init__(self, app: ClientApp, run_config: dict, nodes: int, lost: dict[int, int] | None = None) -> None:
-        self.app, self.run_config = app, run_config
+    def __init__(
+        self, app: ClientApp, run_config: dict, nodes: int, lost: dict[int, int] | None = None,
+        states: dict[int, RecordDict] | None = None, run_id: int = 1,
+    ) -> None:
+        self.app, self.run_config, self.run_id = app, run_config, run_id
         self.nodes = {NODE0 + i: {"partition-id": i, "num-partitions": nodes} for i in range(nodes)}
         self.lost, self.replies = dict(lost or {}), {n: 0 for n in self.nodes}
-        self.states = {n: RecordDict() for n in self.nodes}  # each node's Context.state lives for the run, as on a SuperNode
+        # each node's Context.state lives for the run, as on a SuperNode (``states``: left by an earlier run of its series)
+        self.states = states if states is not None else {n: RecordDict() for n in self.nodes}
+        self.dtypes: dict[str, set[str]] = {"up": set(), "down": set()}  # of the arrays train messages carry
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER, 1
 
     def set_run(self, run) -> None:
@@ -64,6 +70,9 @@ class LocalGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         return [r for r in (self._deliver(m) for m in messages) if r is not None]
 
+    def _note(self, direction: str, content: RecordDict) -> None:
+        self.dtypes[direction] |= {a.dtype for r in content.array_records.values() for a in r.values()}
+
     def _gone(self, node: int) -> bool:
         return node in self.lost and self.replies[node] >= self.lost[node]
 
@@ -72,13 +81,17 @@ class LocalGrid(Grid):
         if self._gone(node):
             return None
         self.replies[node] += 1
-        context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=self.states[node],
+        context = Context(run_id=self.run_id, node_id=node, node_config=self.nodes[node], state=self.states[node],
                           run_config=self.run_config)
         msg.metadata.__dict__["_message_id"] = msg.object_id  # as the real grids do when pushing
         TaskIdentity.node_id = node
         sent, msg.content = msg.content, recorddict_from_proto(recorddict_to_proto(msg.content))  # as off the wire:
         try:  # the node's own copy (SecAgg+ mods edit what they receive; the workflow sends one content to all)
-            return self.app(msg, context)
+            reply = self.app(msg, context)
+            if msg.metadata.message_type == "train":
+                self._note("down", msg.content)
+                self._note("up", reply.content if reply.has_content() else RecordDict())
+            return reply
         except Exception as err:  # noqa: BLE001 (what a SuperNode does when its ClientApp raises)
             return Message(Error(code=1, reason=f"ClientApp raised {type(err).__name__}: {err}"), reply_to=msg)
         finally:
@@ -102,9 +115,11 @@ def potara_overrides(model_dir: Path, csv: Path) -> list[str]:
     ]
 
 
-def run_local(overrides: list[str], out: Path, lost: dict[int, int] | None = None, mods=(), **settings):
+def run_local(overrides: list[str], out: Path, lost: dict[int, int] | None = None, mods=(), series=None, **settings):
+    """One Flower run in this process; ``series``: (run id, the node states an earlier run left)."""
     run_config = {"overrides": " ".join(overrides), "evaluate-every": 1, **settings}
-    grid = MeteredGrid(LocalGrid(build_client_app(mods=mods), run_config, 3, lost))
+    run_id, states = series or (1, None)
+    grid = MeteredGrid(LocalGrid(build_client_app(mods=mods), run_config, 3, lost, states, run_id))
     summary = run_federation(grid, from_run_config(run_config), out)
     return summary, grid
 
@@ -302,3 +317,87 @@ def test_flower_sends_the_update_spread_and_gives_the_embedded_engines_spread_la
         assert all("used heldout" not in r.get("note", "") for r in rows)
         assert summary["methods"][name]["bytes_down"] == result.methods[name].bytes_down
     assert summary["flower"]["bytes"]["personalize"]["down"] == result.rounds[-1]["broadcast_bytes"]
+@pytest.fixture(scope="module", params=["fp16", "bf16", "int8"])
+def compressed(request, overrides, tmp_path_factory):
+    """One run in each engine with ``fed.payload_dtype`` compressed: (dtype, Flower's summary, grid, out dir,
+    the embedded engine's result and final federated adapter)."""
+    dtype = request.param
+    sets = [*overrides, f"fed.payload_dtype={dtype}"]
+    out = tmp_path_factory.mktemp(f"flower_{dtype}")
+    summary, grid = run_local(sets, out)
+    result, state = embedded(sets)
+    return dtype, summary, grid, out, result, state
+
+
+def test_a_compressed_payload_gives_the_embedded_engines_adapter_lambdas_and_bytes(compressed, clean_run):
+    """fp16 and bf16 both ways, int8 up (error feedback on the node): the final federated adapter, potara's λs and
+    the bytes of every round and method are the embedded engine's for the same config."""
+    dtype, summary, _, out, result, fed_state = compressed
+    flower_state = deserialize((out / "federated.safetensors").read_bytes())
+    assert set(flower_state) == set(fed_state)
+    for key, value in fed_state.items():
+        torch.testing.assert_close(flower_state[key], value, rtol=1e-5, atol=1e-6)
+    mine, theirs = summary["methods"]["potara"]["per_client"], result.methods["potara"].per_client
+    assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
+    assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["bytes_up"], r["bytes_down"]) for r in rounds] == [(r["bytes_up"], r["bytes_down"]) for r in result.rounds]
+    for name, method in result.methods.items():
+        assert (summary["methods"][name]["bytes_up"], summary["methods"][name]["bytes_down"]) == (
+            method.bytes_up, method.bytes_down), name
+    assert summary["methods"]["fedit"]["bytes_up"] < clean_run[0]["methods"]["fedit"]["bytes_up"]  # the tiny
+    # adapter's headers weigh; test_flower_wire.py checks the ratios of a MiniLM-sized one
+
+
+def test_arrays_travel_in_the_payload_dtype_and_int8_feedback_stays_on_the_node(compressed):
+    """What crosses in each train message: fp16 as float16, bf16 as its uint16 bit pattern, int8 uploads as int8
+    arrays and float32 scales over an fp32 download; each int8 node keeps its quantization residual."""
+    dtype, _, grid, _, _, _ = compressed
+    up, down = {"fp16": ("float16", "float16"), "bf16": ("uint16", "uint16"), "int8": ("int8", "float32")}[dtype]
+    local = grid.inner
+    assert all(RESIDUAL_KEY in state for state in local.states.values()) == (dtype == "int8")
+    assert set(local.dtypes["up"]) == ({up, "float32"} if dtype == "int8" else {up})
+    assert set(local.dtypes["down"]) == {down}
+
+
+def test_a_hostile_int8_upload_is_rejected_and_named_and_the_round_goes_on(overrides, tmp_path):
+    """In an int8 run, client 2 uploads float32 arrays in round 1 and client 1 a scales tensor one short in
+    round 2: each is rejected with its reason, naming the client and node, and each round aggregates the others."""
+
+    def hostile(msg: Message, context: Context, call_next: Callable) -> Message:
+        reply = call_next(msg, context)
+        if msg.metadata.message_type != "train":
+            return reply
+        at, fed = (context.node_config["partition-id"], msg.content["config"]["server-round"]), reply.content["fed"]
+        if at == (2, 1):
+            reply.content["fed"] = ArrayRecord({k: Array(a.numpy().astype(np.float32)) for k, a in fed.items()})
+        if at == (1, 2):
+            fed[SCALES] = Array(fed[SCALES].numpy()[:-1])
+        return reply
+
+    run_local([*overrides, "fed.payload_dtype=int8"], tmp_path, mods=[hostile], **{"min-train-nodes": 2})
+    rounds = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
+    assert [r["aggregated"] for r in rounds] == [["client_00", "client_01"], ["client_00", "client_02"]]
+    [dtype], [scales] = rounds[0]["errors"], rounds[1]["errors"]
+    assert (dtype["client"], dtype["node_id"]) == ("client_02", NODE0 + 2)
+    assert "holds float32, expected int8 (fed.payload_dtype=int8" in dtype["reason"]
+    assert (scales["client"], scales["node_id"]) == ("client_01", NODE0 + 1)
+    assert f"int8 payload: '{SCALES}' must be float32 of shape" in scales["reason"]
+
+
+def test_dp_with_a_compressed_payload_is_a_one_line_error_naming_both_keys():
+    with pytest.raises(ConfigError, match=r"fed.payload_dtype=fp16 cannot combine with privacy.noise_multiplier > 0"):
+        from_run_config({"overrides": "methods=[fedit] fed.payload_dtype=fp16 privacy.noise_multiplier=1"})
+
+
+def test_the_next_run_of_a_series_starts_its_int8_error_feedback_afresh(compressed, overrides, tmp_path):
+    """Flower hands a node's Context.state to the next run of a run series: that run's federation starts afresh,
+    so it must not add the last run's residual to its first upload (its adapter is then the embedded engine's)."""
+    dtype, _, grid, _, _, fed_state = compressed
+    if dtype != "int8":
+        pytest.skip("error feedback is int8's")
+    left = {node: recorddict_from_proto(recorddict_to_proto(state)) for node, state in grid.inner.states.items()}
+    run_local([*overrides, "fed.payload_dtype=int8"], tmp_path, series=(2, left))
+    again = deserialize((tmp_path / "federated.safetensors").read_bytes())
+    for key, value in fed_state.items():
+        torch.testing.assert_close(again[key], value, rtol=1e-5, atol=1e-6)

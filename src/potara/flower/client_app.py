@@ -6,12 +6,11 @@ Replies carry only the federated adapter (train) and metrics; local adapters and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flwr.app import (
-    ArrayRecord,
     ConfigRecord,
     Context,
     Message,
@@ -24,14 +23,18 @@ from flwr.clientapp.typing import Mod
 from ..engine import fed_budget, personalize, session_settings
 from ..federation.rounds import client_step
 from ..merge.spread import UpdateSpread
+from ..merge.taskvec import AdapterState
 from ..methods import resolve
-from ..models.adapters import deserialize, set_state
+from ..models.adapters import set_state
 from ..personalize.session import Timers
 from ..training.loop import evaluate
 from .node import Node, node_for, partition_of
 from .secure_client import private_train
 from .settings import FlowerSettings, from_run_config
-from .wire import FED_KEY, ROWS_KEY, from_record, spread_of, to_payload, to_record
+from .wire import FED_KEY, ROWS_KEY, download_dtype, from_record, spread_of, to_payload, to_record, upload_record
+
+RESIDUAL_KEY = "int8-residual"  # Context.state key of the node's int8 error feedback (never sent)
+RESIDUAL_RUN_KEY = "int8-residual-run"  # ... and of the run it belongs to
 
 
 def build_client_app(
@@ -61,28 +64,34 @@ def build_client_app(
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         settings, node = _setup(context, defaults)
+        dtype = settings.run.fed.payload_dtype
         update = client_step(
             node.model,
             node.name,
-            to_payload(msg.content[FED_KEY]),
+            to_payload(msg.content[FED_KEY], download_dtype(dtype)),
             node.splits.train,
             fed_budget(settings.run),
             int(msg.content["config"]["seed"]),
+            dtype,
+            residual=_residual(context),
         )
+        if update.residual:
+            context.state[RESIDUAL_KEY] = to_record(update.residual)
+            context.state[RESIDUAL_RUN_KEY] = ConfigRecord({"run-id": context.run_id})
         metrics = MetricRecord(
             {"num-examples": update.n, "train-loss": update.train_loss}
         )
         return Message(
             reply_to=msg,
             content=RecordDict(
-                {FED_KEY: _record_of(update.payload, node.name, msg.content[FED_KEY].keys()), "metrics": metrics}
+                {FED_KEY: upload_record(update.payload, msg.content[FED_KEY].keys()), "metrics": metrics}
             ),
         )
 
     @app.evaluate()
     def fedit_eval(msg: Message, context: Context) -> Message:
         settings, node = _setup(context, defaults)
-        set_state(node.model, from_record(msg.content[FED_KEY], "server"))
+        set_state(node.model, _received(msg, settings))
         ev = evaluate(node.model, node.splits.test, settings.run.eval_batch_size)
         metrics = MetricRecord(
             {
@@ -96,9 +105,7 @@ def build_client_app(
     @app.query("personalize")
     def personalize_here(msg: Message, context: Context) -> Message:
         settings, node = _setup(context, defaults)
-        rows, timers = _personalize(
-            settings, node, from_record(msg.content[FED_KEY], "server"), context, spread_of(msg)
-        )
+        rows, timers = _personalize(settings, node, _received(msg, settings), context, spread_of(msg))
         return Message(
             reply_to=msg,
             content=RecordDict(
@@ -121,10 +128,18 @@ def _setup(
     )
 
 
-def _record_of(payload: bytes, client: str, order: Iterable[str]) -> ArrayRecord:
-    """The upload as an ArrayRecord in the received record's order (Flower's DP clipping pairs arrays by position)."""
-    state = deserialize(payload, client)
-    return to_record({key: state[key] for key in order})
+def _received(msg: Message, settings: FlowerSettings) -> AdapterState:
+    """The global adapter a message brings, as the client holds it (fp32, rounded to the wire dtype it came in)."""
+    return from_record(msg.content[FED_KEY], "server", download_dtype(settings.run.fed.payload_dtype))
+
+
+def _residual(context: Context) -> AdapterState:
+    """This node's int8 error feedback: the quantization error of its last upload in this run (none yet: empty).
+    It lives in the node's ``Context.state``, which the SuperNode keeps for the run (and hands on to the next run
+    of a Flower run series, whose residual starts at 0 here: its federation starts afresh)."""
+    if RESIDUAL_KEY not in context.state or context.state[RESIDUAL_RUN_KEY]["run-id"] != context.run_id:
+        return {}
+    return from_record(context.state[RESIDUAL_KEY], "own residual")
 
 
 def _personalize(

@@ -171,10 +171,12 @@ def _check(settings: FlowerSettings) -> None:
             "use `potara run`, or drop them from methods"
         )
     _check_private(settings)
-    if settings.run.fed.payload_dtype != "fp32":
+    run = settings.run
+    if run.fed.payload_dtype != "fp32" and run.privacy.noise_multiplier > 0:
         raise ConfigError(
-            f"fed.payload_dtype={settings.run.fed.payload_dtype} is not supported by the Flower app, which sends fp32 "
-            "ArrayRecords only (Flower's arrays go through NumPy, which has no bfloat16); use fp32 here"
+            f"fed.payload_dtype={run.fed.payload_dtype} cannot combine with privacy.noise_multiplier > 0 in the Flower "
+            "app: Flower's DP wrappers clip and noise fp32 arrays of the whole adapter; set fed.payload_dtype=fp32 "
+            "(or use `potara run`)"
         )
 
 

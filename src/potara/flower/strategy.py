@@ -21,16 +21,27 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
+from ..config import ValidationConfig
 from ..engine import strategy_for
 from ..federation.privacy import EqualWeightFedAvg
-from ..federation.rounds import aggregate_round, client_seed, sample_clients
+from ..federation.rounds import accepting, aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..federation.validation import Expectation, InvalidUpdate, check_update
 from ..merge.spread import UpdateSpread
 from ..merge.taskvec import AdapterState
 from ..methods import resolve
 from .settings import FlowerSettings
-from .wire import FED_KEY, ROWS_KEY, SPREAD_KEY, from_record, origin, spread_record, to_payload, to_record
+from .wire import (
+    FED_KEY,
+    ROWS_KEY,
+    SPREAD_KEY,
+    download_dtype,
+    from_record,
+    origin,
+    spread_record,
+    to_payload,
+    to_record,
+)
 
 PERSONALIZE = f"{MessageType.QUERY}.personalize"
 # What reading a reply raises when its records are not what a ClientApp sends (missing, mistyped, unreadable)
@@ -141,7 +152,7 @@ class PotaraFedAvg(FedAvg):
             [
                 _message(
                     {
-                        FED_KEY: arrays,
+                        FED_KEY: self._down(arrays),
                         "config": ConfigRecord(
                             {
                                 **dict(config),
@@ -175,7 +186,7 @@ class PotaraFedAvg(FedAvg):
             self.aggregator,
             self.state,
             updates,
-            self.settings.run.validation,
+            self._limits,
             f"round {server_round}",
             secure=self.settings.secagg is not None,
             lora_scale=self.settings.run.lora.alpha / self.settings.run.lora.r,
@@ -219,7 +230,7 @@ class PotaraFedAvg(FedAvg):
         clients = self.connected(grid)
         self._sent = {c.node_id: c.name for c in clients}
         content = {
-            FED_KEY: arrays,
+            FED_KEY: self._down(arrays),
             "config": ConfigRecord({**dict(config), "server-round": server_round}),
         }
         return self._post(
@@ -251,7 +262,7 @@ class PotaraFedAvg(FedAvg):
         _set_phase(grid, "personalize", len(self.rounds))
         clients = self.connected(grid)
         self._sent = {c.node_id: c.name for c in clients}
-        content = {FED_KEY: arrays}
+        content = {FED_KEY: self._down(arrays)}
         if self.spread_travels and self.spread is not None:
             content[SPREAD_KEY] = spread_record(self.spread)
         return self._post(
@@ -304,7 +315,7 @@ class PotaraFedAvg(FedAvg):
                 reason = "" if update is not None else "malformed"
                 try:
                     if update is not None:
-                        check_update(update, expect, self.settings.run.validation)
+                        check_update(update, expect, self._limits)
                 except InvalidUpdate as err:
                     self._fault("train", server_round, node, "rejected", err.reason)
                     reason = err.reason
@@ -323,14 +334,25 @@ class PotaraFedAvg(FedAvg):
             return None
 
     def _update(self, msg: Message) -> ClientUpdate:
-        """A train reply as the core's ClientUpdate (which ``aggregate_round`` then validates)."""
+        """A train reply as the core's ClientUpdate (which ``aggregate_round`` then validates): its arrays must be
+        in ``fed.payload_dtype`` (int8: int8 arrays and their float32 scales), else the reply is malformed."""
         metrics = msg.content["metrics"]
         return ClientUpdate(
             self._sent[self._node(msg)],
-            to_payload(msg.content[FED_KEY]),
+            to_payload(msg.content[FED_KEY], self.settings.run.fed.payload_dtype),
             int(metrics["num-examples"]),
             float(metrics["train-loss"]),
         )
+
+    @property
+    def _limits(self) -> ValidationConfig:
+        """The run's validation, accepting its payload dtype (as the embedded engine's ``run_rounds``)."""
+        return accepting(self.settings.run.validation, self.settings.run.fed.payload_dtype)
+
+    def _down(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global adapter as it travels down: in ``fed.payload_dtype`` (an int8 run's: fp32, as it is)."""
+        dtype = download_dtype(self.settings.run.fed.payload_dtype)
+        return arrays if dtype == "fp32" else to_record(from_record(arrays, "server"), dtype)
 
     def _personal(self, msg: Message) -> Personal:
         """A personalize reply: a row for every configured method, about this client, with an accuracy."""

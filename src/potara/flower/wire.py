@@ -3,7 +3,7 @@ a Message carries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from ..merge.spread import SPREAD_BYTES, UpdateSpread
 from ..merge.taskvec import AdapterState
-from ..models.adapters import deserialize, serialize
+from ..models.adapters import DOWNLOAD_DTYPES, SCALES, WIRE_DTYPES, deserialize, pack, parse_payload
 
 FED_KEY = "fed"  # the one ArrayRecord a train Message carries: the federated adapter
 ROWS_KEY = "rows"  # ConfigRecord key of the per-method rows (JSON) in a personalize reply
@@ -21,27 +21,62 @@ KEYS_KEY = "fed-keys"  # under SecAgg+: the adapter's tensor names (JSON), in th
 SPREAD_KEY = "spread"  # ConfigRecord of a personalize Message: the last round's update spread s² and its count m
 
 
-def to_record(state: AdapterState) -> ArrayRecord:
-    """The federated adapter as an ArrayRecord (one fp32 array per tensor, same names)."""
-    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+# How a tensor of each wire dtype travels as a NumPy array (int8 uploads: int8 arrays, their scales float32)
+ARRAY_DTYPES = {"fp32": np.float32, "fp16": np.float16, "bf16": np.uint16, "int8": np.int8}
 
 
-def to_payload(record: ArrayRecord) -> bytes:
-    """The core's wire format (safetensors bytes) for a received ArrayRecord; ``ValueError`` when it is not an
-    ArrayRecord of readable float32 arrays (a peer's bytes are not trusted: nothing is cast)."""
+def download_dtype(payload_dtype: str) -> str:
+    """The wire dtype of the global adapter for ``fed.payload_dtype`` (int8 is an upload format: fp32 down)."""
+    return DOWNLOAD_DTYPES.get(payload_dtype, payload_dtype)
+
+
+def to_record(state: AdapterState, dtype: str = "fp32") -> ArrayRecord:
+    """The federated adapter as an ArrayRecord (one array per tensor, same names and order), cast to the wire dtype
+    of a full state for ``dtype`` (fp32 in an int8 run, as the core's ``serialize``)."""
+    cast = WIRE_DTYPES[download_dtype(dtype)]
+    return as_record({k: v.to(cast) for k, v in state.items()})
+
+
+def as_record(tensors: AdapterState) -> ArrayRecord:
+    """Tensors already in their wire dtypes as an ArrayRecord, in their order."""
+    return ArrayRecord({k: Array(_numpy(v)) for k, v in tensors.items()})
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    values = tensor.detach().cpu().contiguous()
+    if values.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bit pattern travels as uint16
+        return values.view(torch.int16).numpy().view(np.uint16)
+    return values.numpy()
+
+
+def upload_record(payload: bytes, order: Iterable[str]) -> ArrayRecord:
+    """A client's upload payload (any wire dtype; int8: with its scales) as an ArrayRecord, its tensors in
+    ``order`` (the received record's: Flower's DP clipping pairs arrays by position), the scales last."""
+    tensors, order = parse_payload(payload), list(order)
+    return as_record({k: tensors[k] for k in [*order, *(k for k in tensors if k not in order)]})
+
+
+def to_payload(record: ArrayRecord, dtype: str = "fp32") -> bytes:
+    """The core's wire format (safetensors bytes) for a received ArrayRecord in wire dtype ``dtype``; ``ValueError``
+    naming the array when it is not an ArrayRecord of readable arrays of that dtype (int8: int8 arrays and the
+    float32 scales); a peer's bytes are not trusted: nothing is cast."""
     if not isinstance(record, ArrayRecord):
         raise ValueError(f"expected an ArrayRecord of the adapter's tensors, got a {type(record).__name__}")
-    return serialize({key: _tensor(key, array) for key, array in record.items()})
+    return pack({key: _tensor(key, array, dtype) for key, array in record.items()})
 
 
-def _tensor(key: str, array: Array) -> torch.Tensor:
+def _tensor(key: str, array: Array, dtype: str) -> torch.Tensor:
+    expected = np.dtype(np.float32 if dtype == "int8" and key == SCALES else ARRAY_DTYPES[dtype])
     try:
         values = array.numpy()
     except Exception as err:  # NumPy raises several error types for malformed bytes
         raise ValueError(f"array '{key}' is not a readable NumPy array ({type(err).__name__}: {err})") from err
-    if not isinstance(values, np.ndarray) or values.dtype != np.float32:
-        raise ValueError(f"array '{key}' holds {getattr(values, 'dtype', type(values).__name__)}, expected float32")
-    return torch.tensor(values)
+    if not isinstance(values, np.ndarray) or values.dtype != expected:
+        got = getattr(values, "dtype", type(values).__name__)
+        raise ValueError(f"array '{key}' holds {got}, expected {expected} (fed.payload_dtype={dtype} on the wire)")
+    if dtype == "bf16":  # the uint16 bit pattern of a bfloat16 tensor
+        return torch.from_numpy(values.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(values.copy())
 
 
 def spread_record(spread: UpdateSpread) -> ConfigRecord:
@@ -55,9 +90,10 @@ def spread_of(message: Message) -> UpdateSpread | None:
     return None if record is None else UpdateSpread(record["update-spread"], record["update-count"])
 
 
-def from_record(record: ArrayRecord, sender: str) -> AdapterState:
-    """A received ArrayRecord as adapter state, validated (finite, well-formed) like any payload."""
-    return deserialize(to_payload(record), sender)
+def from_record(record: ArrayRecord, sender: str, dtype: str = "fp32") -> AdapterState:
+    """A received ArrayRecord in wire dtype ``dtype`` as fp32 adapter state, validated (finite, well-formed) like
+    any payload."""
+    return deserialize(to_payload(record, dtype), sender)
 
 
 def payload_bytes(message: Message) -> int:
@@ -86,12 +122,18 @@ def config_bytes(record: ConfigRecord) -> int:
 
 
 def _wire_bytes(record: ArrayRecord) -> int:
-    """The record's wire payload length; for a record that is not one (a malformed reply), Flower's count of
-    what crossed."""
+    """The record's wire payload length in the wire dtype its arrays say they are in; for a record that is not
+    one (a malformed reply), Flower's count of what crossed."""
     try:
-        return len(to_payload(record))
+        return len(to_payload(record, _wire_dtype(record)))
     except ValueError:
         return record.count_bytes()
+
+
+def _wire_dtype(record: ArrayRecord) -> str:
+    """The wire dtype a record's arrays are in, judged by their NumPy dtypes (int8 arrays: an int8 upload)."""
+    held = {array.dtype for array in record.values()}
+    return next((name for name, kind in ARRAY_DTYPES.items() if np.dtype(kind).name in held and name != "fp32"), "fp32")
 
 
 def array_bytes(message: Message) -> int:

@@ -78,6 +78,11 @@ def serialize(state: AdapterState, dtype: str = "fp32") -> bytes:
     return st_save({k: v.to(cast).contiguous() for k, v in state.items()})
 
 
+def pack(tensors: AdapterState) -> bytes:
+    """The payload of tensors already in their wire dtypes (as :func:`parse_payload` returns them), cast to none."""
+    return st_save({k: v.contiguous() for k, v in tensors.items()})
+
+
 def scale_rows(x: torch.Tensor) -> torch.Tensor:
     """The 2-D view of ``x`` whose rows share a scale: its rows, or its columns when it has more rows than columns
     (LoRA's ``B``, d × r, gets r scales, not d); a 1-D tensor is one row."""
