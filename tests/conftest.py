@@ -141,3 +141,16 @@ def interrupt_after(monkeypatch, where: Path, round_: int) -> None:
         return out
 
     monkeypatch.setattr(checkpoint, "save", saving)
+
+
+def straight_and_resumed(cfg, where: Path, monkeypatch, round_: int = 1):
+    """``cfg`` run through once, then run with checkpoints in ``where``, interrupted once round ``round_`` is on disk,
+    and run again (it resumes): the two results."""
+    from potara import engine
+
+    straight = engine.run(cfg)
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, where, round_)
+        with pytest.raises(Interrupted):
+            engine.run(cfg, checkpoint_dir=where)
+    return straight, engine.run(cfg, checkpoint_dir=where)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Interrupted, interrupt_after, without_seconds
+from conftest import straight_and_resumed, without_seconds
 
-from potara import config, engine
+from potara import config
 from potara.config import PrivacyConfig
 from potara.federation import checkpoint
 from potara.federation.privacy import DPFedAvg
@@ -46,12 +46,7 @@ def test_a_run_interrupted_after_round_1_resumes_to_the_uninterrupted_result(
     tiny_overrides, tmp_path, monkeypatch, extra
 ):
     cfg = config.load(None, [*tiny_overrides, "fed.rounds=3", "threads=1", "methods=[fedit,fedit_ft]", *extra])
-    straight = engine.run(cfg)
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, tmp_path, 1)
-        with pytest.raises(Interrupted):
-            engine.run(cfg, checkpoint_dir=tmp_path)
-    resumed = engine.run(cfg, checkpoint_dir=tmp_path)
+    straight, resumed = straight_and_resumed(cfg, tmp_path, monkeypatch)
     for name in ("fedit", "fedit_ft"):
         assert without_seconds(resumed.methods[name].per_client) == without_seconds(straight.methods[name].per_client)
     assert without_seconds(resumed.rounds) == without_seconds(straight.rounds)

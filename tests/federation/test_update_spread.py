@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Interrupted, interrupt_after, without_seconds
+from conftest import straight_and_resumed, without_seconds
 
 from potara import config, engine
 from potara.federation import rounds
@@ -112,12 +112,7 @@ def test_a_run_resumed_after_its_last_round_sends_the_spread_its_checkpoint_reco
     """Interrupted once the last round's checkpoint is written: the resumed run runs no round, and its clients still
     get that round's spread (from the checkpoint's records), so λ and bytes are the uninterrupted run's."""
     cfg = config.load(None, [*tiny_overrides, "fed.rounds=1", "local.epochs=1", "threads=1", "methods=[potara_spread]"])
-    straight = engine.run(cfg)
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, tmp_path, 1)
-        with pytest.raises(Interrupted):
-            engine.run(cfg, checkpoint_dir=tmp_path)
-    resumed = engine.run(cfg, checkpoint_dir=tmp_path)
+    straight, resumed = straight_and_resumed(cfg, tmp_path, monkeypatch)
     rows = without_seconds(resumed.methods["potara_spread"].per_client)
     assert rows == without_seconds(straight.methods["potara_spread"].per_client)
     assert all("used heldout" not in row.get("note", "") for row in rows)

@@ -11,15 +11,11 @@ from flwr.serverapp import Grid
 from .wire import array_bytes, origin, payload_bytes, record_keys
 
 
-class MeteredGrid(Grid):
-    """Delegates to a real Grid; logs, per Message, its phase, node, type, record keys and its arrays' bytes:
-    ``bytes`` in the core's wire format (what every count here sums, as the embedded engine counts) and
-    ``array_bytes`` as Flower counts them (``ArrayRecord.count_bytes``: NumPy-serialized data + key names)."""
+class DelegatingGrid(Grid):
+    """A Grid that hands every call to ``inner``; subclasses override what they add."""
 
     def __init__(self, inner: Grid) -> None:
         self.inner = inner
-        self.phase: tuple[str, int] = ("setup", 0)
-        self.log: list[dict[str, Any]] = []
 
     def set_run(self, run: Any) -> None:
         self.inner.set_run(run)
@@ -33,6 +29,26 @@ class MeteredGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+
+class MeteredGrid(DelegatingGrid):
+    """Delegates to a real Grid; logs, per Message, its phase, node, type, record keys and its arrays' bytes:
+    ``bytes`` in the core's wire format (what every count here sums, as the embedded engine counts) and
+    ``array_bytes`` as Flower counts them (``ArrayRecord.count_bytes``: NumPy-serialized data + key names)."""
+
+    def __init__(self, inner: Grid) -> None:
+        super().__init__(inner)
+        self.phase: tuple[str, int] = ("setup", 0)
+        self.log: list[dict[str, Any]] = []
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)

@@ -27,7 +27,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from .grid import MeteredGrid
+from .grid import DelegatingGrid, MeteredGrid
 from .settings import FlowerSettings, SecAgg
 from .strategy import ClientInfo, FederationError
 from .wire import FED_KEY, KEYS_KEY
@@ -86,11 +86,12 @@ class RoundFit:
         return replies
 
 
-class SecureTrainGrid(Grid):
+class SecureTrainGrid(DelegatingGrid):
     """Delegates to ``inner``; a batch of train messages (the strategy's) is sent as one SecAgg+ round."""
 
     def __init__(self, inner: MeteredGrid, secagg: SecAgg, max_weight: float) -> None:
-        self.inner, self.secagg, self.max_weight = inner, secagg, max_weight
+        super().__init__(inner)
+        self.secagg, self.max_weight = secagg, max_weight
 
     @property
     def phase(self) -> tuple[str, int]:
@@ -99,25 +100,6 @@ class SecureTrainGrid(Grid):
     @phase.setter
     def phase(self, value: tuple[str, int]) -> None:
         self.inner.phase = value
-
-    def set_run(self, run: Any) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self) -> Any:
-        return self.inner.run
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
