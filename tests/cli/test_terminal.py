@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_only_the_command_silences():
     assert loud == []
 
 
-def test_quiet_drops_the_dependencies_noise_and_keeps_the_users(restore_quiet):
+def test_quiet_drops_the_dependencies_noise_and_keeps_the_users(restore_quiet, capfd):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         quiet()
@@ -57,6 +58,11 @@ def test_quiet_drops_the_dependencies_noise_and_keeps_the_users(restore_quiet):
     import transformers.utils.logging as t
 
     assert t.get_verbosity() == t.ERROR and not t.is_progress_bar_enabled()
+    from potara.reporting.privacy import epsilon  # dp-accounting warns per RDP order it excludes (dozens at z = 0.5)
+
+    capfd.readouterr()
+    assert epsilon(0.5, 0.1, 20, 0.01) == pytest.approx(9.37, abs=0.01)
+    assert "converge" not in capfd.readouterr().err
 
 
 def warn(message: str, category: type[Warning], module: str) -> None:
@@ -70,8 +76,9 @@ def restore_quiet():
     import huggingface_hub.utils
     import transformers.utils.logging as t
 
-    verbosity, bars = t.get_verbosity(), t.is_progress_bar_enabled()
+    verbosity, bars, absl = t.get_verbosity(), t.is_progress_bar_enabled(), logging.getLogger("absl").level
     yield
+    logging.getLogger("absl").setLevel(absl)
     t.set_verbosity(verbosity)
     t.enable_progress_bar() if bars else t.disable_progress_bar()
     datasets.enable_progress_bars()

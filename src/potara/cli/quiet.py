@@ -28,6 +28,9 @@ def quiet() -> None:
     # map / filter / download bars over a few hundred rows
     datasets.disable_progress_bars()
     huggingface_hub.utils.disable_progress_bars()
+    # dp-accounting: "failed to converge ... excluding this order", per RDP order (dozens at z = 0.5): the other
+    # orders bound ε, nothing for the user to do
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def verbose() -> None:

@@ -46,7 +46,8 @@ def update_spread(states: Sequence[AdapterState], current: AdapterState, scale: 
     for key in (k for k in current if k not in factored):
         deltas = torch.stack([state[key].double() for state in states])
         total += float((deltas - deltas.mean(0)).pow(2).sum())
-    return total / m
+    return float(f"{total / m:.12g}")  # BLAS sums vary in the last bits with memory alignment; a resumed run must
+    # record (and send) the spread the uninterrupted run did, so it is kept to 12 significant digits
 
 
 def _module_spread(states: Sequence[AdapterState], module: str, scale: float) -> float:
