@@ -19,7 +19,7 @@ from potara.config import from_dict
 from potara.methods import VARIANT, build
 
 ESTIMATOR_SPLITS = {"heldout": "train, val", "crossfit": "train, val", "cautious": "train, val", "paper": "train",
-                    "fisher": "train", "folds": "train"}
+                    "fisher": "train", "folds": "train", "spread": "train (+ the server's spread)"}
 SPLITS = {"fedit_ft_es": "train, val", "fedit_ft_matched": "train, val", "oracle_val": "train, val",
           "oracle_test": "train, test", "oracle_split": "train, test"}
 
