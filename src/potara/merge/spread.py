@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 import torch
 
-from .taskvec import LORA_A, LORA_B, AdapterState
+from .taskvec import LORA_A, LORA_B, AdapterState, sq_distances
 
 SPREAD_BYTES = 16  # what one UpdateSpread costs on the wire: one float64 (s²) and one int64 (m)
 
@@ -35,28 +36,21 @@ def update_spread(states: Sequence[AdapterState], current: AdapterState, scale: 
     """``(1/m) Σ_k ‖t_k − t̄‖²`` over the clients' task vectors ``t_k`` (``ΔW = scale · B A`` per LoRA module whose
     two factors travel, the tensor itself for every other key), equal weights, in float64; 0 for fewer than two
     states. In task-vector space, as the client's ``‖τ_F − τ_L‖²`` is: the raw factors' spread is on another scale.
-    A module's term comes from the m × m Gram matrix of its ``B_k A_k`` (``⟨B_i A_i, B_j A_j⟩ =
-    Σ (B_iᵀ B_j) ∘ (A_i A_jᵀ)``, r × r products; ΔW is never formed): ``tr G − 1ᵀ G 1 / m``."""
+    From the pairwise distances (``Σ_k ‖t_k − t̄‖² = (1/m) Σ_{i<j} ‖t_i − t_j‖²``) that ``taskvec.sq_distances`` takes
+    from the factors (ΔW is never formed); a factor that travels without its partner counts as a plain tensor."""
     m = len(states)
     if m < 2:
         return 0.0
-    modules = [k[: -len(LORA_A)] for k in current if k.endswith(LORA_A) and k[: -len(LORA_A)] + LORA_B in current]
-    factored = {key for module in modules for key in (module + LORA_A, module + LORA_B)}
-    total = sum(_module_spread(states, module, scale) for module in modules)
-    for key in (k for k in current if k not in factored):
+    unpaired = {k for k in current if k.endswith((LORA_A, LORA_B)) and _partner(k) not in current}
+    vectors = [{k: v.double() for k, v in state.items() if k in current and k not in unpaired} for state in states]
+    total = sum(sum(sq_distances(a, b, scale).values()) for a, b in combinations(vectors, 2)) / m
+    for key in unpaired:
         deltas = torch.stack([state[key].double() for state in states])
         total += float((deltas - deltas.mean(0)).pow(2).sum())
     return float(f"{total / m:.12g}")  # BLAS sums vary in the last bits with memory alignment; a resumed run must
     # record (and send) the spread the uninterrupted run did, so it is kept to 12 significant digits
 
 
-def _module_spread(states: Sequence[AdapterState], module: str, scale: float) -> float:
-    """``Σ_k ‖ΔW_k − mean ΔW‖²`` of one LoRA module, from its factors' Gram matrix."""
-    bs = [scale * state[module + LORA_B].double() for state in states]
-    as_ = [state[module + LORA_A].double() for state in states]
-    m = len(states)
-    gram = torch.empty(m, m, dtype=torch.float64)
-    for i in range(m):
-        for j in range(i, m):
-            gram[i, j] = gram[j, i] = float(((bs[i].T @ bs[j]) * (as_[i] @ as_[j].T)).sum())
-    return float(gram.trace() - gram.sum() / m)
+def _partner(key: str) -> str:
+    """The other factor of a LoRA module's factor key."""
+    return key[: -len(LORA_A)] + LORA_B if key.endswith(LORA_A) else key[: -len(LORA_B)] + LORA_A
