@@ -307,23 +307,22 @@ class PotaraFedAvg(FedAvg):
         """The train replies less those whose upload fails the core's per-upload checks (format, names, shapes,
         finiteness, ``validation.max_norm``), each named as a fault. Flower's server-side DP wrappers clip every reply
         against the global adapter before :meth:`aggregate_train` sees it: a malformed upload must not reach them."""
-        expect, kept = Expectation.of(self.state), []
-        for msg in replies:
-            node = self._node(msg)
-            if not msg.has_error() and node in self._sent:
-                update = self._read(msg, "train", server_round, self._update)
-                reason = "" if update is not None else "malformed"
-                try:
-                    if update is not None:
-                        check_update(update, expect, self._limits)
-                except InvalidUpdate as err:
-                    self._fault("train", server_round, node, "rejected", err.reason)
-                    reason = err.reason
-                if reason:
-                    self._screened.add(node)
-                    continue
-            kept.append(msg)
-        return kept
+        expect = Expectation.of(self.state)
+        return [msg for msg in replies if msg.has_error() or self._node(msg) not in self._sent
+                or self._passes(msg, server_round, expect)]
+
+    def _passes(self, msg: Message, server_round: int, expect: Expectation) -> bool:
+        """Whether a train reply's upload passes the per-upload checks; if not, its node is screened out and the
+        reason is a fault (``_read`` records a malformed reply's)."""
+        update = self._read(msg, "train", server_round, self._update)
+        try:
+            if update is not None:
+                check_update(update, expect, self._limits)
+                return True
+        except InvalidUpdate as err:
+            self._fault("train", server_round, self._node(msg), "rejected", err.reason)
+        self._screened.add(self._node(msg))
+        return False
 
     def _read(self, msg: Message, phase: str, round_: int, parse: Callable[[Message], Any]) -> Any:
         """``parse(msg)``, or None and a fault naming the client when the reply is malformed."""
