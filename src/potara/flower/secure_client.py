@@ -75,7 +75,7 @@ def check_upload(
     round) when one fails."""
     update = ClientUpdate(client, to_payload(upload), n, loss)
     check_update(update, Expectation.of(from_record(received, "server")), settings.run.validation)
-    limit = settings.secagg.clipping_range if settings.secagg else np.inf
+    limit = settings.secagg.clipping_range  # called under SecAgg+ only (legacy_train)
     peak = max(float(np.abs(upload[k].numpy()).max(initial=0.0)) for k in upload.keys())
     if peak > limit:
         raise InvalidUpdate(
