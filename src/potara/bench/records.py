@@ -51,4 +51,6 @@ def _completed(setting: str, cell: Cell, rounds: dict, totals: dict) -> Cell:
         row = next(iter(totals[key].values()))
         timing = {k: row[k] for k in CELL_TIMES if row[k] is not None}
         cell.summary["timing"] = {**{k: v for k, v in cell.summary["timing"].items() if k not in CELL_TIMES}, **timing}
+        if row.get("epsilon") is not None:
+            cell.summary["privacy"] = {"epsilon": row["epsilon"]}
     return Cell(cell.seed, cell.summary, rounds.get(key, []))

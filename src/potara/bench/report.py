@@ -29,6 +29,7 @@ from ..reporting.outputs import (
     oracle_of,
     paired,
     save_png,
+    size_text,
 )
 from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
 from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
@@ -36,6 +37,7 @@ from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
 from .cell import Cell
 from .records import UNITS, cells_from_records, record_path, write_records
 from .suite import Suite, cell_dir
+from .sweep import plot_sweep, sweep_numbers, sweep_tables
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 POTARA = "potara"
@@ -94,6 +96,9 @@ def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
     parts.append(versus_table(numbers["potara_versus"], pooled_settings(cells, suite)))
     parts += [cross_setting_table(source, target, numbers["compare"][source], cells)
               for source, target in suite.compare.items() if cells.get(source) and cells.get(target)]
+    if numbers.get("sweep"):
+        parts.append(sweep_tables(numbers["sweep"], cells, suite))
+        plot_sweep(cells, suite, out / "plots")
     text = "\n\n".join(parts) + "\n"
     atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
     atomic_write(out / "report.md", text)
@@ -139,7 +144,8 @@ def setting_of(unit: tuple) -> str:
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
     """``report.json``: ``paired`` (as in summary.json) per setting and pooled over the settings that are not
     compared with another (``suite.compare``); ``potara_versus``: Potara against every other method, pooled
-    and per setting; ``compare``: each compared setting's methods against its target setting's."""
+    and per setting; ``compare``: each compared setting's methods against its target setting's; ``sweep``: the same pairs read as a
+    sweep (``sweep.sweep_numbers``)."""
     pooled = {k: v for k, v in cells.items() if k in pooled_settings(cells, suite)}
     return {
         "suite": suite.name,
@@ -158,6 +164,7 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
         },
         "compare": {source: compare_settings(cells[source], cells[target]) for source, target in suite.compare.items()
                     if cells.get(source) and cells.get(target)},
+        **({"sweep": sweep_numbers(cells, suite)} if suite.sweep else {}),
     }
 
 
@@ -234,7 +241,7 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         lines.append(
             f"| {row_label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
             f"| {_delta(versus)} | {_wtl(versus)} "
-            f"| {_size(_avg([r['bytes_up'] for r in rows]))} | {_size(_avg([r['bytes_down'] for r in rows]))} "
+            f"| {size_text(_avg([r['bytes_up'] for r in rows]))} | {size_text(_avg([r['bytes_down'] for r in rows]))} "
             f"| {_avg([r.get('compute', {}).get('train_passes', 0.0) for r in rows]):,.0f} "
             f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
         )
@@ -305,7 +312,7 @@ def _communication_rows(setting: str, group: list[Cell]) -> list[str]:
 def _reach(reach: Reach) -> str:
     if reach.round is None:
         return "never"
-    return "0 bytes" if reach.round == 0 else f"r{reach.round} ({_size(reach.cum_bytes)})"
+    return "0 bytes" if reach.round == 0 else f"r{reach.round} ({size_text(reach.cum_bytes)})"
 
 
 def _avg(values: list[float]) -> float:
@@ -318,14 +325,6 @@ def _pm(values: list[float], digits: int = 3) -> str:
         return "–"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{_avg(values):.{digits}f} ± {std:.{digits}f}"
-
-
-def _size(nbytes: float) -> str:
-    if math.isnan(nbytes):
-        return "–"
-    if not nbytes:
-        return "0"
-    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
 
 
 def _versus_reference(accs: dict[str, dict[tuple, float]], name: str) -> dict | None:
@@ -396,8 +395,8 @@ def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cell
     for name, entry in numbers.items():
         for other, diff in entry["versus"].items():
             lines.append(
-                f"| {name} | {entry['train_passes']:,.0f} | {_size(entry['bytes'])} | {other} "
-                f"| {diff['train_passes']:,.0f} | {_size(diff['bytes'])} | {_columns(diff)} |"
+                f"| {name} | {entry['train_passes']:,.0f} | {size_text(entry['bytes'])} | {other} "
+                f"| {diff['train_passes']:,.0f} | {size_text(diff['bytes'])} | {_columns(diff)} |"
             )
     return "\n".join(lines)
 

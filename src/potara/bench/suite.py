@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
 
-SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare")
+SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare", "sweep")
 RESERVED = ("seed", "methods")  # set per cell by the suite (narrow with --seeds / --methods)
 SETTING_METHODS = "methods"  # a setting may run a subset of the suite's methods
 
@@ -39,6 +39,7 @@ class Suite:
     overrides: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     compare: dict[str, str] = field(default_factory=dict)  # setting -> the setting its methods are compared with
+    sweep: bool = False  # the compared settings change one thing: report them as a sweep (``bench.sweep``)
 
     def methods_of(self, setting: str) -> list[str]:
         """The methods a setting runs: its own ``methods`` (those of the suite's it names), else the suite's."""
@@ -113,8 +114,11 @@ def parse_suite(raw: Any, name: str) -> Suite:
         f"{where}: 'compare' must map a setting to another setting of the suite (its methods are compared with "
         "that setting's on the same seeds and clients)",
     )
+    sweep = raw.get("sweep", False)
+    _require(isinstance(sweep, bool) and (not sweep or compare),
+             f"{where}: 'sweep' must be true or false, and true only with 'compare' (the settings it sweeps)")
     return Suite(name, seeds, methods, {k: v or {} for k, v in settings.items()}, overrides,
-                 raw.get("description", ""), compare)
+                 raw.get("description", ""), compare, sweep)
 
 
 def _require(ok: bool, message: str) -> None:

@@ -4,7 +4,7 @@ compute as ``summary.json`` has it (``train_passes``, ``forward_passes``, ``seco
 personalization) with the part of it spent in its federation's rounds (``federated_passes``, ``federated_s``),
 and ``federation``: the one it personalizes from (blank: none; ``fedit``: the shared FedIT federation; its own
 name: a federation of its own, Ditto's or FFA-LoRA's). The cell's times (``wall_s``, ``federation_s``,
-``local_epoch_s``) repeat on each of its methods' rows.
+``local_epoch_s``) and its client-level DP ``epsilon`` (blank: no DP) repeat on each of its methods' rows.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ CELL_TIMES = ("wall_s", "federation_s", "local_epoch_s")
 COMPUTE = ("train_passes", "forward_passes", "seconds")
 COLUMNS = ("setting", "seed", "method", "federation", "bytes_up", "bytes_down", *COMPUTE, "federated_passes",
            "federated_s", *CELL_TIMES)
+OPTIONAL = ("epsilon",)  # after the required columns; an older file lacks it
 
 
 def federated_share(method: dict, key: str) -> float:
@@ -44,24 +45,25 @@ def total_rows(cells: dict) -> list[dict]:
     for setting, group in cells.items():
         for cell in group:
             times = {k: cell.summary.get("timing", {}).get(k, "") for k in CELL_TIMES}
+            epsilon = cell.summary.get("privacy", {}).get("epsilon", "")
             for name, m in cell.methods.items():
                 compute = {k: m.get("compute", {}).get(k, "") for k in COMPUTE}
                 rows.append({"setting": setting, "seed": cell.seed, "method": name,
                              "federation": federation_of(cell, name), "bytes_up": m["bytes_up"],
                              "bytes_down": m["bytes_down"], **compute,
                              "federated_passes": federated_share(m, "train_passes"),
-                             "federated_s": federated_share(m, "seconds"), **times})
+                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon})
     return rows
 
 
 def write_totals(path: str | Path, cells: dict) -> None:
-    write_rows(path, COLUMNS, total_rows(cells))
+    write_rows(path, COLUMNS + OPTIONAL, total_rows(cells))
 
 
 def read_totals(path: str | Path) -> list[dict]:
     """``total_rows`` as written at ``path``: numbers parsed (None when blank), ``seed`` an int."""
     return [{k: v if k in ("setting", "method", "federation") else number(v) for k, v in row.items()}
-            for row in read_rows(path, COLUMNS)]
+            for row in read_rows(path, COLUMNS, OPTIONAL)]
 
 
 def by_cell(rows: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:

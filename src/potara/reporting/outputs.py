@@ -186,6 +186,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def size_text(nbytes: float) -> str:
+    """``1.23 MB`` or ``4.5 kB``; '–' when unknown (NaN)."""
+    if math.isnan(nbytes):
+        return "–"
+    if not nbytes:
+        return "0"
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
 def save_png(fig, path: Path) -> None:
     """A matplotlib figure as a PNG file, written atomically."""
     import io
