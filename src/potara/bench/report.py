@@ -35,6 +35,7 @@ from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
 from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
 from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
 from .cell import Cell
+from .grid import grid_numbers, grid_table, plot_grid
 from .records import UNITS, cells_from_records, record_path, write_records
 from .suite import Suite, cell_dir
 from .sweep import plot_sweep, sweep_numbers, sweep_tables
@@ -96,6 +97,9 @@ def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
     parts.append(versus_table(numbers["potara_versus"], pooled_settings(cells, suite)))
     parts += [cross_setting_table(source, target, numbers["compare"][source], cells)
               for source, target in suite.compare.items() if cells.get(source) and cells.get(target)]
+    if numbers.get("map"):
+        parts.append(grid_table(numbers["map"]))
+        plot_grid(numbers["map"], out / "plots" / "map.heatmap.png")
     if numbers.get("sweep"):
         parts.append(sweep_tables(numbers["sweep"], cells, suite))
         plot_sweep(cells, suite, out / "plots")
@@ -144,10 +148,10 @@ def setting_of(unit: tuple) -> str:
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
     """``report.json``: ``paired`` (as in summary.json) per setting and pooled over the settings that are not
     compared with another (``suite.compare``); ``potara_versus``: Potara against every other method, pooled
-    and per setting; ``compare``: each compared setting's methods against its target setting's; ``sweep``: the same pairs read as a
-    sweep (``sweep.sweep_numbers``)."""
+    and per setting; ``compare``: each compared setting's methods against its target setting's; ``sweep``: the
+    same pairs read as a sweep (``sweep.sweep_numbers``); ``map``: a grid suite's map (``grid.grid_numbers``)."""
     pooled = {k: v for k, v in cells.items() if k in pooled_settings(cells, suite)}
-    return {
+    numbers = {
         "suite": suite.name,
         "unit": "(setting, seed, client)",
         "cluster": "(setting, seed)",
@@ -166,6 +170,9 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
                     if cells.get(source) and cells.get(target)},
         **({"sweep": sweep_numbers(cells, suite)} if suite.sweep else {}),
     }
+    if suite.grid:
+        numbers["map"] = grid_numbers(cells, suite.grid, numbers["potara_versus"])
+    return numbers
 
 
 def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
 
-SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare", "sweep")
+SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare", "sweep", "grid")
 RESERVED = ("seed", "methods")  # set per cell by the suite (narrow with --seeds / --methods)
 SETTING_METHODS = "methods"  # a setting may run a subset of the suite's methods
 
@@ -40,6 +40,7 @@ class Suite:
     description: str = ""
     compare: dict[str, str] = field(default_factory=dict)  # setting -> the setting its methods are compared with
     sweep: bool = False  # the compared settings change one thing: report them as a sweep (``bench.sweep``)
+    grid: dict[str, list] = field(default_factory=dict)  # setting -> [row, column] of a map (``bench.grid``)
 
     def methods_of(self, setting: str) -> list[str]:
         """The methods a setting runs: its own ``methods`` (those of the suite's it names), else the suite's."""
@@ -55,8 +56,9 @@ class Suite:
             raise ConfigError(f"suite '{self.name}' has no setting '{unknown[0]}'; settings: {', '.join(self.settings)}")
         settings = {k: v for k, v in self.settings.items() if not only or k in only}
         compare = {k: v for k, v in self.compare.items() if k in settings and v in settings}
+        grid = {k: v for k, v in self.grid.items() if k in settings}
         return replace(self, seeds=seeds or self.seeds, methods=methods or self.methods, settings=settings,
-                       compare=compare)
+                       compare=compare, grid=grid)
 
 
 def packaged_suites() -> list[str]:
@@ -117,8 +119,13 @@ def parse_suite(raw: Any, name: str) -> Suite:
     sweep = raw.get("sweep", False)
     _require(isinstance(sweep, bool) and (not sweep or compare),
              f"{where}: 'sweep' must be true or false, and true only with 'compare' (the settings it sweeps)")
+    grid = raw.get("grid") or {}
+    _require(
+        isinstance(grid, dict) and all(k in settings and isinstance(v, list) and len(v) == 2 for k, v in grid.items()),
+        f"{where}: 'grid' must map settings of the suite to [row, column] (e.g. dirichlet_0.1_n16: [Dirichlet 0.1, 16])",
+    )
     return Suite(name, seeds, methods, {k: v or {} for k, v in settings.items()}, overrides,
-                 raw.get("description", ""), compare, sweep)
+                 raw.get("description", ""), compare, sweep, grid)
 
 
 def _require(ok: bool, message: str) -> None:

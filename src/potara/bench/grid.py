@@ -1,0 +1,143 @@
+"""A suite whose settings form a grid (``grid``: setting → [row, column], e.g. heterogeneity × client size) read
+as a map of where Potara wins (issue 21).
+
+Per cell (setting): Potara − the best non-Potara method (the highest mean test accuracy among the methods that
+are neither a bound nor a Potara variant: picked on test, so the comparison favours the other method) and Potara −
+FedIT + FT early-stopped on validation, both read from the setting's Holm family (``report.versus``); a cell is
+marked when its corrected verdict is a win or a loss. Beside them the worst clients: the 10th percentile of client
+test accuracy, every (seed, client) of the cell pooled, for Potara and for FedIT + FT.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..reporting.outputs import is_bound, save_png
+from ..reporting.plots import pyplot
+from .cell import Cell
+
+POTARA, EARLY_STOPPED, FINE_TUNED = "potara", "fedit_ft_es", "fedit_ft"
+WORST_PERCENTILE = 10
+
+
+def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: dict[str, dict]) -> dict[str, dict]:
+    """Per setting of ``grid`` with cells: its row and column, the best non-Potara method and Potara's corrected
+    differences to it and to ``fedit_ft_es`` (``versus[setting]``: Potara against every method), and the 10th
+    percentile of client accuracy of Potara and ``fedit_ft``."""
+    out = {}
+    for setting, (row, column) in grid.items():
+        group = cells.get(setting) or []
+        against = versus.get(setting, {})
+        if not group or not against:
+            continue
+        means = _method_means(group)
+        others = [m for m in means if not is_bound(m) and not m.startswith(POTARA)]
+        best = max(others, key=means.__getitem__, default=None)
+        out[setting] = {
+            "row": str(row), "column": str(column), "best": best, "vs_best": against.get(best),
+            "vs_early_stopped": against.get(EARLY_STOPPED), "clusters": len(group),
+            "worst_clients": {m: _percentile(group, m) for m in (POTARA, FINE_TUNED, EARLY_STOPPED) if m in means},
+        }
+    return out
+
+
+def _method_means(group: list[Cell]) -> dict[str, float]:
+    """Each method's mean test accuracy over every (seed, client) of the cells."""
+    accs: dict[str, list[float]] = {}
+    for cell in group:
+        for name, m in cell.methods.items():
+            accs.setdefault(name, []).extend(r["acc"] for r in m["per_client"])
+    return {name: sum(a) / len(a) for name, a in accs.items()}
+
+
+def _percentile(group: list[Cell], name: str) -> float:
+    accs = [r["acc"] for c in group if name in c.methods for r in c.methods[name]["per_client"]]
+    return float(np.percentile(accs, WORST_PERCENTILE))
+
+
+def grid_table(numbers: dict[str, dict]) -> str:
+    """The map as markdown: a row per cell."""
+    lines = [
+        "## The map: where Potara wins",
+        "",
+        "Per cell: Potara − the best non-Potara method (picked on test: favours it) and Potara − FedIT + FT "
+        "early-stopped on validation; 95% t-intervals on the seeds' means at the level of the cell's Holm family "
+        "(Potara against every peer and reference of that cell); **bold**: a corrected win or loss. Worst clients: "
+        f"the {WORST_PERCENTILE}th percentile of client test accuracy over every (seed, client) of the cell.",
+        "",
+        "| cell | rows × columns | seeds | best other | Potara − best [CI] | verdict | Potara − fedit_ft_es [CI] | verdict "
+        f"| p{WORST_PERCENTILE} potara | p{WORST_PERCENTILE} fedit_ft | p{WORST_PERCENTILE} fedit_ft_es |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setting, n in numbers.items():
+        worst = n["worst_clients"]
+        lines.append(
+            f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | {n['best']} | {_diff(n['vs_best'])} "
+            f"| {_verdict(n['vs_best'])} | {_diff(n['vs_early_stopped'])} | {_verdict(n['vs_early_stopped'])} | "
+            + " | ".join(f"{worst[m]:.3f}" if m in worst else "–" for m in (POTARA, FINE_TUNED, EARLY_STOPPED))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def _diff(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    low, high = d["ci"]
+    level = "" if abs(d["level"] - 0.95) < 1e-12 else f" {100 * d['level']:.1f}%"
+    bounds = "–" if low is None or math.isnan(low) else f"{low:+.3f}, {high:+.3f}"
+    return f"{d['mean']:+.3f} [{bounds}]{level}"
+
+
+def _verdict(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    return f"**{d['verdict']}**" if d["verdict"] in ("win", "loss") else d["verdict"]
+
+
+def plot_grid(numbers: dict[str, dict], path: Path) -> None:
+    """Two heatmaps (Potara − best other, Potara − fedit_ft_es): rows × columns, colour the mean difference,
+    each cell annotated with its interval; a corrected win or loss framed in black."""
+    rows = list(dict.fromkeys(n["row"] for n in numbers.values()))
+    columns = list(dict.fromkeys(n["column"] for n in numbers.values()))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(4.2 * 2 + 0.6 * len(columns), 1.2 + 1.0 * len(rows)), squeeze=False)
+    panels = (("vs_best", "Potara − best other method"), ("vs_early_stopped", "Potara − FedIT + FT (early-stopped)"))
+    limit = max([abs(n[k]["mean"]) for n in numbers.values() for k, _ in panels if n[k]] + [0.01])
+    for ax, (key, title) in zip(axes[0], panels):
+        values = np.full((len(rows), len(columns)), np.nan)
+        for n in numbers.values():
+            if n[key]:
+                values[rows.index(n["row"]), columns.index(n["column"])] = n[key]["mean"]
+        image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
+        for n in numbers.values():
+            _annotate(ax, rows.index(n["row"]), columns.index(n["column"]), n[key], limit)
+        ax.set_xticks(range(len(columns)), columns)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy difference")
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def _annotate(ax, i: int, j: int, d: dict | None, limit: float) -> None:
+    """The cell's mean and interval as text (white on a dark cell); a black frame when its corrected verdict is
+    a win or a loss."""
+    if d is None:
+        ax.text(j, i, "–", ha="center", va="center", fontsize=8)
+        return
+    low, high = d["ci"]
+    interval = "" if low is None or math.isnan(low) else f"\n[{low:+.3f}, {high:+.3f}]"
+    colour = "white" if abs(d["mean"]) > 0.6 * limit else "black"
+    ax.text(j, i, f"{d['mean']:+.3f}{interval}\n{d['verdict']}", ha="center", va="center", fontsize=7, color=colour)
+    if d["verdict"] in ("win", "loss"):
+        ax.add_patch(_frame(i, j))
+
+
+def _frame(i: int, j: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, edgecolor="black", linewidth=2.5)
