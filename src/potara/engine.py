@@ -17,6 +17,7 @@ from .config import ModelConfig, RunConfig
 from .data import federated as data_mod
 from .data import prompts
 from .data.encoding import Encoded, encode_images, encode_text
+from .data.profile import profile
 from .federation import checkpoint
 from .federation.privacy import privatized
 from .federation.recipes import FEDIT, FedIT
@@ -258,7 +259,7 @@ def run(
         "method_s": {m.name: _mean_of(per[m.name], "cost", "seconds") for m in methods},
         "lambda_s": {m.name: _mean_of(per[m.name], "lambda_cost", "seconds") for m in methods if m.estimates_lambda},
     }
-    return RunResult(results, _joined_records(feds), timing)
+    return RunResult(results, _joined_records(feds), timing, federation=profile(fed_data))
 
 
 def _intermediate_methods(cfg: RunConfig, methods: list[Method]) -> list[Method]:

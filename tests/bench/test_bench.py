@@ -353,8 +353,9 @@ def test_the_report_regenerates_from_its_csv_records_alone(tmp_path, monkeypatch
     monkeypatch.setattr(bench_report, "save_png", lambda fig, path: drawn.update({str(path): figure_data(fig)}))
     original = bench_report.write_report(tmp_path / "run", suite)
     units = (tmp_path / "run" / "fake-units.csv").read_text().splitlines()
-    assert units[0] == "setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s,acc,n_train"
-    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5,0.75,11" in units and len(units) == 1 + 13 * 5 * 4
+    assert units[0] == ("setting,seed,client,method,n_test,correct,val_acc,lambda,train_passes,personalize_s,acc,n_train,"
+                        "label_skew")
+    assert "a,0,client_01,potara,4,3,0.375,0.25,30.0,0.5,0.75,11," in units and len(units) == 1 + 13 * 5 * 4
     rounds = (tmp_path / "run" / "fake-rounds.csv").read_text().splitlines()
     assert rounds[0] == ("setting,seed,round,kind,name,bytes_up,bytes_down,cum_bytes_up,cum_bytes_down,"
                          "broadcast_bytes,mean_acc")

@@ -28,7 +28,9 @@ def fake_cell(setting: str, seed: int) -> dict:
         methods[name] = {"mean_acc": float(accs.mean()), "worst_acc": float(accs.min()), "bytes_up": 0.0,
                          "bytes_down": 0.0, "rounds": 0, "compute": {"train_passes": 1.0},
                          "per_client": [{"client": c, "acc": float(a), "n_train": 16} for c, a in zip(CLIENTS, accs)]}
-    return {"config": {}, "methods": methods,
+    skew = 0.7 if setting == "far" else 0.2
+    federation = {"clients": {c: {"n_train": 16, "classes": 4, "label_skew": skew} for c in CLIENTS}}
+    return {"config": {}, "methods": methods, "federation": federation,
             "timing": {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}}
 
 
@@ -54,8 +56,17 @@ def test_the_map_marks_a_corrected_win_against_the_best_other_method_and_ties_el
     assert far["vs_early_stopped"]["verdict"] == "win"
     assert near["vs_best"]["verdict"] == "tie" and near["vs_early_stopped"]["verdict"] == "tie"
     assert far["worst_clients"]["potara"] > far["worst_clients"]["fedit_ft_es"]
-    assert "## The map: where Potara wins" in report and "| far | Dirichlet 0.1 × 16 | 10 | ditto |" in report
+    assert far["mean_label_skew"] == pytest.approx(0.7) and near["median_n_train"] == 16
+    assert "## The map: where Potara wins" in report and "| far | Dirichlet 0.1 × 16 | 10 | 16 | 0.700 | ditto |" in report
     assert "| **win** |" in report and (tmp_path / "plots" / "map.heatmap.png").is_file()
+
+
+def test_the_map_regenerates_from_its_units_csv_label_skew_included(tmp_path):
+    suite = write_map(tmp_path / "run")
+    bench_report.write_report(tmp_path / "run", suite)
+    bench_report.report_from_units(tmp_path / "run" / "fake-map-units.csv", suite, tmp_path / "again")
+    maps = [json.loads((tmp_path / d / "report.json").read_text())["map"] for d in ("run", "again")]
+    assert maps[0] == maps[1] and maps[1]["far"]["mean_label_skew"] == pytest.approx(0.7)
 
 
 def test_a_grid_naming_an_unknown_setting_is_an_error(tmp_path):

@@ -5,7 +5,8 @@ Per cell (setting): Potara − the best non-Potara method (the highest mean test
 are neither a bound nor a Potara variant: picked on test, so the comparison favours the other method) and Potara −
 FedIT + FT early-stopped on validation, both read from the setting's Holm family (``report.versus``); a cell is
 marked when its corrected verdict is a win or a loss. Beside them the worst clients: the 10th percentile of client
-test accuracy, every (seed, client) of the cell pooled, for Potara and for FedIT + FT.
+test accuracy, every (seed, client) of the cell pooled, for Potara and for FedIT + FT. And what a user can measure
+on their own federation before training (``potara profile``): the clients' training examples and label skew.
 """
 
 from __future__ import annotations
@@ -40,8 +41,19 @@ def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: di
             "row": str(row), "column": str(column), "best": best, "vs_best": against.get(best),
             "vs_early_stopped": against.get(EARLY_STOPPED), "clusters": len(group),
             "worst_clients": {m: _percentile(group, m) for m in (POTARA, FINE_TUNED, EARLY_STOPPED) if m in means},
+            **_profile(group),
         }
     return out
+
+
+def _profile(group: list[Cell]) -> dict[str, float]:
+    """The cells' clients (every seed) as ``potara profile`` measures them: median training examples and mean
+    label skew; empty for cells recorded without a profile."""
+    clients = [c for cell in group for c in cell.summary.get("federation", {}).get("clients", {}).values()]
+    if not clients:
+        return {}
+    return {"median_n_train": float(np.median([c["n_train"] for c in clients])),
+            "mean_label_skew": float(np.mean([c["label_skew"] for c in clients]))}
 
 
 def _method_means(group: list[Cell]) -> dict[str, float]:
@@ -66,21 +78,28 @@ def grid_table(numbers: dict[str, dict]) -> str:
         "Per cell: Potara − the best non-Potara method (picked on test: favours it) and Potara − FedIT + FT "
         "early-stopped on validation; 95% t-intervals on the seeds' means at the level of the cell's Holm family "
         "(Potara against every peer and reference of that cell); **bold**: a corrected win or loss. Worst clients: "
-        f"the {WORST_PERCENTILE}th percentile of client test accuracy over every (seed, client) of the cell.",
+        f"the {WORST_PERCENTILE}th percentile of client test accuracy over every (seed, client) of the cell. Train "
+        "examples and label skew (total-variation distance of a client's training labels to the federation's): "
+        "what `potara profile` measures on a federation before training.",
         "",
-        "| cell | rows × columns | seeds | best other | Potara − best [CI] | verdict | Potara − fedit_ft_es [CI] | verdict "
+        "| cell | rows × columns | seeds | median train examples | mean label skew | best other | Potara − best [CI] | verdict | Potara − fedit_ft_es [CI] | verdict "
         f"| p{WORST_PERCENTILE} potara | p{WORST_PERCENTILE} fedit_ft | p{WORST_PERCENTILE} fedit_ft_es |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, n in numbers.items():
         worst = n["worst_clients"]
         lines.append(
-            f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | {n['best']} | {_diff(n['vs_best'])} "
+            f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | {_number(n.get('median_n_train'), 'g')} "
+            f"| {_number(n.get('mean_label_skew'), '.3f')} | {n['best']} | {_diff(n['vs_best'])} "
             f"| {_verdict(n['vs_best'])} | {_diff(n['vs_early_stopped'])} | {_verdict(n['vs_early_stopped'])} | "
             + " | ".join(f"{worst[m]:.3f}" if m in worst else "–" for m in (POTARA, FINE_TUNED, EARLY_STOPPED))
             + " |"
         )
     return "\n".join(lines)
+
+
+def _number(x: float | None, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
 
 
 def _diff(d: dict | None) -> str:

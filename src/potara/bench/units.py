@@ -7,7 +7,8 @@ when per module, blank when none), ``train_passes`` (the client's training examp
 method's federated rounds included, so their mean is the method's compute) and ``personalize_s`` (the method's
 personalization seconds on that client); then ``acc`` (the test accuracy as the engine measured it, in float32
 for a classifier: correct / n_test up to rounding, read back so that the report is the same to the last digit)
-and ``n_train`` (the client's training examples, for the plots).
+``n_train`` (the client's training examples, for the plots) and ``label_skew`` (its label distribution's distance
+to the federation's, ``potara.data.profile``; blank for a cell run before it was recorded).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .totals import CELL_TIMES, federated_share
 
 COLUMNS = ("setting", "seed", "client", "method", "n_test", "correct", "val_acc", "lambda", "train_passes",
            "personalize_s")
-EXTRA_COLUMNS = ("acc", "n_train")  # after the required ones; an older file may lack them
+EXTRA_COLUMNS = ("acc", "n_train", "label_skew")  # after the required ones; an older file may lack them
 
 __all__ = ["COLUMNS", "EXTRA_COLUMNS", "Cell", "cells_from_units", "unit_rows", "write_units"]
 
@@ -33,13 +34,14 @@ def unit_rows(cells: dict) -> list[dict]:
     rows = []
     for setting, group in cells.items():
         for cell in group:
+            skews = {c: p["label_skew"] for c, p in cell.summary.get("federation", {}).get("clients", {}).items()}
             for name, m in cell.methods.items():
                 shared = federated_share(m, "train_passes")
-                rows += [_row(setting, cell.seed, name, r, shared) for r in m["per_client"]]
+                rows += [_row(setting, cell.seed, name, r, shared, skews.get(r["client"], "")) for r in m["per_client"]]
     return rows
 
 
-def _row(setting: str, seed: int, name: str, r: dict, shared: float) -> dict:
+def _row(setting: str, seed: int, name: str, r: dict, shared: float, skew: float | str) -> dict:
     cost = r.get("cost")
     return {
         "setting": setting, "seed": seed, "client": r["client"], "method": name, "n_test": r.get("n_test", ""),
@@ -47,7 +49,7 @@ def _row(setting: str, seed: int, name: str, r: dict, shared: float) -> dict:
         "lambda": "" if r.get("lambda") is None else _scalar(r["lambda"]),
         "train_passes": "" if cost is None else cost["train_passes"] + shared,
         "personalize_s": "" if cost is None else cost["seconds"],
-        "acc": r["acc"], "n_train": r.get("n_train", ""),
+        "acc": r["acc"], "n_train": r.get("n_train", ""), "label_skew": skew,
     }
 
 
@@ -71,6 +73,9 @@ def cells_from_units(path: str | Path) -> dict:
         summary = {"methods": {name: _method(rs) for name, rs in methods.items()},
                    "timing": {"method_s": {name: _mean(rs, "personalize_s") for name, rs in methods.items()},
                               **dict.fromkeys(CELL_TIMES, math.nan)}}
+        skews = {r["client"]: {"n_train": int(r["n_train"]), "label_skew": float(r["label_skew"])}
+                 for rs in methods.values() for r in rs if r["label_skew"] and r["n_train"]}
+        summary.update({"federation": {"clients": skews}} if skews else {})
         cells[setting].append(Cell(seed, summary, []))
     return dict(cells)
 

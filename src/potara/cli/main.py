@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="the --data file's text column")
     predict.add_argument("--max-length", type=int, default=128)
     predict.set_defaults(func=cmd_predict)
+    prof = sub.add_parser(
+        "profile", parents=[common],
+        help="the federation a config makes, before training: client sizes and label skew (no model loaded)",
+    )
+    prof.add_argument("--config", help="YAML/JSON config file (see configs/)")
+    prof.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    prof.set_defaults(func=cmd_profile)
     bench = sub.add_parser("bench", parents=[common], help="methods × settings × seeds from a suite; resumable; writes report.md")
     bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
@@ -243,6 +250,18 @@ def _round_text(record: dict) -> str:
     acc = record["fedit_mean_acc"]
     extra = "".join(f" {k}={v:.3f}" for k, v in record.get("methods", {}).items())
     return f"fedit acc {'–' if acc is None else f'{acc:.3f}'}, train loss {record['train_loss']:.3f}{extra}"
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Print the profile of the federation ``--config`` makes: its data only, partitioned as a run would."""
+    cfg = config_mod.load(args.config, args.set)
+    check_source(cfg.data)
+    _terminal(args)
+    from ..data.profile import profile, profile_table
+    from ..engine import load_federated_data
+
+    print(profile_table(profile(load_federated_data(cfg))))
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -47,7 +47,8 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
         for name, r in result.methods.items()
     }
     accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
-    out = {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation)}
+    out = {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation),
+           **({"federation": result.federation} if result.federation else {})}
     private = privacy_summary(config)
     return {**out, "privacy": private} if private else out
 

@@ -26,3 +26,4 @@ class RunResult:
     rounds: list[dict]
     timing: dict[str, float | dict[str, float]]
     lambdas_at: dict[int, dict[str, float]] = field(default_factory=dict)
+    federation: dict = field(default_factory=dict)  # the data's profile before training (``data.profile``)
