@@ -174,6 +174,9 @@ def choose(cells: dict, family: list[Candidate], totals: dict[tuple, dict] | Non
         overall, per = score(units)
         scored.append((overall, cand, per, units))
     ranked = sorted((item for item in scored if item[3]), key=lambda item: -item[0])  # candidates that ran
+    if not ranked:
+        raise SystemExit(f"choose.py: no candidate of {family[0].knob} ({', '.join(c.method for c in family)}) has "
+                         "validation records in --out; is --suite the suite that wrote it?")
     (best, winner, _, best_units), runner = ranked[0], ranked[1] if len(ranked) > 1 else None
     margin = None
     if runner is not None:
