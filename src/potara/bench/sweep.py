@@ -102,7 +102,7 @@ def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: 
         "## The sweep: each setting against its base (same seeds and clients)",
         "",
         "Mean test accuracy over the seeds' client means, with a 95% t-interval over seeds; ε: client-level DP at "
-        "the run's δ ('–': no DP); in brackets: bytes up + down per run, mean over seeds; λ: Potara's mean weight of the "
+        "the run's δ ('–': no DP); in brackets: bytes up, and up + down, per run, mean over seeds; λ: Potara's mean weight of the "
         "federated adapter.",
         "",
         f"| setting | ε | {' | '.join(names)} | potara λ |",
@@ -112,7 +112,8 @@ def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: 
         accs = [_interval(_seed_means(cells[s], m)) for m in names]
         lam = _interval(_seed_lambda_means(cells[s]))
         lines.append(f"| {s} | {_epsilon_text(cells[s])} | "
-                     + " | ".join(f"{_ci(a)} ({size_text(_bytes(cells[s], m))})" for a, m in zip(accs, names))
+                     + " | ".join(f"{_ci(a)} (up {size_text(_bytes(cells[s], m, ('bytes_up',)))}, total "
+                                  f"{size_text(_bytes(cells[s], m))})" for a, m in zip(accs, names))
                      + f" | {_ci(lam, 2)} |")
     for source, entry in numbers.items():
         lines += ["", f"### `{source}` − `{entry['base']}`", "",
@@ -174,9 +175,10 @@ def _axis_text(group: list[Cell]) -> str:
     return "no DP" if eps is None else f"ε {eps:.3g}"
 
 
-def _bytes(group: list[Cell], name: str) -> float:
+def _bytes(group: list[Cell], name: str, parts: tuple[str, ...] = ("bytes_up", "bytes_down")) -> float:
+    """A method's bytes per run (``parts`` of them: up and down by default), mean over the seeds."""
     rows = [c.methods[name] for c in group if name in c.methods]
-    return sum(r["bytes_up"] + r["bytes_down"] for r in rows) / len(rows) if rows else math.nan
+    return sum(sum(r[p] for p in parts) for r in rows) / len(rows) if rows else math.nan
 
 
 def _diff(d: dict | None) -> str:
