@@ -90,14 +90,23 @@ def without_seconds(value):
     return value
 
 
-@pytest.fixture(scope="module")
-def choose():
-    """``benchmarks/choose.py`` loaded as a module (a script, not part of potara)."""
-    spec = importlib.util.spec_from_file_location("choose", Path(__file__).parents[1] / "benchmarks" / "choose.py")
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` loaded as a module (a script, not part of potara)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["choose"] = module  # its dataclasses resolve their annotations through sys.modules
+    sys.modules[name] = module  # its dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def choose():
+    return benchmark_script("choose")
+
+
+@pytest.fixture(scope="module")
+def rule():
+    return benchmark_script("rule")
 
 
 @pytest.fixture(scope="module")

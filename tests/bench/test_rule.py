@@ -1,0 +1,53 @@
+"""benchmarks/rule.py: a written rule's picks (Potara where it holds, FedIT + FT early-stopped elsewhere) scored
+against always fine-tuning, from a units CSV with the clients' profiles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from potara.bench import suite as bench_suite
+from potara.bench.records import write_records
+from potara.bench.report import load_cells
+
+SEEDS = list(range(10))
+# client -> (label skew, Potara's edge over fedit_ft_es): Potara helps the skewed clients, hurts the others
+CLIENTS = {"client_0": (0.8, 0.05), "client_1": (0.7, 0.03), "client_2": (0.1, -0.02), "client_3": (0.2, -0.01)}
+
+
+def write_units(out) -> str:
+    """Fake cells of one setting, written and read back as the committed units CSV."""
+    for seed in SEEDS:
+        where = bench_suite.cell_dir(out, "new", seed)
+        where.mkdir(parents=True)
+        base = 0.5 + 0.01 * seed
+        methods = {name: {"mean_acc": 0.5, "worst_acc": 0.4, "bytes_up": 0, "bytes_down": 0, "rounds": 0,
+                          "per_client": [{"client": c, "acc": base + edge * (name == "potara"), "n_train": 32}
+                                         for c, (_, edge) in CLIENTS.items()]}
+                   for name in ("potara", "fedit_ft_es")}
+        federation = {"clients": {c: {"n_train": 32, "classes": 3, "label_skew": skew}
+                                  for c, (skew, _) in CLIENTS.items()}}
+        (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "federation": federation,
+                                                        "timing": {"method_s": {}}}))
+        (where / "rounds.jsonl").write_text("")
+    suite = bench_suite.Suite("fake", SEEDS, ["potara", "fedit_ft_es"], {"new": {}})
+    write_records(out, "fake", load_cells(out, suite))
+    return str(out / "fake-units.csv")
+
+
+def test_a_rule_that_picks_potara_for_skewed_clients_beats_always_fine_tuning(rule, tmp_path):
+    rows = rule.client_table(rule.cells_from_units(write_units(tmp_path)), ["new"])
+    good = rule.score(rule.parse_rule("label_skew>=0.5"), rows)
+    assert good["clients"] == 40 and good["potara_picked"] == 20
+    assert good["rule_right"] == 1.0 and good["always_fine_tune_right"] == 0.5
+    assert good["value"]["mean"] == pytest.approx((0.05 + 0.03) / 4) and good["value"]["verdict"] == "win"
+    always_potara = rule.score(rule.parse_rule("n_train>=0"), rows)
+    assert always_potara["rule_right"] == 0.5 and always_potara["value"]["mean"] == pytest.approx(0.05 / 4)
+    assert "right (the better pick on test): rule 1.000, always fine-tune 0.500" in rule.report("x", ["new"], good)
+
+
+@pytest.mark.parametrize("text", ["skew>=0.5", "label_skew>0.5", "label_skew>=high"])
+def test_a_malformed_rule_is_a_clear_error(rule, text):
+    with pytest.raises(SystemExit, match="is not KEY>=VALUE or KEY<VALUE with KEY in n_train, label_skew"):
+        rule.parse_rule(text)
