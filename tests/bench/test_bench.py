@@ -98,6 +98,7 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
     summary = json.loads((out / "cells/iid/seed-1/summary.json").read_text())
     assert list(summary["methods"]) == TINY_METHODS and summary["config"]["seed"] == 1
     assert set(summary["timing"]["method_s"]) == set(TINY_METHODS) and summary["timing"]["wall_s"] > 0
+    assert 0 < summary["timing"]["cpu_s"]  # the process's CPU seconds on the cell, every thread
     rounds = [json.loads(x) for x in (out / "cells/iid/seed-1/rounds.jsonl").read_text().splitlines()]
     assert set(rounds[0]["methods"]) == {"potara", "fedit_ft"}  # fed.eval_methods, at intermediate rounds
     assert "methods" not in rounds[-1]  # the last round's are the final results
@@ -109,7 +110,8 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
 
     report = (out / "report.md").read_text()
     assert report in printed
-    for line in ("## two_classes", "## iid", "| potara | 0.", "| local | 0.", "## Communication", "| iid | 2 | 0."):
+    for line in ("## two_classes", "## iid", "| potara | 0.", "| local | 0.", "## Communication", "| iid | 2 | 0.",
+                 "## Compute", "| all | 4 | 0.0"):
         assert line in report
     for setting in ("two_classes", "iid"):
         for kind in ("accuracy_vs_bytes", "per_client"):
@@ -361,8 +363,8 @@ def test_the_report_regenerates_from_its_csv_records_alone(tmp_path, monkeypatch
                          "broadcast_bytes,mean_acc")
     assert "b,3,2,federation,apfl,10,10,20,20,5,0.3" in rounds and "b,3,2,method,potara,,,,,,0.4" in rounds
     cells = (tmp_path / "run" / "fake-cells.csv").read_text().splitlines()
-    assert "b,3,apfl,apfl,300,350,30,0,1.5,20.0,1.0,4.0,0.5,0.1," in cells  # no DP: a blank epsilon
-    assert "b,3,oracle_test,,0,0,30,0,0.5,20.0,0.0,4.0,0.5,0.1," in cells
+    assert "b,3,apfl,apfl,300,350,30,0,1.5,20.0,1.0,4.0,0.5,0.1,," in cells  # no DP, no CPU record: blank
+    assert "b,3,oracle_test,,0,0,30,0,0.5,20.0,0.0,4.0,0.5,0.1,," in cells
 
     regenerated = bench_report.report_from_units(tmp_path / "run" / "fake-units.csv", suite, tmp_path / "again")
     assert regenerated == original

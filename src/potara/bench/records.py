@@ -49,7 +49,7 @@ def _completed(setting: str, cell: Cell, rounds: dict, totals: dict) -> Cell:
                                       compute={k: row[k] for k in COMPUTE if row[k] is not None})
     if key in totals:
         row = next(iter(totals[key].values()))
-        timing = {k: row[k] for k in CELL_TIMES if row[k] is not None}
+        timing = {k: row[k] for k in (*CELL_TIMES, "cpu_s") if row.get(k) is not None}
         cell.summary["timing"] = {**{k: v for k, v in cell.summary["timing"].items() if k not in CELL_TIMES}, **timing}
         if row.get("epsilon") is not None:
             cell.summary["privacy"] = {"epsilon": row["epsilon"]}

@@ -103,6 +103,7 @@ def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
     if numbers.get("sweep"):
         parts.append(sweep_tables(numbers["sweep"], cells, suite))
         plot_sweep(cells, suite, out / "plots")
+    parts.append(compute_table(cells))
     text = "\n\n".join(parts) + "\n"
     atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
     atomic_write(out / "report.md", text)
@@ -266,6 +267,30 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         "FedIT and FFA-LoRA give every client one adapter: non-personalized baselines.",
     ]
     return "\n".join(lines)
+
+
+def compute_table(cells: dict[str, list[Cell]]) -> str:
+    """What the finished cells cost: per setting and in all, the sum of their wall hours and, for the cells that
+    recorded it, of the bench process's CPU hours (every thread)."""
+    lines = [
+        "## Compute",
+        "",
+        "Sums over the finished cells: wall hours, and CPU hours of the bench process (every thread) for the cells "
+        "that recorded it (cells run side by side share the machine: their wall hours overlap, their CPU hours do not).",
+        "",
+        "| setting | cells | wall h | CPU h (cells recorded) |",
+        "|---|---|---|---|",
+    ]
+    every = [c for group in cells.values() for c in group]
+    for setting, group in [*cells.items(), ("all", every)]:
+        wall = [c.summary["timing"].get("wall_s", math.nan) for c in group]
+        cpu = [c.summary["timing"]["cpu_s"] for c in group if c.summary["timing"].get("cpu_s") is not None]
+        lines.append(f"| {setting} | {len(group)} | {_hours(wall)} | {_hours(cpu)} ({len(cpu)}) |")
+    return "\n".join(lines)
+
+
+def _hours(seconds: list[float]) -> str:
+    return "–" if not seconds or any(math.isnan(x) for x in seconds) else f"{sum(seconds) / 3600:.2f}"
 
 
 def communication_table(cells: dict[str, list[Cell]]) -> str:

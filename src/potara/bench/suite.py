@@ -184,10 +184,10 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{where.name}.tmp-", dir=where.parent))
     try:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         result = engine.run(cfg)
         summary = outputs.summary(cfg.to_dict(), result)
-        summary["timing"]["wall_s"] = time.perf_counter() - began
+        summary["timing"].update(wall_s=time.perf_counter() - began, cpu_s=time.process_time() - cpu)
         outputs.write_outputs(staging, summary, result.rounds, plots=False)
         if where.exists():  # a cell folder without summary.json is an incomplete one of ours
             shutil.rmtree(where)

@@ -4,7 +4,8 @@ compute as ``summary.json`` has it (``train_passes``, ``forward_passes``, ``seco
 personalization) with the part of it spent in its federation's rounds (``federated_passes``, ``federated_s``),
 and ``federation``: the one it personalizes from (blank: none; ``fedit``: the shared FedIT federation; its own
 name: a federation of its own, Ditto's or FFA-LoRA's). The cell's times (``wall_s``, ``federation_s``,
-``local_epoch_s``) and its client-level DP ``epsilon`` (blank: no DP) repeat on each of its methods' rows.
+``local_epoch_s``), its client-level DP ``epsilon`` (blank: no DP) and ``cpu_s`` (the bench process's CPU seconds
+on the cell, every thread; blank for a cell run before it was recorded) repeat on each of its methods' rows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ CELL_TIMES = ("wall_s", "federation_s", "local_epoch_s")
 COMPUTE = ("train_passes", "forward_passes", "seconds")
 COLUMNS = ("setting", "seed", "method", "federation", "bytes_up", "bytes_down", *COMPUTE, "federated_passes",
            "federated_s", *CELL_TIMES)
-OPTIONAL = ("epsilon",)  # after the required columns; an older file lacks it
+OPTIONAL = ("epsilon", "cpu_s")  # after the required columns; an older file lacks them
 
 
 def federated_share(method: dict, key: str) -> float:
@@ -46,13 +47,14 @@ def total_rows(cells: dict) -> list[dict]:
         for cell in group:
             times = {k: cell.summary.get("timing", {}).get(k, "") for k in CELL_TIMES}
             epsilon = cell.summary.get("privacy", {}).get("epsilon", "")
+            cpu = cell.summary.get("timing", {}).get("cpu_s", "")
             for name, m in cell.methods.items():
                 compute = {k: m.get("compute", {}).get(k, "") for k in COMPUTE}
                 rows.append({"setting": setting, "seed": cell.seed, "method": name,
                              "federation": federation_of(cell, name), "bytes_up": m["bytes_up"],
                              "bytes_down": m["bytes_down"], **compute,
                              "federated_passes": federated_share(m, "train_passes"),
-                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon})
+                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon, "cpu_s": cpu})
     return rows
 
 
