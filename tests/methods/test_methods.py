@@ -24,6 +24,12 @@ def test_a_variant_is_named_by_its_spec_and_sets_its_key_for_itself_alone():
     assert ditto.federation.name == "ditto" and ditto_strong.federation.name == "ditto@peers.ditto_mu=5.0"
 
 
+def test_a_fedit_variant_shares_fedits_federation():
+    """Its keys are personalization keys (the label-prior correction): FedIT's rounds do not depend on them."""
+    plain, corrected = methods("fedit", "fedit@potara.prior_correction=counts")
+    assert plain.federation is FEDIT and corrected.federation is FEDIT and corrected.name != plain.name
+
+
 def test_a_potara_variant_takes_its_estimator():
     (variant,) = methods("potara@potara.estimator=heldout")
     assert variant.estimates_lambda and variant.name == "potara@potara.estimator=heldout"

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 
 from ..config import ConfigError, RunConfig, apply_override, from_dict
+from ..federation.recipes import FEDIT
 from ..personalize.estimators import ESTIMATORS
 from . import (
     apfl,
@@ -97,7 +98,7 @@ def build(spec: str, cfg: RunConfig) -> Method:
         apply_override(values, item)
     variant = from_dict(values)
     method = available(variant)[name](variant)
-    if method.federation.name == name:  # a federation of the method's own (Ditto's μ): one per variant
+    if method.federation is not FEDIT and method.federation.name == name:  # its own (Ditto's μ): one per variant
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
     return _corrected(dataclasses.replace(
