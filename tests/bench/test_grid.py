@@ -15,8 +15,10 @@ from potara.config import ConfigError
 SEEDS = list(range(10))
 CLIENTS = [f"client_{k}" for k in range(5)]
 # per cell, each method's edge over a common base: Potara wins clearly in "far", ties in "near"
-EDGE = {"far": {"potara": 0.10, "fedit_ft_es": 0.02, "ditto": 0.04, "oracle_test": 0.2},
-        "near": {"potara": 0.03, "fedit_ft_es": 0.03, "ditto": 0.03, "oracle_test": 0.2}}
+EDGE = {"far": {"potara": 0.10, "potara@potara.safety=val_loss": 0.04, "fedit_ft_es": 0.02, "ditto": 0.04,
+                "oracle_test": 0.2},
+        "near": {"potara": 0.03, "potara@potara.safety=val_loss": 0.03, "fedit_ft_es": 0.03, "ditto": 0.03,
+                 "oracle_test": 0.2}}
 
 
 def fake_cell(setting: str, seed: int) -> dict:
@@ -51,13 +53,16 @@ def test_the_map_marks_a_corrected_win_against_the_best_other_method_and_ties_el
     numbers = json.loads((tmp_path / "report.json").read_text())["map"]
     far, near = numbers["far"], numbers["near"]
     assert far["best"] == "ditto" and far["row"] == "Dirichlet 0.1" and far["column"] == "16"
-    assert far["vs_best"]["mean"] == pytest.approx(0.06, abs=0.01) and far["vs_best"]["verdict"] == "win"
-    assert far["vs_best"]["p_holm"] is not None  # read from the cell's Holm family
-    assert far["vs_early_stopped"]["verdict"] == "win"
-    assert near["vs_best"]["verdict"] == "tie" and near["vs_early_stopped"]["verdict"] == "tie"
-    assert far["worst_clients"]["potara"] > far["worst_clients"]["fedit_ft_es"]
+    potara, safe = far["potara"]["potara"], far["potara"]["potara@potara.safety=val_loss"]
+    assert potara["vs_best"]["mean"] == pytest.approx(0.06, abs=0.01) and potara["vs_best"]["verdict"] == "win"
+    assert potara["vs_best"]["p_holm"] is not None  # read from the variant's Holm family in the cell
+    assert potara["vs_early_stopped"]["verdict"] == "win"
+    assert safe["vs_best"]["mean"] == pytest.approx(0.0, abs=0.01) and safe["vs_early_stopped"]["verdict"] == "win"
+    plain_near = near["potara"]["potara"]
+    assert plain_near["vs_best"]["verdict"] == "tie" and plain_near["vs_early_stopped"]["verdict"] == "tie"
+    assert potara["worst_clients"] > far["worst_clients"]["fedit_ft_es"]
     assert far["mean_label_skew"] == pytest.approx(0.7) and near["median_n_train"] == 16
-    assert "## The map: where Potara wins" in report and "| far | Dirichlet 0.1 × 16 | 10 | 16 | 0.700 | ditto |" in report
+    assert "## The map: where Potara wins" in report and "| far | Dirichlet 0.1 × 16 | 10 | 16 | 0.700 | potara | ditto |" in report
     assert "| **win** |" in report and (tmp_path / "plots" / "map.heatmap.png").is_file()
 
 

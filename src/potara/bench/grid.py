@@ -1,17 +1,19 @@
 """A suite whose settings form a grid (``grid``: setting → [row, column], e.g. heterogeneity × client size) read
 as a map of where Potara wins (issue 21).
 
-Per cell (setting): Potara − the best non-Potara method (the highest mean test accuracy among the methods that
-are neither a bound nor a Potara variant: picked on test, so the comparison favours the other method) and Potara −
-FedIT + FT early-stopped on validation, both read from the setting's Holm family (``report.versus``); a cell is
-marked when its corrected verdict is a win or a loss. Beside them the worst clients: the 10th percentile of client
-test accuracy, every (seed, client) of the cell pooled, for Potara and for FedIT + FT. And what a user can measure
+Per cell (setting) and Potara variant (``potara``, and ``potara@…`` with a mechanism kept on dev): the variant − the
+best non-Potara method (the highest mean test accuracy among the methods that are neither a bound nor a Potara
+variant: picked on test, so the comparison favours the other method) and − FedIT + FT early-stopped on validation,
+both read from the variant's Holm family in that setting (``report.versus``); a cell is marked when its corrected
+verdict is a win or a loss. Beside them the worst clients: the 10th percentile of client test accuracy, every
+(seed, client) of the cell pooled, for the variant and for FedIT + FT. And what a user can measure
 on their own federation before training (``potara profile``): the clients' training examples and label skew.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +24,31 @@ from .cell import Cell
 
 POTARA, EARLY_STOPPED, FINE_TUNED = "potara", "fedit_ft_es", "fedit_ft"
 WORST_PERCENTILE = 10
+Versus = Callable[[str, str], dict[str, dict]]  # (setting, method) -> that method against every other, Holm family
 
 
-def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: dict[str, dict]) -> dict[str, dict]:
-    """Per setting of ``grid`` with cells: its row and column, the best non-Potara method and Potara's corrected
-    differences to it and to ``fedit_ft_es`` (``versus[setting]``: Potara against every method), and the 10th
-    percentile of client accuracy of Potara and ``fedit_ft``."""
+def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: Versus) -> dict[str, dict]:
+    """Per setting of ``grid`` with cells: its row, column, seeds and clients' profile; the best non-Potara method;
+    for each Potara variant the cells have (``potara``, ``potara@…`` with a mechanism), its corrected differences
+    to that method and to ``fedit_ft_es`` (``versus(setting, variant)``: the variant against every other method,
+    Holm over the peers and references) and its clients' 10th-percentile accuracy; the same percentile for
+    ``fedit_ft`` and ``fedit_ft_es``."""
     out = {}
     for setting, (row, column) in grid.items():
         group = cells.get(setting) or []
-        against = versus.get(setting, {})
-        if not group or not against:
+        if not group:
             continue
         means = _method_means(group)
         others = [m for m in means if not is_bound(m) and not m.startswith(POTARA)]
         best = max(others, key=means.__getitem__, default=None)
+        variants = {}
+        for name in (m for m in means if m.split("@")[0] == POTARA):
+            against = versus(setting, name)
+            variants[name] = {"vs_best": against.get(best), "vs_early_stopped": against.get(EARLY_STOPPED),
+                              "worst_clients": _percentile(group, name)}
         out[setting] = {
-            "row": str(row), "column": str(column), "best": best, "vs_best": against.get(best),
-            "vs_early_stopped": against.get(EARLY_STOPPED), "clusters": len(group),
-            "worst_clients": {m: _percentile(group, m) for m in (POTARA, FINE_TUNED, EARLY_STOPPED) if m in means},
+            "row": str(row), "column": str(column), "clusters": len(group), "best": best, "potara": variants,
+            "worst_clients": {m: _percentile(group, m) for m in (FINE_TUNED, EARLY_STOPPED) if m in means},
             **_profile(group),
         }
     return out
@@ -71,30 +79,34 @@ def _percentile(group: list[Cell], name: str) -> float:
 
 
 def grid_table(numbers: dict[str, dict]) -> str:
-    """The map as markdown: a row per cell."""
+    """The map as markdown: a row per (cell, Potara variant)."""
     lines = [
         "## The map: where Potara wins",
         "",
-        "Per cell: Potara − the best non-Potara method (picked on test: favours it) and Potara − FedIT + FT "
-        "early-stopped on validation; 95% t-intervals on the seeds' means at the level of the cell's Holm family "
-        "(Potara against every peer and reference of that cell); **bold**: a corrected win or loss. Worst clients: "
-        f"the {WORST_PERCENTILE}th percentile of client test accuracy over every (seed, client) of the cell. Train "
+        "Per cell and Potara variant (plain, and with each mechanism kept on dev): the variant − the best non-Potara "
+        "method (picked on test: favours it) and − FedIT + FT early-stopped on validation; 95% t-intervals on the "
+        "seeds' means at the level of the variant's Holm family in that cell (it against every peer and "
+        "reference); **bold**: a corrected win or loss. Worst clients: the "
+        f"{WORST_PERCENTILE}th percentile of client test accuracy over every (seed, client) of the cell. Train "
         "examples and label skew (total-variation distance of a client's training labels to the federation's): "
         "what `potara profile` measures on a federation before training.",
         "",
-        "| cell | rows × columns | seeds | median train examples | mean label skew | best other | Potara − best [CI] | verdict | Potara − fedit_ft_es [CI] | verdict "
-        f"| p{WORST_PERCENTILE} potara | p{WORST_PERCENTILE} fedit_ft | p{WORST_PERCENTILE} fedit_ft_es |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | rows × columns | seeds | median train examples | mean label skew | variant | best other "
+        "| − best [CI] | verdict | − fedit_ft_es [CI] | verdict "
+        f"| p{WORST_PERCENTILE} variant | p{WORST_PERCENTILE} fedit_ft | p{WORST_PERCENTILE} fedit_ft_es |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, n in numbers.items():
         worst = n["worst_clients"]
-        lines.append(
-            f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | {_number(n.get('median_n_train'), 'g')} "
-            f"| {_number(n.get('mean_label_skew'), '.3f')} | {n['best']} | {_diff(n['vs_best'])} "
-            f"| {_verdict(n['vs_best'])} | {_diff(n['vs_early_stopped'])} | {_verdict(n['vs_early_stopped'])} | "
-            + " | ".join(f"{worst[m]:.3f}" if m in worst else "–" for m in (POTARA, FINE_TUNED, EARLY_STOPPED))
-            + " |"
-        )
+        for name, v in n["potara"].items():
+            lines.append(
+                f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | "
+                f"{_number(n.get('median_n_train'), 'g')} | {_number(n.get('mean_label_skew'), '.3f')} | {name} "
+                f"| {n['best']} | {_diff(v['vs_best'])} | {_verdict(v['vs_best'])} | {_diff(v['vs_early_stopped'])} "
+                f"| {_verdict(v['vs_early_stopped'])} | {v['worst_clients']:.3f} | "
+                + " | ".join(f"{worst[m]:.3f}" if m in worst else "–" for m in (FINE_TUNED, EARLY_STOPPED))
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -118,26 +130,29 @@ def _verdict(d: dict | None) -> str:
 
 
 def plot_grid(numbers: dict[str, dict], path: Path) -> None:
-    """Two heatmaps (Potara − best other, Potara − fedit_ft_es): rows × columns, colour the mean difference,
+    """Two heatmaps per Potara variant (− best other, − fedit_ft_es): rows × columns, colour the mean difference,
     each cell annotated with its interval; a corrected win or loss framed in black."""
     rows = list(dict.fromkeys(n["row"] for n in numbers.values()))
     columns = list(dict.fromkeys(n["column"] for n in numbers.values()))
+    variants = list(dict.fromkeys(v for n in numbers.values() for v in n["potara"]))
+    panels = (("vs_best", "− best other method"), ("vs_early_stopped", "− FedIT + FT (early-stopped)"))
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(4.2 * 2 + 0.6 * len(columns), 1.2 + 1.0 * len(rows)), squeeze=False)
-    panels = (("vs_best", "Potara − best other method"), ("vs_early_stopped", "Potara − FedIT + FT (early-stopped)"))
-    limit = max([abs(n[k]["mean"]) for n in numbers.values() for k, _ in panels if n[k]] + [0.01])
-    for ax, (key, title) in zip(axes[0], panels):
-        values = np.full((len(rows), len(columns)), np.nan)
-        for n in numbers.values():
-            if n[key]:
-                values[rows.index(n["row"]), columns.index(n["column"])] = n[key]["mean"]
-        image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
-        for n in numbers.values():
-            _annotate(ax, rows.index(n["row"]), columns.index(n["column"]), n[key], limit)
-        ax.set_xticks(range(len(columns)), columns)
-        ax.set_yticks(range(len(rows)), rows)
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy difference")
+    fig, axes = plt.subplots(len(variants), 2, squeeze=False,
+                             figsize=(4.2 * 2 + 0.6 * len(columns), (1.2 + 1.0 * len(rows)) * len(variants)))
+    limit = max([abs(d["mean"]) for n in numbers.values() for v in n["potara"].values() for k, _ in panels
+                 if (d := v[k])] + [0.01])
+    for ax_row, variant in zip(axes, variants):
+        for ax, (key, title) in zip(ax_row, panels):
+            values = np.full((len(rows), len(columns)), np.nan)
+            for n in numbers.values():
+                d = n["potara"].get(variant, {}).get(key)
+                values[rows.index(n["row"]), columns.index(n["column"])] = d["mean"] if d else np.nan
+                _annotate(ax, rows.index(n["row"]), columns.index(n["column"]), d, limit)
+            image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
+            ax.set_xticks(range(len(columns)), columns)
+            ax.set_yticks(range(len(rows)), rows)
+            ax.set_title(f"{variant} {title}", fontsize=8)
+            fig.colorbar(image, ax=ax, shrink=0.8, label="accuracy difference")
     save_png(fig, path)
     plt.close(fig)
 

@@ -172,7 +172,7 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
         **({"sweep": sweep_numbers(cells, suite)} if suite.sweep else {}),
     }
     if suite.grid:
-        numbers["map"] = grid_numbers(cells, suite.grid, numbers["potara_versus"])
+        numbers["map"] = grid_numbers(cells, suite.grid, lambda s, name: versus(unit_accs({s: cells[s]}), name))
     return numbers
 
 
