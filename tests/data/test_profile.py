@@ -40,3 +40,14 @@ def test_potara_profile_prints_the_federation_a_config_makes_without_a_model(syn
     out = capsys.readouterr().out
     assert "| client_00 |" in out and "| client_02 |" in out and "3 clients, " in out
     assert "label skew: mean" in out
+
+
+def test_data_without_class_labels_has_no_profile():
+    import datasets
+
+    from potara.data.federated import ClientTask, FederatedData
+    from potara.data.profile import profile
+
+    rows = datasets.Dataset.from_dict({"prompt": ["a", "b"], "target": ["x", "y"]})
+    data = FederatedData([ClientTask("client_00", rows, rows, rows)], [], "prompt")
+    assert profile(data) == {}

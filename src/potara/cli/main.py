@@ -260,7 +260,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ..data.profile import profile, profile_table
     from ..engine import load_federated_data
 
-    print(profile_table(profile(load_federated_data(cfg))))
+    prof = profile(load_federated_data(cfg))
+    if not prof:
+        raise config_mod.ConfigError("potara profile reads class labels; this data has none (a causal LM's prompts)")
+    print(profile_table(prof))
     return 0
 
 

@@ -40,7 +40,10 @@ def profile_counts(train_labels: Mapping[str, Sequence[int]]) -> dict[str, Any]:
 
 
 def profile(data: FederatedData) -> dict[str, Any]:
-    """``profile_counts`` of a loaded federation's training splits."""
+    """``profile_counts`` of a loaded federation's training splits; empty for data without class labels (a causal
+    LM's prompt/target rows)."""
+    if any("label" not in c.train.column_names for c in data.clients):
+        return {}
     return profile_counts({c.name: list(c.train["label"]) for c in data.clients})
 
 
