@@ -92,6 +92,12 @@ def _value(values: dict[str, object], family_keys: int) -> object:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+def swept(suite: Suite, cells: dict) -> list[str]:
+    """The suite's methods, then those another ``--out`` of it added (``--methods``: a candidate past a grid's edge)."""
+    found = dict.fromkeys(name for group in cells.values() for cell in group for name in cell.methods)
+    return suite.methods + [m for m in found if m not in suite.methods]
+
+
 def joined_cells(parts: list[dict]) -> dict:
     """Cells of several outputs of one suite as one: per (setting, seed), every part's methods together."""
     joined: dict = {}
@@ -293,7 +299,7 @@ def main() -> None:
     parser.add_argument("--write", help="also write the choices and their evidence as JSON here")
     args = parser.parse_args()
     suite, cells, missing, totals = suite_cells(args.suite, args.out)
-    results = {name: choose(cells, family, totals) for name, family in candidates(suite.methods).items()}
+    results = {name: choose(cells, family, totals) for name, family in candidates(swept(suite, cells)).items()}
     print(f"# Choices on the `{suite.name}` suite by validation accuracy (commit {commit()})\n")
     if missing:
         print(f"missing cells: {', '.join(missing)}\n")
