@@ -3,6 +3,10 @@ peer is tuned with at least Potara's care on every dev setting."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from potara import config
 from potara.bench import suite as bench_suite
 from potara.reporting.stats import MIN_CLUSTERS
 
@@ -174,3 +178,40 @@ def test_the_privacy_suite_has_a_setting_at_epsilon_8_or_less_and_the_compressio
     dtypes = {bench_suite.cell_config(bench_suite.load_suite("compression"), s, 500).fed.payload_dtype
               for s in ("fp32", "bf16", "fp16", "int8")}
     assert dtypes == {"fp32", "bf16", "fp16", "int8"}
+
+
+CHOICES = Path(__file__).parents[2] / "benchmarks" / "results" / "dev-choices.json"
+
+
+def effective(suite: bench_suite.Suite, setting: str, spec: str):
+    """The config a method ``spec`` (``name`` or ``name@key=value…``) runs under in a suite's cell."""
+    values = bench_suite.cell_config(suite, setting, suite.seeds[0]).to_dict()
+    for item in spec.split("@")[1:]:
+        config.apply_override(values, item)
+    return config.from_dict(values)
+
+
+def report_method(report: bench_suite.Suite, chosen: str) -> str:
+    """The report's method for a dev family's winner: ``potara`` for an estimator, else the one of the same base
+    (the plain one when there are two)."""
+    if chosen.startswith("potara_"):
+        return "potara"
+    specs = [m for m in report.methods if base(m) == base(chosen)]
+    return base(chosen) if base(chosen) in specs else specs[0]  # `fixed`, not the midpoint `fixed@…=0.5` beside it
+
+
+def test_the_report_runs_every_peer_and_potara_with_the_values_dev_chose():
+    """Each family's keys, as the dev winner ran them, are those the report's method runs with (in every setting
+    that has it): the report is frozen on the complete dev suite (benchmarks/results/dev-choices.json)."""
+    record = json.loads(CHOICES.read_text())
+    assert record["suite"] == "dev" and not record["missing_cells"]
+    dev, report = bench_suite.load_suite("dev"), bench_suite.load_suite("report")
+    for family, choice in record["choices"].items():
+        keys = choice["knob"].split(" + ")
+        won = effective(dev, next(iter(dev.settings)), choice["method"])
+        mine = report_method(report, choice["method"])
+        for setting in (s for s in report.settings if mine in report.methods_of(s)):
+            ran = effective(report, setting, mine)
+            for key in keys:
+                section, name = key.split(".")
+                assert getattr(getattr(ran, section), name) == getattr(getattr(won, section), name), (family, key)
