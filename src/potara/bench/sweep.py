@@ -13,13 +13,14 @@ against ε when the settings differ in DP, against bytes on the wire otherwise.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ..reporting.outputs import _scalar, difference, is_bound, save_png, size_text
 from ..reporting.plots import pyplot
-from ..reporting.stats import holm, t_quantile
+from ..reporting.stats import holm, stratified_t, t_quantile
 from ..reporting.styles import label, style
 from .cell import Cell
 from .suite import Suite
@@ -145,10 +146,8 @@ def _interval(values: list[float]) -> tuple[float, float, float] | None:
     """(mean, low, high): the 95% t-interval of the mean of ``values`` (low = high = NaN with one value)."""
     if not values:
         return None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = t_quantile(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean, se, df = stratified_t(np.asarray(values, dtype=float), [0] * len(values))  # one stratum: n − 1 df
+    half = math.nan if math.isnan(se) else t_quantile(0.975, df) * se
     return mean, mean - half, mean + half
 
 
