@@ -4,7 +4,7 @@ as a map of where Potara wins (issue 21).
 Per cell (setting) and Potara variant (``potara``, and ``potara@…`` with a mechanism kept on dev): the variant − the
 best non-Potara method (the highest mean test accuracy among the methods that are neither a bound nor a Potara
 variant: picked on test, so the comparison favours the other method) and − FedIT + FT early-stopped on validation,
-both read from the variant's Holm family in that setting (``report.versus``); a cell is marked when its corrected
+both read from the variant's Holm family in that setting (``paired.versus``); a cell is marked when its corrected
 verdict is a win or a loss. Beside them the worst clients: the 10th percentile of client test accuracy, every
 (seed, client) of the cell pooled, for the variant and for FedIT + FT. And what a user can measure
 on their own federation before training (``potara profile``): the clients' training examples and label skew.
@@ -13,7 +13,6 @@ on their own federation before training (``potara profile``): the clients' train
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +20,16 @@ import numpy as np
 from ..reporting.outputs import is_bound, save_png
 from ..reporting.plots import pyplot
 from .cell import Cell
+from .paired import POTARA, delta_text, unit_accs, verdict_text, versus
 
-POTARA, EARLY_STOPPED, FINE_TUNED = "potara", "fedit_ft_es", "fedit_ft"
+EARLY_STOPPED, FINE_TUNED = "fedit_ft_es", "fedit_ft"
 WORST_PERCENTILE = 10
-Versus = Callable[[str, str], dict[str, dict]]  # (setting, method) -> that method against every other, Holm family
 
 
-def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: Versus) -> dict[str, dict]:
+def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list]) -> dict[str, dict]:
     """Per setting of ``grid`` with cells: its row, column, seeds and clients' profile; the best non-Potara method;
     for each Potara variant the cells have (``potara``, ``potara@…`` with a mechanism), its corrected differences
-    to that method and to ``fedit_ft_es`` (``versus(setting, variant)``: the variant against every other method,
+    to that method and to ``fedit_ft_es`` (``paired.versus``: the variant against every other method of the cell,
     Holm over the peers and references) and its clients' 10th-percentile accuracy; the same percentile for
     ``fedit_ft`` and ``fedit_ft_es``."""
     out = {}
@@ -43,7 +42,7 @@ def grid_numbers(cells: dict[str, list[Cell]], grid: dict[str, list], versus: Ve
         best = max(others, key=means.__getitem__, default=None)
         variants = {}
         for name in (m for m in means if m.split("@")[0] == POTARA):
-            against = versus(setting, name)
+            against = versus(unit_accs({setting: group}), name)
             variants[name] = {"vs_best": against.get(best), "vs_early_stopped": against.get(EARLY_STOPPED),
                               "worst_clients": _percentile(group, name)}
         out[setting] = {
@@ -102,8 +101,9 @@ def grid_table(numbers: dict[str, dict]) -> str:
             lines.append(
                 f"| {setting} | {n['row']} × {n['column']} | {n['clusters']} | "
                 f"{_number(n.get('median_n_train'), 'g')} | {_number(n.get('mean_label_skew'), '.3f')} | {name} "
-                f"| {n['best']} | {_diff(v['vs_best'])} | {_verdict(v['vs_best'])} | {_diff(v['vs_early_stopped'])} "
-                f"| {_verdict(v['vs_early_stopped'])} | {v['worst_clients']:.3f} | "
+                f"| {n['best']} | {delta_text(v['vs_best'])} | {verdict_text(v['vs_best'], bold=True)} "
+                f"| {delta_text(v['vs_early_stopped'])} | {verdict_text(v['vs_early_stopped'], bold=True)} "
+                f"| {v['worst_clients']:.3f} | "
                 + " | ".join(f"{worst[m]:.3f}" if m in worst else "–" for m in (FINE_TUNED, EARLY_STOPPED))
                 + " |"
             )
@@ -114,19 +114,8 @@ def _number(x: float | None, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
-def _diff(d: dict | None) -> str:
-    if d is None:
-        return "–"
-    low, high = d["ci"]
-    level = "" if abs(d["level"] - 0.95) < 1e-12 else f" {100 * d['level']:.1f}%"
-    bounds = "–" if low is None or math.isnan(low) else f"{low:+.3f}, {high:+.3f}"
-    return f"{d['mean']:+.3f} [{bounds}]{level}"
 
 
-def _verdict(d: dict | None) -> str:
-    if d is None:
-        return "–"
-    return f"**{d['verdict']}**" if d["verdict"] in ("win", "loss") else d["verdict"]
 
 
 def plot_grid(numbers: dict[str, dict], path: Path) -> None:

@@ -32,16 +32,17 @@ from ..reporting.outputs import (
     size_text,
 )
 from ..reporting.plots import Final, accuracy_figure, lambda_figure, pyplot
-from ..reporting.stats import ALPHA, MIN_CLUSTERS, holm
+from ..reporting.stats import ALPHA, MIN_CLUSTERS
 from ..reporting.styles import NON_PERSONALIZED, colour_marker, label, row_label
 from .cell import Cell
 from .grid import grid_numbers, grid_table, plot_grid
+from .paired import POTARA, cell_of, delta_text, p_text, setting_of, unit_accs, versus, wtl_text
 from .records import UNITS, cells_from_records, record_path, write_records
 from .suite import Suite, cell_dir
 from .sweep import plot_sweep, sweep_numbers, sweep_tables
+from .totals import CPU_TIME
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
-POTARA = "potara"
 
 
 def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
@@ -125,25 +126,10 @@ STATISTICS = (
 )
 
 
-def unit_accs(cells: dict[str, list[Cell]]) -> dict[str, dict[tuple, float]]:
-    """Per method, the test accuracy of every (setting, seed, client) unit."""
-    accs: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for setting, group in cells.items():
-        for cell in group:
-            for name, m in cell.methods.items():
-                for row in m["per_client"]:
-                    accs[name][(setting, cell.seed, row["client"])] = row["acc"]
-    return dict(accs)
 
 
-def cell_of(unit: tuple) -> tuple:
-    """A unit's cluster: its (setting, seed), one federation."""
-    return unit[:2]
 
 
-def setting_of(unit: tuple) -> str:
-    """A unit's stratum: its setting."""
-    return unit[0]
 
 
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
@@ -172,7 +158,7 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
         **({"sweep": sweep_numbers(cells, suite)} if suite.sweep else {}),
     }
     if suite.grid:
-        numbers["map"] = grid_numbers(cells, suite.grid, lambda s, name: versus(unit_accs({s: cells[s]}), name))
+        numbers["map"] = grid_numbers(cells, suite.grid)
     return numbers
 
 
@@ -181,21 +167,8 @@ def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:
     return [s for s in cells if s not in suite.compare]
 
 
-def versus(accs: dict[str, dict[tuple, float]], name: str) -> dict[str, dict]:
-    """``name`` − every other method (bounds included) over their shared units, clustered by cell, stratified by
-    setting; Holm-corrected over the family ``in_family`` picks (a ``holm_family`` flag on each entry)."""
-    if name not in accs:
-        return {}
-    diffs = {other: d for other in accs if other != name and (d := difference(accs[name], accs[other], cell_of,
-                                                                               setting_of))}
-    corrected = holm({other: d for other, d in diffs.items() if in_family(other)})
-    return {other: {**corrected.get(other, d).to_dict(), "holm_family": other in corrected}
-            for other, d in diffs.items()}
 
 
-def in_family(other: str) -> bool:
-    """Whether Potara − ``other`` is in the headline family: every peer and reference, no bound, no Potara variant."""
-    return not is_bound(other) and not other.startswith(POTARA)
 
 
 def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
@@ -248,7 +221,7 @@ def setting_table(setting: str, group: list[Cell], suite: Suite) -> str:
         versus = _versus_reference(accs, name)
         lines.append(
             f"| {row_label(name)} | {_pm([r['mean_acc'] for r in rows])} | {_pm([r['worst_acc'] for r in rows])} "
-            f"| {_delta(versus)} | {_wtl(versus)} "
+            f"| {delta_text(versus)} | {wtl_text(versus)} "
             f"| {size_text(_avg([r['bytes_up'] for r in rows]))} | {size_text(_avg([r['bytes_down'] for r in rows]))} "
             f"| {_avg([r.get('compute', {}).get('train_passes', 0.0) for r in rows]):,.0f} "
             f"| {_avg([x for x in own if x is not None]) or 0:.1f} |"
@@ -284,7 +257,7 @@ def compute_table(cells: dict[str, list[Cell]]) -> str:
     every = [c for group in cells.values() for c in group]
     for setting, group in [*cells.items(), ("all", every)]:
         wall = [c.summary["timing"].get("wall_s", math.nan) for c in group]
-        cpu = [c.summary["timing"]["cpu_s"] for c in group if c.summary["timing"].get("cpu_s") is not None]
+        cpu = [c.summary["timing"][CPU_TIME] for c in group if c.summary["timing"].get(CPU_TIME) is not None]
         lines.append(f"| {setting} | {len(group)} | {_hours(wall)} | {_hours(cpu)} ({len(cpu)}) |")
     return "\n".join(lines)
 
@@ -435,33 +408,15 @@ def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cell
 
 def _columns(diff: dict | None) -> str:
     """Δ [CI] | p | W/T/L | verdict."""
-    return f"{_delta(diff)} | {_p(diff)} | {_wtl(diff)} | {diff['verdict'] if diff else '–'}"
+    return f"{delta_text(diff)} | {p_text(diff)} | {wtl_text(diff)} | {diff['verdict'] if diff else '–'}"
 
 
-def _delta(diff: dict | None) -> str:
-    """``+0.004 [-0.010, +0.018]``: the mean difference and its interval, with its level when not 95%."""
-    if diff is None:
-        return "–"
-    low, high = diff["ci"]
-    level = "" if abs(diff["level"] - (1 - ALPHA)) < 1e-12 else f" {100 * diff['level']:.2f}%"
-    return f"{diff['mean']:+.3f} [{'–' if _missing(low) else f'{low:+.3f}, {high:+.3f}'}]{level}"
 
 
-def _p(diff: dict | None) -> str:
-    """``0.012 / 0.004``: the t-test and sign-flip p, then `/ Holm 0.036` when corrected; '–' without a variance."""
-    if diff is None or _missing(diff["p_t"]):
-        return "–"
-    holm_p = f" / Holm {diff['p_holm']:.3f}" if diff.get("p_holm") is not None else ""
-    return f"{diff['p_t']:.3f} / {diff['p_signflip']:.3f}{holm_p}"
 
 
-def _missing(x: float | None) -> bool:
-    """NaN in memory, null once read back from JSON."""
-    return x is None or math.isnan(x)
 
 
-def _wtl(diff: dict | None) -> str:
-    return "–" if diff is None else f"{diff['wins']}/{diff['ties']}/{diff['losses']}"
 
 
 def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
+from .totals import CPU_TIME
 
 SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare", "sweep", "grid")
 RESERVED = ("seed", "methods")  # set per cell by the suite (narrow with --seeds / --methods)
@@ -187,7 +188,8 @@ def run_cell(cfg: RunConfig, where: Path) -> bool:
         began, cpu = time.perf_counter(), time.process_time()
         result = engine.run(cfg)
         summary = outputs.summary(cfg.to_dict(), result)
-        summary["timing"].update(wall_s=time.perf_counter() - began, cpu_s=time.process_time() - cpu)
+        summary["timing"].update(wall_s=time.perf_counter() - began)
+        summary["timing"][CPU_TIME] = time.process_time() - cpu
         outputs.write_outputs(staging, summary, result.rounds, plots=False)
         if where.exists():  # a cell folder without summary.json is an incomplete one of ours
             shutil.rmtree(where)

@@ -23,9 +23,8 @@ from ..reporting.plots import pyplot
 from ..reporting.stats import holm, stratified_t, t_quantile
 from ..reporting.styles import label, style
 from .cell import Cell
+from .paired import POTARA, delta_text, p_text, wtl_text
 from .suite import Suite
-
-POTARA = "potara"
 
 
 def swept_settings(suite: Suite, cells: dict[str, list[Cell]]) -> list[str]:
@@ -123,10 +122,10 @@ def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: 
                   "|---|---|---|---|---|---|---|"]
         for m, d in entry["change"].items():
             b = entry["potara_beyond"].get(m)
-            lines.append(f"| {m} | {_diff(d)} | {_p(d)} | {d['wins']}/{d['ties']}/{d['losses']} "
-                         f"| {_diff(b)} | {_p(b)} | {b['verdict'] if b else '–'} |")
+            lines.append(f"| {m} | {delta_text(d)} | {p_text(d)} | {wtl_text(d)} "
+                         f"| {delta_text(b)} | {p_text(b)} | {b['verdict'] if b else '–'} |")
         lam = entry["potara_lambda_change"]
-        lines += ["", f"Potara's λ, `{source}` − `{entry['base']}`: {_diff(lam)} (p {_p(lam)})."]
+        lines += ["", f"Potara's λ, `{source}` − `{entry['base']}`: {delta_text(lam)} (p {p_text(lam)})."]
     return "\n".join(lines)
 
 
@@ -180,19 +179,8 @@ def _bytes(group: list[Cell], name: str, parts: tuple[str, ...] = ("bytes_up", "
     return sum(sum(r[p] for p in parts) for r in rows) / len(rows) if rows else math.nan
 
 
-def _diff(d: dict | None) -> str:
-    if d is None:
-        return "–"
-    low, high = d["ci"]
-    bounds = "–" if low is None or math.isnan(low) else f"{low:+.3f}, {high:+.3f}"
-    return f"{d['mean']:+.3f} [{bounds}]"
 
 
-def _p(d: dict | None) -> str:
-    if d is None or d["p_t"] is None or math.isnan(d["p_t"]):
-        return "–"
-    holm_p = f" / {d['p_holm']:.3f}" if d.get("p_holm") is not None else ""
-    return f"{d['p_t']:.3f} / {d['p_signflip']:.3f}{holm_p}"
 
 
 def plot_sweep(cells: dict[str, list[Cell]], suite: Suite, out: Path) -> list[Path]:

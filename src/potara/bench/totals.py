@@ -18,10 +18,11 @@ from .cell import Cell
 from .csv_rows import number, read_rows, write_rows
 
 CELL_TIMES = ("wall_s", "federation_s", "local_epoch_s")
+CPU_TIME = "cpu_s"  # the bench process's CPU seconds for the cell (summary.json timing), where recorded
 COMPUTE = ("train_passes", "forward_passes", "seconds")
 COLUMNS = ("setting", "seed", "method", "federation", "bytes_up", "bytes_down", *COMPUTE, "federated_passes",
            "federated_s", *CELL_TIMES)
-OPTIONAL = ("epsilon", "cpu_s")  # after the required columns; an older file lacks them
+OPTIONAL = ("epsilon", CPU_TIME)  # after the required columns; an older file lacks them
 
 
 def federated_share(method: dict, key: str) -> float:
@@ -47,14 +48,14 @@ def total_rows(cells: dict) -> list[dict]:
         for cell in group:
             times = {k: cell.summary.get("timing", {}).get(k, "") for k in CELL_TIMES}
             epsilon = cell.summary.get("privacy", {}).get("epsilon", "")
-            cpu = cell.summary.get("timing", {}).get("cpu_s", "")
+            cpu = cell.summary.get("timing", {}).get(CPU_TIME, "")
             for name, m in cell.methods.items():
                 compute = {k: m.get("compute", {}).get(k, "") for k in COMPUTE}
                 rows.append({"setting": setting, "seed": cell.seed, "method": name,
                              "federation": federation_of(cell, name), "bytes_up": m["bytes_up"],
                              "bytes_down": m["bytes_down"], **compute,
                              "federated_passes": federated_share(m, "train_passes"),
-                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon, "cpu_s": cpu})
+                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon, CPU_TIME: cpu})
     return rows
 
 
