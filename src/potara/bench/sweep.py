@@ -23,7 +23,7 @@ from ..reporting.plots import pyplot
 from ..reporting.stats import holm, stratified_t, t_quantile
 from ..reporting.styles import label, style
 from .cell import Cell
-from .paired import POTARA, delta_text, p_text, wtl_text
+from .paired import POTARA, cell_of, delta_text, p_text, setting_of, unit_accs, wtl_text
 from .suite import Suite
 
 
@@ -47,7 +47,7 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
         if POTARA in change:
             own = _minus(now[POTARA], base[POTARA])
             beyond = holm({m: d for m in change if m != POTARA
-                           if (d := difference(own, _minus(now[m], base[m]), _seed, _one))})
+                           if (d := difference(own, _minus(now[m], base[m]), cell_of, setting_of))})
         lam = _change(_lambdas(cells[source]), _lambdas(cells[target]))
         out[source] = {"base": target, "change": {m: d.to_dict() for m, d in change.items()},
                        "potara_beyond": {m: d.to_dict() for m, d in beyond.items()},
@@ -55,18 +55,17 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
     return out
 
 
+
+
 def _accs(group: list[Cell]) -> dict[str, dict[tuple, float]]:
-    """Per method, the test accuracy of every (seed, client) of a setting's cells."""
-    out: dict[str, dict[tuple, float]] = {}
-    for cell in group:
-        for name, m in cell.methods.items():
-            out.setdefault(name, {}).update({(cell.seed, r["client"]): r["acc"] for r in m["per_client"]})
-    return out
+    """Per method, the test accuracy of every ("", seed, client) of a setting's cells: one stratum, so that the
+    compared settings pair seed by seed."""
+    return unit_accs({"": group})
 
 
 def _lambdas(group: list[Cell]) -> dict[tuple, float]:
-    """Potara's λ per (seed, client) (the mean over modules when per module), where it chose one."""
-    return {(cell.seed, r["client"]): lam for cell in group if POTARA in cell.methods
+    """Potara's λ per ("", seed, client) (the mean over modules when per module), where it chose one."""
+    return {("", cell.seed, r["client"]): lam for cell in group if POTARA in cell.methods
             for r in cell.methods[POTARA]["per_client"] if not math.isnan(lam := _lambda(r))}
 
 
@@ -76,21 +75,15 @@ def _lambda(row: dict) -> float:
 
 
 def _change(now: dict[tuple, float], base: dict[tuple, float]):
-    return difference(now, base, _seed, _one) if now and base else None
+    return difference(now, base, cell_of, setting_of) if now and base else None
 
 
 def _minus(a: dict[tuple, float], b: dict[tuple, float]) -> dict[tuple, float]:
     return {u: a[u] - b[u] for u in a if u in b}
 
 
-def _seed(unit: tuple) -> int:
-    """A unit's cluster: its seed (its federation in this setting)."""
-    return unit[0]
 
 
-def _one(unit: tuple) -> str:
-    """One stratum: the compared settings are paired seed by seed."""
-    return ""
 
 
 def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: Suite) -> str:
