@@ -125,9 +125,9 @@ class PotaraSettings:
     paper_damping: float = 1e-4  # δ in Σ 1/(F_j + δ): a prior precision, caps an unseen direction's variance at 1/δ
     paper_traces: str = "pooled"  # "pooled" (one λ) or "module" (one λ per module, traces and cosine per module)
     # the cross trace c from cos = cos(g_F, g_L): "cosine" clip(cos, 0, 1)·min(a, b); "signed" clip(cos, −1, 1)·min(a, b);
-    # "geometric" clip(cos, 0, 1)·√(ab); "none" 0 (merge/mixing.py CROSS_TERMS; not chosen on dev: hand-set to the
-    # first reading, the others are variants)
-    paper_cross: str = "cosine"
+    # "geometric" clip(cos, 0, 1)·√(ab); "none" 0 (merge/mixing.py CROSS_TERMS); chosen on dev by validation
+    # (benchmarks/results/dev-mechanisms-choices.md: signed +0.015 over the others, which tie)
+    paper_cross: str = "signed"
     paper_assign: str = "fed_is_a"  # "fed_is_a": a = the federated model's trace, λ_F = (b − c)/(a + b − 2c); "fed_is_b"
     # opt-in mechanisms (issue 21; docs/mechanisms.md), off by default until dev chooses them:
     prior_correction: str = "none"  # "counts": any method's logits + log π_client (train counts) − log π_global (uniform)

@@ -19,8 +19,6 @@ from ..data.precheck import check_source
 from .quiet import quiet, verbose
 
 ROUNDS_BAR = "{desc} |{bar:20}|"  # no rate: the bar opens at the first round's end
-# benchmarks/results/report.md, setting `classes` (the default run's, over seeds 100-104): potara − fedit_ft
-REPORT_INTERVAL = "+0.007 [-0.024, +0.028]"
 ONE_SEED = "One seed cannot separate methods a few points apart: clients and splits move them by as much."
 
 
@@ -198,13 +196,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def one_seed_note(cfg: config_mod.RunConfig) -> str:
-    """The line under a run's table: what one seed can show, with the report's interval for the default setting."""
+    """The line under a run's table: what one seed can show, and where the comparison over seeds is."""
     default = {**config_mod.RunConfig().to_dict(), "seed": cfg.seed, "threads": cfg.threads}
     if cfg.to_dict() != default:
         return f"{ONE_SEED} `potara bench` compares methods over seeds, with intervals."
     return (
-        f"{ONE_SEED} Over 5 seeds of this setting (head lr ×10), potara − fedit_ft = {REPORT_INTERVAL} (a tie; a withdrawn "
-        "report, read twice: docs/benchmarks.md#results); `make bench` reruns that comparison."
+        f"{ONE_SEED} The report suite compares these methods over 10 seeds of this setting, with corrected "
+        "intervals: `make bench`, results in docs/benchmarks.md#results."
     )
 
 
