@@ -113,7 +113,7 @@ class PotaraSettings:
     fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
     fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
     fisher_max_examples: int = 64
-    damping: float = 1e-8
+    damping: float = 1e-8  # δ of the `fisher` estimator's Laplace traces f/(n·f + δ) (and potara_module's shape): > 0
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)
     merge_space: str = "delta"
@@ -362,6 +362,7 @@ def validate(cfg: RunConfig) -> None:
         f"validation.dtypes must be a non-empty list of {', '.join(PAYLOAD_DTYPES)}",
     )
     _check_ranges(cfg)
+    _check(cfg.seed < 2**32, f"seed must be < 2**32 (numpy's and torch's seeds), got {cfg.seed}")
     _check_privacy(cfg)
 
 
@@ -372,12 +373,12 @@ AT_LEAST = {
     "data.num_clients": 1, "data.classes_per_client": 1, "data.test_size": 1, "data.min_val": 1,
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
-    "potara.damping": 0, "peers.ditto_mu": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
+    "peers.ditto_mu": 0, "seed": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
     "peers.fedit_ft_es_max_epochs_factor": 1, "potara.safety_min_val": 1,
     "validation.max_payload_bytes": 1,
 }
 POSITIVE = (
-    "lora.alpha", "lora.head_lr_scale", "data.alpha", "fed.lr", "local.lr", "peers.apfl_alpha_lr",
+    "potara.damping", "lora.alpha", "lora.head_lr_scale", "data.alpha", "fed.lr", "local.lr", "peers.apfl_alpha_lr",
     "peers.ffa_lora_lr_scale", "peers.fedsa_lora_lr_scale", "peers.ditto_lr_scale", "peers.apfl_lr_scale",
     "peers.feddpa_lr_scale", "validation.max_norm", "validation.max_norm_ratio",
 )

@@ -30,9 +30,21 @@ def test_a_fedit_variant_shares_fedits_federation():
     assert plain.federation is FEDIT and corrected.federation is FEDIT and corrected.name != plain.name
 
 
-def test_a_potara_variant_takes_its_estimator():
-    (variant,) = methods("potara@potara.estimator=heldout")
-    assert variant.estimates_lambda and variant.name == "potara@potara.estimator=heldout"
+def test_a_potara_variant_takes_its_estimator_and_exports_nothing(monkeypatch):
+    import potara.methods.potara as potara_method
+
+    built = []
+    real = potara_method.configured
+    monkeypatch.setattr(potara_method, "configured", lambda name, cfg: built.append(name) or real(name, cfg))
+    plain, variant = methods("potara", "potara@potara.estimator=folds")
+    assert built == [config.PotaraSettings().estimator, "folds"] and "folds" != config.PotaraSettings().estimator
+    assert variant.estimates_lambda and variant.name == "potara@potara.estimator=folds"
+    assert plain.exports and not variant.exports  # adapters/<client>/ is the plain method's merge alone
+
+
+def test_a_method_named_twice_is_a_clear_error():
+    with pytest.raises(ConfigError, match="names 'potara' more than once"):
+        methods("potara", "fedit", "potara")
 
 
 @pytest.mark.parametrize("spec,message", [

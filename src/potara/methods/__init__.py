@@ -67,8 +67,12 @@ def available(cfg: RunConfig) -> dict:
 
 
 def resolve(cfg: RunConfig) -> list[Method]:
-    """The configured methods; an unknown name in ``methods`` or ``fed.eval_methods`` is an error."""
+    """The configured methods; an unknown or repeated name in ``methods``, or an unknown one in ``fed.eval_methods``,
+    is an error."""
     names = available(cfg)
+    repeated = sorted({m for m in cfg.methods if cfg.methods.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"methods names {repeated[0]!r} more than once; name each method once")
     unknown = [m for m in cfg.methods if m.split(VARIANT)[0] not in names]
     if unknown:
         raise ConfigError(f"methods names unknown method {unknown[0]!r}; available: {', '.join(sorted(names))}")
@@ -102,8 +106,8 @@ def build(spec: str, cfg: RunConfig) -> Method:
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
     return _corrected(dataclasses.replace(
-        method, name=spec, local_init=variant.local.init, merge_space=variant.potara.merge_space
-    ), variant)
+        method, name=spec, local_init=variant.local.init, merge_space=variant.potara.merge_space, exports=False
+    ), variant)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's
 
 
 def _corrected(method: Method, cfg: RunConfig) -> Method:
