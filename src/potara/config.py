@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -183,7 +184,7 @@ class PrivacyConfig:
     adaptive: bool = False  # Andrew et al. 2021 adaptive clipping, as Flower's ...ServerSideAdaptiveClipping
     target_quantile: float = 0.5  # adaptive: γ, the fraction of updates within C that C tracks (Andrew et al.)
     clip_lr: float = 0.2  # adaptive: C ← C·exp(−clip_lr·(clipped fraction − target_quantile)) (Andrew et al.)
-    delta: float | None = None  # δ of the reported (ε, δ); None: 1 / data.num_clients
+    delta: float | None = None  # δ of the reported (ε, δ); None: min(1e-5, 1 / data.num_clients²)
 
 
 @dataclass
@@ -456,7 +457,7 @@ def _check_privacy(cfg: RunConfig) -> None:
     """The DP settings: each bad value is a one-line error naming its key."""
     p = cfg.privacy
     _check(p.noise_multiplier >= 0, f"privacy.noise_multiplier must be >= 0 (0 turns DP off), got {p.noise_multiplier}")
-    _check(p.delta is None or 0 < p.delta < 1, f"privacy.delta must be in (0, 1) or null (1/num_clients), got {p.delta}")
+    _check(p.delta is None or 0 < p.delta < 1, f"privacy.delta must be in (0, 1) or null (min(1e-5, 1/num_clients²)), got {p.delta}")
     if p.noise_multiplier == 0:
         return
     _check(p.clip_norm > 0, f"privacy.clip_norm must be > 0 when privacy.noise_multiplier > 0, got {p.clip_norm}")
@@ -474,6 +475,9 @@ def _check_privacy(cfg: RunConfig) -> None:
         f"clients: the clipped-count noise (std m/20) needs noise_multiplier < m/10 = {sampled / 10:g}; sample more "
         "clients or turn privacy.adaptive off",
     )
+    _check(importlib.util.find_spec("dp_accounting") is not None,
+           "privacy.noise_multiplier > 0 needs the privacy accountant for the run's ε: pip install 'potara[privacy]' "
+           "(dp-accounting)")
 
 
 def sampled_clients(cfg: RunConfig) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from potara.config import ConfigError, PrivacyConfig, RunConfig
 from potara.federation.privacy import DPFedAvg, adaptive_noise_multiplier, privatized
 from potara.federation.strategies import FedAvg
 from potara.reporting.outputs import summary, table
-from potara.reporting.privacy import epsilon, privacy_summary
+from potara.reporting.privacy import default_delta, epsilon, privacy_summary
 from potara.reporting.results import RunResult
 
 
@@ -103,14 +104,28 @@ def test_epsilon_is_within_abadi_et_al_for_their_mnist_setting():
     assert eps == pytest.approx(1.035, abs=0.01) and eps < 1.26
 
 
+def test_the_default_delta_sits_well_below_one_over_the_clients():
+    """At δ ≥ 1/N publishing one random client's data would qualify: the default is min(1e-5, 1/N²)."""
+    assert default_delta(6) == default_delta(316) == 1e-5 and default_delta(1000) == pytest.approx(1e-6)
+    assert all(default_delta(n) <= 1 / n**2 for n in (1, 10, 100, 10_000))
+
+
+def test_the_accountant_missing_is_a_clear_error_before_training(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dp_accounting" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'potara\[privacy\]'"):
+        config.load(None, ["privacy.noise_multiplier=1"])
+    config.load(None, [])  # no DP: no accountant needed
+
+
 def test_summary_has_epsilon_and_delta_and_the_table_shows_them():
     cfg = config.load(None, ["privacy.noise_multiplier=1", "fed.rounds=6"]).to_dict()
     block = privacy_summary(cfg)
-    assert block["delta"] == pytest.approx(1 / 6) and block["epsilon"] == pytest.approx(epsilon(1.0, 1.0, 6, 1 / 6))
+    assert block["delta"] == 1e-5 and block["epsilon"] == pytest.approx(epsilon(1.0, 1.0, 6, 1e-5))
     timing = {"local_epoch_s": 0.0, "fisher_s": 0.0}
     out = summary(cfg, RunResult({}, [], timing))
     assert out["privacy"]["epsilon"] == block["epsilon"]
-    assert f"ε = {block['epsilon']:.3g} at δ = 0.167" in table(out)
+    assert f"ε = {block['epsilon']:.3g} at δ = 1e-05" in table(out)
     assert "privacy" not in summary(RunConfig().to_dict(), RunResult({}, [], timing))
 
 
@@ -122,5 +137,5 @@ def test_a_run_with_dp_reports_its_epsilon(tmp_path, tiny_overrides):
     sets = [*tiny_overrides, "methods=fedit,potara", "fed.rounds=1", "privacy.noise_multiplier=0.8", "privacy.clip_norm=0.5"]
     assert main(["run", "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
     private = json.loads((out / "summary.json").read_text())["privacy"]
-    assert private["epsilon"] == pytest.approx(epsilon(0.8, 1.0, 1, 1 / 3)) and private["delta"] == pytest.approx(1 / 3)
+    assert private["epsilon"] == pytest.approx(epsilon(0.8, 1.0, 1, 1e-5)) and private["delta"] == 1e-5
 

@@ -24,7 +24,7 @@ from potara.flower.privacy import privatized
 from potara.flower.settings import from_run_config
 from potara.flower.strategy import FederationError
 from potara.models.adapters import deserialize
-from potara.reporting.privacy import epsilon
+from potara.reporting.privacy import default_delta, epsilon
 
 CLIP = 0.05  # below every update's norm on this federation: clipping is active
 TINY = 1e-9  # a noise multiplier whose noise (std TINY·CLIP/3) is far below float32 resolution
@@ -74,7 +74,7 @@ def test_flower_dp_clips_and_averages_as_the_embedded_dp_fedavg(one_round, embed
     plain = embedded(one_round)[1]
     assert max_difference(plain, embedded_dp) > 1e-3  # clipping changed the mean: the check has teeth
     assert summary["flower"]["dp_clipping"] == "server"
-    assert summary["privacy"]["epsilon"] == epsilon(TINY, 1.0, 1, 1 / 3)
+    assert summary["privacy"]["epsilon"] == epsilon(TINY, 1.0, 1, default_delta(3))
     [round_] = [json.loads(line) for line in (tmp_path / "rounds.jsonl").read_text().splitlines()]
     assert round_["update_spread"] is None and round_["update_count"] == 3
 
@@ -88,7 +88,7 @@ def test_flower_dp_noise_has_std_z_c_over_m(one_round, embedded_dp, tmp_path):
     expected = z * CLIP / 3
     assert float(noise.std()) == pytest.approx(expected, rel=6 / math.sqrt(2 * noise.numel()))
     assert float(noise.mean()) == pytest.approx(0.0, abs=6 * expected / math.sqrt(noise.numel()))
-    assert summary["privacy"]["epsilon"] == pytest.approx(epsilon(z, 1.0, 1, 1 / 3))
+    assert summary["privacy"]["epsilon"] == pytest.approx(epsilon(z, 1.0, 1, default_delta(3)))
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,17 @@ fixed-clipping accountant allows no amplification by sampling at all; with ``q <
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 ACCOUNTING = "rdp (dp-accounting), poisson-subsampled gaussian, add-or-remove-one client"
+DEFAULT_DELTA = 1e-5  # the usual δ (Abadi et al. 2016), lowered to 1/N² for N > 316 clients: δ well below 1/N
+
+
+def default_delta(num_clients: int) -> float:
+    """δ when ``privacy.delta`` is unset: min(1e-5, 1/N²). At δ ≥ 1/N a mechanism that publishes one random client's
+    data outright would qualify, so δ must sit well below 1/N."""
+    return min(DEFAULT_DELTA, 1 / num_clients**2)
 
 
 def epsilon(noise_multiplier: float, fraction: float, rounds: int, delta: float) -> float:
@@ -24,7 +32,13 @@ def epsilon(noise_multiplier: float, fraction: float, rounds: int, delta: float)
     accountant = rdp_privacy_accountant.RdpAccountant()
     event = dp_accounting.PoissonSampledDpEvent(fraction, dp_accounting.GaussianDpEvent(noise_multiplier))
     accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(delta))
+    absl = logging.getLogger("absl")  # it warns per low order it cannot evaluate and drops it: ε stays an upper bound
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        return float(accountant.get_epsilon(delta))
+    finally:
+        absl.setLevel(level)
 
 
 def privacy_summary(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -33,7 +47,7 @@ def privacy_summary(config: dict[str, Any]) -> dict[str, Any] | None:
     if not p or p["noise_multiplier"] <= 0:
         return None
     fed = config["fed"]
-    delta = p["delta"] if p["delta"] is not None else 1 / config["data"]["num_clients"]
+    delta = p["delta"] if p["delta"] is not None else default_delta(config["data"]["num_clients"])
     return {
         "epsilon": epsilon(p["noise_multiplier"], fed["fraction"], fed["rounds"], delta), "delta": delta,
         "noise_multiplier": p["noise_multiplier"], "clip_norm": p["clip_norm"], "adaptive": p["adaptive"],
