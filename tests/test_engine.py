@@ -113,3 +113,35 @@ def test_potara_cautious_takes_the_more_local_of_folds_and_heldout(tiny_run):
     rows = [summary["methods"][name]["per_client"] for name in ("potara_cautious", "potara_folds", "potara_heldout")]
     for cautious, fold, held in zip(*rows):
         assert cautious["lambda"] == min(fold["lambda"], held["lambda"])
+
+
+def test_potara_module_gives_each_module_its_own_lambda_at_the_pooled_estimates_scale(tiny_run):
+    """Per client: one λ per LoRA module; where the pooled (heldout) λ is an endpoint every module takes it,
+    elsewhere the modules differ (the shape) and stay in [0, 1]."""
+    _, result, _, _ = tiny_run
+    pooled = {r["client"]: r["lambda"] for r in result.methods["potara"].per_client}
+    spread = []
+    for row in result.methods["potara_module"].per_client:
+        lams = row["lambda"]
+        assert isinstance(lams, dict) and lams and all(0.0 <= v <= 1.0 for v in lams.values())
+        if pooled[row["client"]] in (0.0, 1.0):
+            assert set(lams.values()) == {pooled[row["client"]]}
+        else:
+            spread.append(max(lams.values()) - min(lams.values()))
+    assert spread and max(spread) > 0
+
+
+def test_potara_module_refuses_an_estimate_that_is_already_per_module(monkeypatch):
+    import potara.methods.potara as potara_method
+
+    class Session:
+        fed = local = None
+
+        def split(self, name):
+            return [0] * 5
+
+    monkeypatch.setattr(potara_method, "configured", lambda name, cfg: lambda session, damping: type(
+        "Estimate", (), {"lam": {"a": 0.3}})())
+    method = potara_method.build_module(config.load(None, []))
+    with pytest.raises(ValueError, match="potara_module scales a pooled λ"):
+        method.personalize(Session())

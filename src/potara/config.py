@@ -190,8 +190,8 @@ class PrivacyConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
-    # the default run: one seed of the report suite's `classes` setting (benchmarks/results/report.md), Potara,
-    # its two parents, FedIT + FT and the report's strongest peer there, in about 3 minutes on 2 cores
+    # the default run: one seed of the report suite's `classes` federation (100 test examples a client, not 300),
+    # Potara, its two parents, FedIT + FT and the strongest peer on dev (Ditto), in about 4 minutes on 2 cores
     methods: list[str] = field(default_factory=lambda: ["potara", "local", "fedit", "fedit_ft", "ditto"])
     threads: int | None = None
     eval_batch_size: int = 64
@@ -372,6 +372,7 @@ def validate(cfg: RunConfig) -> None:
 AT_LEAST = {
     "eval_batch_size": 1, "threads": 1, "model.max_length": 1, "model.max_new_tokens": 1, "lora.r": 1,
     "data.num_clients": 1, "data.classes_per_client": 1, "data.test_size": 1, "data.min_val": 1,
+    "data.max_per_task": 1,
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
     "peers.ditto_mu": 0, "seed": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,
@@ -449,8 +450,6 @@ def _check_task(cfg: RunConfig) -> None:
             f"data.partition {d.partition!r} splits by label; causal-LM data has none: use 'task' (one task per client) "
             "or 'iid'",
         )
-        _check(m.max_new_tokens >= 1, "model.max_new_tokens must be >= 1")
-        _check(d.max_per_task is None or d.max_per_task >= 1, "data.max_per_task must be >= 1 or null")
 
 
 def _check_privacy(cfg: RunConfig) -> None:

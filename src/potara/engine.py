@@ -84,10 +84,6 @@ def split_encoder(model: ModelConfig, input_column: str) -> Callable[[datasets.D
     return lambda split: encode(tokenizer, split, model.max_length)
 
 
-def strategy_for(cfg: RunConfig) -> FedAvg:
-    return FEDIT.strategy(cfg.fed.aggregation)
-
-
 def fed_budget(cfg: RunConfig) -> Budget:
     """The local budget of a federated round (shared with the Flower app)."""
     return Budget(cfg.fed.local_epochs, cfg.fed.local_steps, cfg.fed.lr, cfg.fed.batch_size, cfg.lora.head_lr_scale)
@@ -246,7 +242,7 @@ def run(
         export_dir=export_dir, export_parts=export_parts, spread=feds[FEDIT.name].spread,
     )
     if export_dir is not None:
-        label_adapters(export_dir, fed_data.label_names)
+        label_adapters(export_dir, fed_data.label_names, cfg.model.max_length)
     for recipe in peers:
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
         fed_of = {c.name: fed.of(c.name, dtype) for c in clients}

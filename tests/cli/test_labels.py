@@ -48,6 +48,7 @@ def test_every_exported_adapter_carries_its_labels(run_dir):
         labels = json.loads((adapter / "labels.json").read_text())
         assert labels["num_labels"] == 6 and list(labels["id2label"].values()) == SORTED
         assert labels["label2id"] == {name: i for i, name in enumerate(SORTED)}
+        assert labels["max_length"] == 16  # the run's model.max_length: predict and merge truncate alike
 
 
 def test_stock_transformers_and_peft_load_an_exported_adapter(run_dir):
@@ -72,10 +73,11 @@ def test_merge_on_a_held_out_subset_of_the_labels(run_dir, tmp_path, capsys):
     subset = write_named(tmp_path / "two.csv", [r for r in synthetic_rows(15, seed=1) if r[1] in (2, 3)])
     out = tmp_path / "merged"
     code = main(["merge", "--federated", str(client / "federated"), "--local", str(client / "local"),
-                 "--data", str(subset), "--out", str(out), "--max-length", "16"])
+                 "--data", str(subset), "--out", str(out)])  # no --max-length: the adapters' recorded 16
     assert code == 0, capsys.readouterr().err
     assert json.loads((out / "lambda.json").read_text())["n_heldout"] == 30
-    assert list(json.loads((out / "adapter" / "labels.json").read_text())["id2label"].values()) == SORTED
+    labels = json.loads((out / "adapter" / "labels.json").read_text())
+    assert list(labels["id2label"].values()) == SORTED and labels["max_length"] == 16
 
 
 def test_merge_refuses_a_label_the_adapters_do_not_know(run_dir, tmp_path, capsys):
@@ -98,6 +100,23 @@ def test_predict_answers_with_label_names(run_dir, tmp_path, capsys):
     assert main(["predict", "--adapter", adapter, "--data", str(data)]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 12 and captured.err.startswith("accuracy ")
+
+
+def test_predict_truncates_at_the_length_the_adapter_was_trained_at(run_dir, monkeypatch):
+    import potara.cli.predict as predict_mod
+
+    lengths = []
+    real = predict_mod.load_classifier
+
+    def spying(adapter):
+        model, tokenizer, names = real(adapter)
+        return model, lambda *a, **k: lengths.append(k["max_length"]) or tokenizer(*a, **k), names
+
+    monkeypatch.setattr(predict_mod, "load_classifier", spying)
+    adapter = run_dir / "adapters" / "client_00"
+    predict_mod.predict(adapter, ["violin " * 40])
+    predict_mod.predict(adapter, ["violin"], max_length=8)
+    assert lengths == [16, 8]
 
 
 def test_an_estimate_it_cannot_trust_is_a_warning_with_the_reason():

@@ -16,7 +16,6 @@ from potara.data.federated import (
     load_local_files,
     make_clients,
     normalize_columns,
-    summarize,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -87,11 +86,6 @@ def test_fortunes_clients_deterministic(fortunes: datasets.Dataset, fortune_clie
     assert texts(_clients(fortunes, seed=1)) != texts(fortune_clients)
 
 
-@needs_fortunes
-def test_summarize(fortune_clients: FederatedData) -> None:
-    lines = summarize(fortune_clients).splitlines()
-    assert len(lines) == 11 and lines[0].split()[:4] == ["client", "n_train", "n_val", "n_test"]
-    assert lines[1].startswith("client_00")
 
 
 def test_missing_fortunes_says_how_to_install(tmp_path: Path) -> None:

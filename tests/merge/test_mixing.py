@@ -10,9 +10,7 @@ import pytest
 from potara.merge.mixing import (
     bound,
     closed_form_lambda,
-    fit_quadratic,
     fit_three_points,
-    inverse_variance_weights,
     module_lambdas,
     moment_fed_variance,
 )
@@ -48,8 +46,6 @@ def test_three_point_fit_recovers_the_quadratic():
     fit = fit_three_points(f(0.0), f(0.5), f(1.0))
     assert fit.v_fed == pytest.approx(v_fed) and fit.v_local == pytest.approx(v_local)
     assert fit.lam == pytest.approx(closed_form_lambda(v_fed, v_local))
-    more = fit_quadratic([0.0, 0.25, 0.5, 0.75, 1.0], [f(x) for x in (0.0, 0.25, 0.5, 0.75, 1.0)])
-    assert more.lam == pytest.approx(fit.lam)
 
 
 def test_fit_without_curvature_takes_the_better_endpoint():
@@ -67,7 +63,6 @@ def test_degenerate_inputs_have_defined_answers():
     assert closed_form_lambda(0.0, 0.0) == 0.5
     assert closed_form_lambda(0.0, 1.0) == 1.0
     assert closed_form_lambda(1.0, 0.0) == 0.0
-    assert inverse_variance_weights([0.0, 1.0, 0.0]) == [0.5, 0.0, 0.5]
     assert moment_fed_variance(0.1, 5.0) > 0
     with pytest.raises(ValueError, match="finite"):
         closed_form_lambda(float("nan"), 1.0)
@@ -75,10 +70,6 @@ def test_degenerate_inputs_have_defined_answers():
         fit_three_points(float("inf"), 1.0, 1.0)
 
 
-def test_inverse_variance_weights():
-    w = inverse_variance_weights([1.0, 2.0, 4.0])
-    assert sum(w) == pytest.approx(1.0)
-    assert w[0] == pytest.approx(2 * w[1]) and w[1] == pytest.approx(2 * w[2])
 
 
 def test_module_lambdas_keep_the_pooled_scale():

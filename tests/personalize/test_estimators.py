@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from potara import config, engine
@@ -280,15 +281,21 @@ def test_potara_paper_and_its_variants_run_end_to_end_with_a_lambda_cost(tiny_ov
 
 
 def test_a_run_merges_in_factor_space_and_exports_the_merge(tiny_overrides, tmp_path):
+    """``potara.merge_space=factors`` takes effect: the factor average is what every merge uses (rank r, zero-padded
+    to the merge adapter's 2r in the export), where the ΔW merge concatenates both adapters' factors."""
     base = [*tiny_overrides, "threads=1", "methods=fedit,fixed,potara", "potara.estimator=paper"]
-    delta = {n: m.per_client for n, m in engine.run(config.load(None, base)).methods.items()}
-    run = engine.run(config.load(None, [*base, "potara.merge_space=factors"]), export_dir=tmp_path)
+    delta_run = engine.run(config.load(None, base), export_dir=tmp_path / "delta")
+    delta = {n: m.per_client for n, m in delta_run.methods.items()}
+    run = engine.run(config.load(None, [*base, "potara.merge_space=factors"]), export_dir=tmp_path / "factors")
     factors = {n: m.per_client for n, m in run.methods.items()}
     assert [r["lambda"] for r in factors["potara"]] == [r["lambda"] for r in delta["potara"]]
     assert [r["acc"] for r in factors["fedit"]] == [r["acc"] for r in delta["fedit"]]
-    assert all(0.0 <= r["acc"] <= 1.0 for r in factors["fixed"])
-    exported = sorted(tmp_path.iterdir())
-    assert len(exported) == 3 and json.loads((exported[0] / "adapter_config.json").read_text())["r"] == 4  # 2r
+    for space, zero_rows in (("delta", False), ("factors", True)):
+        exported = sorted((tmp_path / space).iterdir())
+        assert len(exported) == 3 and json.loads((exported[0] / "adapter_config.json").read_text())["r"] == 4  # 2r
+        tensors = load_file(exported[0] / "adapter_model.safetensors")
+        a_factors = [t for k, t in tensors.items() if "lora_A" in k]
+        assert a_factors and all(bool((a[2:] == 0).all()) == zero_rows for a in a_factors), space
 
 
 @pytest.mark.parametrize("item", ["potara.paper_space=weights", "potara.paper_fisher=true", "potara.paper_damping=0",

@@ -209,5 +209,12 @@ def test_offline_run_with_two_fixture_tasks(llama_dir, tmp_path):
     for name, method in result.methods.items():
         assert len(method.per_client) == 2
         for row in method.per_client:
-            assert 0.0 <= row["acc"] <= 1.0 and row["n_train"] == 13
+            assert 0.0 <= row["acc"] <= 1.0 and row["n_train"] == 13 and row["n_test"] == 4
             assert row["lambda"] is None if name == "local" else 0.0 <= row["lambda"] <= 1.0
+    rows = {name: {r["client"]: r for r in m.per_client} for name, m in result.methods.items()}
+    for client, potara in rows["potara"].items():  # every method runs unchanged: the merge's endpoints are its parents
+        assert rows["fedit"][client]["lambda"] == 1.0 and rows["fedit_ft"][client]["lambda"] == 0.0
+        assert rows["fedit_ft"][client]["acc"] == rows["local"][client]["acc"]  # local.init=federated: one adapter
+        if potara["lambda"] in (0.0, 1.0):
+            parent = "fedit" if potara["lambda"] == 1.0 else "local"
+            assert potara["acc"] == rows[parent][client]["acc"]

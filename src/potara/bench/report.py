@@ -18,13 +18,13 @@ from pathlib import Path
 from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
 from ..reporting.outputs import (
     REFERENCE,
-    _finite,
     atomic_write,
     bound_rule,
     bounds_last,
     difference,
     first_bound,
     is_bound,
+    json_safe,
     lambdas_against,
     oracle_of,
     paired,
@@ -106,7 +106,7 @@ def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
         plot_sweep(cells, suite, out / "plots")
     parts.append(compute_table(cells))
     text = "\n\n".join(parts) + "\n"
-    atomic_write(out / "report.json", json.dumps(_finite(numbers), indent=2))
+    atomic_write(out / "report.json", json.dumps(json_safe(numbers), indent=2))
     atomic_write(out / "report.md", text)
     return text
 

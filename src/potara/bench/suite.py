@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import config as config_mod
 from ..config import ConfigError, RunConfig
+from . import packaged_suites
 from .totals import CPU_TIME
 
 SUITE_KEYS = ("description", "seeds", "methods", "overrides", "settings", "compare", "sweep", "grid")
@@ -60,11 +61,6 @@ class Suite:
         grid = {k: v for k, v in self.grid.items() if k in settings}
         return replace(self, seeds=seeds or self.seeds, methods=methods or self.methods, settings=settings,
                        compare=compare, grid=grid)
-
-
-def packaged_suites() -> list[str]:
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("potara.bench").joinpath("suites").iterdir()
-                  if p.name.endswith(".yaml"))
 
 
 def load_suite(name_or_path: str) -> Suite:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..reporting.outputs import _scalar, difference, is_bound, save_png, size_text
+from ..reporting.outputs import difference, is_bound, mean_lambda, save_png, size_text
 from ..reporting.plots import pyplot
 from ..reporting.stats import holm, stratified_t, t_quantile
 from ..reporting.styles import label, style
@@ -71,7 +71,7 @@ def _lambdas(group: list[Cell]) -> dict[tuple, float]:
 
 def _lambda(row: dict) -> float:
     """A client's λ as one number (the mean over modules when per module); NaN when none."""
-    return math.nan if row.get("lambda") is None else _scalar(row["lambda"])
+    return math.nan if row.get("lambda") is None else mean_lambda(row["lambda"])
 
 
 def _change(now: dict[tuple, float], base: dict[tuple, float]):

@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from ..reporting.outputs import _scalar
+from ..reporting.outputs import mean_lambda
 from .cell import Cell
 from .csv_rows import read_rows, write_rows
 from .totals import CELL_TIMES, federated_share
@@ -46,7 +46,7 @@ def _row(setting: str, seed: int, name: str, r: dict, shared: float, skew: float
     return {
         "setting": setting, "seed": seed, "client": r["client"], "method": name, "n_test": r.get("n_test", ""),
         "correct": r.get("correct", ""), "val_acc": r.get("val_acc", ""),
-        "lambda": "" if r.get("lambda") is None else _scalar(r["lambda"]),
+        "lambda": "" if r.get("lambda") is None else mean_lambda(r["lambda"]),
         "train_passes": "" if cost is None else cost["train_passes"] + shared,
         "personalize_s": "" if cost is None else cost["seconds"],
         "acc": r["acc"], "n_train": r.get("n_train", ""), "label_skew": skew,

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import config as config_mod
+from ..bench import packaged_suites
 from ..data.precheck import check_source
 from .quiet import quiet, verbose
 
@@ -29,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:  # the resume line, if any, is already printed: no traceback after it
         return 130
-    except (config_mod.ConfigError, ValueError, FileNotFoundError, KeyError, OSError) as err:
-        print(f"potara: error: {err}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as err:  # the project's own errors are ValueErrors with a message
+        if getattr(args, "verbose", False):
+            raise
+        hint = "" if isinstance(err, (config_mod.ConfigError, OSError)) else " (rerun with -v for the traceback)"
+        print(f"potara: error: {err}{hint}", file=sys.stderr)
         return 2
 
 
@@ -61,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument(
         "--num-labels", type=int, default=None, help="classifier size (default: the adapter's labels.json or head)"
     )
-    merge.add_argument("--max-length", type=int, default=48)
+    merge.add_argument("--max-length", type=int, default=None,
+                       help="input tokens (default: the length the adapters were trained at, else 48)")
     merge.set_defaults(func=cmd_merge)
     predict = sub.add_parser("predict", parents=[common], help="label texts with a saved adapter (names from its labels.json)")
     predict.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. runs/X/adapters/client_00)")
@@ -69,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--text", nargs="+", help="one or more texts")
     given.add_argument("--data", help="csv/json/jsonl file; prints label<TAB>text, and the accuracy if it has labels")
     predict.add_argument("--text-column", default="text", help="the --data file's text column")
-    predict.add_argument("--max-length", type=int, default=128)
+    predict.add_argument("--max-length", type=int, default=None,
+                         help="input tokens (default: the length the adapter was trained at, else 128)")
     predict.set_defaults(func=cmd_predict)
     prof = sub.add_parser(
         "profile", parents=[common],
@@ -79,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     prof.set_defaults(func=cmd_profile)
     bench = sub.add_parser("bench", parents=[common], help="methods × settings × seeds from a suite; resumable; writes report.md")
-    bench.add_argument("--suite", default="offline", help="packaged suite name (dev, report, offline, precision) or a YAML path")
+    suites = ", ".join(packaged_suites())
+    bench.add_argument("--suite", default="offline", help=f"a packaged suite ({suites}) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
     bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")

@@ -340,12 +340,3 @@ def _label_names(ds: datasets.Dataset) -> list[str]:
         return list(feature.names)
     return [str(y) for y in range(max(ds["label"]) + 1)]
 
-
-def summarize(data: FederatedData) -> str:
-    """Return a short table: client, n_train, n_val, n_test and the labels in its training split."""
-    lines = [f"{'client':<10} {'n_train':>7} {'n_val':>5} {'n_test':>6}  labels seen (train)"]
-    for c in data.clients:
-        seen = sorted(set(c.train["label"]))
-        names = ", ".join(data.label_names[y] for y in seen)
-        lines.append(f"{c.name:<10} {c.n_train:>7} {c.val.num_rows:>5} {c.test.num_rows:>6}  {len(seen)}: {names}")
-    return "\n".join(lines)

@@ -242,12 +242,6 @@ def _json_of(path: Path, data: bytes) -> Any:
         raise CheckpointError(f"file '{path}' is not valid JSON (truncated or altered?): {err}") from err
 
 
-def read_tensors(path: str | Path) -> AdapterState:
-    """Tensors from a safetensors file, or a :class:`CheckpointError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"file '{path}' is missing")
-    return _tensors_of(path, path.read_bytes())
 
 
 def _tensors_of(path: Path, data: bytes) -> AdapterState:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..methods import resolve
 from ..models.adapters import serialize
-from ..reporting.outputs import _finite, atomic_write, is_bound, paired
+from ..reporting.outputs import atomic_write, is_bound, json_safe, paired
 from ..reporting.privacy import privacy_summary
 from .grid import MeteredGrid
 from .settings import FlowerSettings
@@ -100,10 +100,10 @@ def write_outputs(
     out: Path, summary: dict[str, Any], strategy: PotaraFedAvg, grid: MeteredGrid
 ) -> None:
     """summary.json, rounds.jsonl, messages.jsonl (every message's keys and bytes), federated.safetensors."""
-    atomic_write(out / "summary.json", json.dumps(_finite(summary), indent=2))
+    atomic_write(out / "summary.json", json.dumps(json_safe(summary), indent=2))
     atomic_write(
         out / "rounds.jsonl",
-        "".join(json.dumps(_finite(r)) + "\n" for r in round_records(strategy, grid)),
+        "".join(json.dumps(json_safe(r)) + "\n" for r in round_records(strategy, grid)),
     )
     atomic_write(
         out / "messages.jsonl", "".join(json.dumps(e) + "\n" for e in grid.log)

@@ -22,8 +22,8 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from ..config import ValidationConfig
-from ..engine import strategy_for
 from ..federation.privacy import EqualWeightFedAvg
+from ..federation.recipes import FEDIT
 from ..federation.rounds import accepting, aggregate_round, client_seed, sample_clients
 from ..federation.update import ClientUpdate
 from ..federation.validation import Expectation, InvalidUpdate, check_update
@@ -97,7 +97,7 @@ class PotaraFedAvg(FedAvg):
         self.clients = sorted(clients, key=lambda c: c.partition)
         self.state = initial
         private = settings.run.privacy.noise_multiplier > 0
-        self.aggregator = EqualWeightFedAvg() if private else strategy_for(settings.run)
+        self.aggregator = EqualWeightFedAvg() if private else FEDIT.strategy(settings.run.fed.aggregation)
         self.spread: UpdateSpread | None = None  # the last round's
         self.spread_travels = any(m.needs_spread for m in resolve(settings.run))
         self.rounds: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ With M models and independent errors, ``w_i ∝ 1 / v_i``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 EPS = 1e-12
@@ -51,7 +51,7 @@ def geometric_cross(cosine: float, a: float, b: float) -> float:
     return min(max(cosine, 0.0), 1.0) * math.sqrt(a * b)
 
 
-# The forms of the cross term the paper leaves open (SPEC, estimator ``paper``); "none" is c = 0.
+# The forms of the cross term the paper leaves open (docs/method.md, ``paper``); "none" is c = 0.
 CROSS_TERMS = {
     "cosine": clipped_cross,
     "signed": signed_cross,
@@ -69,15 +69,6 @@ def bound(lam: float, v_fed: float, v_local: float) -> float:
     return 0.5 * (lam**2 * v_fed + (1 - lam) ** 2 * v_local)
 
 
-def inverse_variance_weights(variances: Sequence[float]) -> list[float]:
-    """``w_i ∝ 1/v_i`` normalised to one; zero-variance models share all the weight."""
-    for v in variances:
-        _check_variances(v)
-    zeros = [v <= EPS for v in variances]
-    if any(zeros):
-        return [z / sum(zeros) for z in zeros]
-    inv = [1.0 / v for v in variances]
-    return [w / sum(inv) for w in inv]
 
 
 def moment_fed_variance(sq_distance: float, v_local: float, eps: float = EPS) -> float:
@@ -108,37 +99,10 @@ def fit_three_points(f0: float, f_half: float, f1: float) -> QuadraticFit:
     return QuadraticFit(curvature - v_local, v_local, lam, True)
 
 
-def fit_quadratic(lams: Sequence[float], losses: Sequence[float]) -> QuadraticFit:
-    """Least-squares quadratic in λ through any ≥ 3 points; same reading as :func:`fit_three_points`."""
-    if len(lams) < 3 or len(set(lams)) < 3:
-        raise ValueError("a quadratic fit needs losses at three or more distinct λ")
-    sums = [sum(x**p for x in lams) for p in range(5)]
-    rhs = [sum(y * x**p for x, y in zip(lams, losses)) for p in range(3)]
-    c0, c1, c2 = _solve3([[sums[i + j] for j in range(3)] for i in range(3)], rhs)
-    f0, f_half, f1 = c0, c0 + 0.5 * c1 + 0.25 * c2, c0 + c1 + c2
-    return fit_three_points(f0, f_half, f1)
 
 
-def _solve3(a: list[list[float]], b: list[float]) -> list[float]:
-    """Cramer's rule for the 3x3 normal equations."""
-    det = _det3(a)
-    if abs(det) < EPS:
-        raise ValueError("degenerate λ design for a quadratic fit")
-    out = []
-    for col in range(3):
-        m = [row[:] for row in a]
-        for r in range(3):
-            m[r][col] = b[r]
-        out.append(_det3(m) / det)
-    return out
 
 
-def _det3(m: list[list[float]]) -> float:
-    return (
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-    )
 
 
 def module_lambdas(

@@ -1,4 +1,4 @@
-"""The paper's λ as read (SPEC, estimator ``paper``): inverse-Fisher variance traces of the two models, a cross
+"""The paper's λ as read (docs/method.md, ``paper``): inverse-Fisher variance traces of the two models, a cross
 trace from the clipped correlation of their loss gradients, and the joint-Gaussian weight. Pure tensor code.
 
 Per group ``g`` (one group for pooled traces, one per module otherwise): ``T_X = Σ_j 1/(F_X,j + δ)`` for the

@@ -1,7 +1,7 @@
 """Potara: merge the federated and the local adapter with a closed-form, per-client λ.
 
 ``λ* = v_L / (v_F + v_L)`` minimises the variance-trace bound ``½[λ² v_F + (1−λ)² v_L]`` on the
-client's loss (SPEC, "The bound and the closed form"); the variances come from the estimator in
+client's loss (docs/method.md, "Two adapters and a merge"); the variances come from the estimator in
 ``potara.estimator`` (see :mod:`potara.personalize.estimators`). ``potara_module`` gives every module its own λ:
 the spread of two half-data local adapters per module (Fisher metric) as the shape, the pooled estimate's scale.
 With ``potara.safety=val_loss`` the ``potara``/``potara_<name>`` estimate yields to the better parent when validation

@@ -203,10 +203,26 @@ def _mark_inference_mode(config_path: Path) -> None:
 LABELS_FILE = "labels.json"  # beside adapter_config.json: PEFT's config has no field for the classifier's labels
 
 
-def write_labels(adapter_dir: str | Path, names: list[str]) -> None:
-    """The classifier's labels beside a PEFT adapter: ``num_labels``, ``id2label``, ``label2id``."""
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+def write_labels(adapter_dir: str | Path, names: list[str], max_length: int | None = None) -> None:
+    """The classifier's labels beside a PEFT adapter: ``num_labels``, ``id2label``, ``label2id``, and the input
+    length in tokens it was trained and evaluated at (``max_length``), so that ``potara predict`` truncates alike."""
+    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)},
+              **({"max_length": max_length} if max_length is not None else {})}
     (Path(adapter_dir) / LABELS_FILE).write_text(json.dumps(labels, indent=2))
+
+
+def read_max_length(adapter_dir: str | Path) -> int | None:
+    """The input length an adapter was trained at, from its ``labels.json``; None when not recorded."""
+    path = Path(adapter_dir) / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("max_length")
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"'{path}' is not a potara labels file: {err}") from err
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"'{path}': max_length must be a positive integer, got {value!r}")
+    return value
 
 
 def read_labels(adapter_dir: str | Path) -> list[str] | None:
@@ -221,7 +237,7 @@ def read_labels(adapter_dir: str | Path) -> list[str] | None:
         raise ValueError(f"'{path}' is not a potara labels file (num_labels, id2label, label2id): {err}") from err
 
 
-def label_adapters(export_dir: str | Path, names: list[str]) -> None:
-    """Write the labels beside every PEFT adapter under ``export_dir``."""
+def label_adapters(export_dir: str | Path, names: list[str], max_length: int | None = None) -> None:
+    """Write the labels (and the input length) beside every PEFT adapter under ``export_dir``."""
     for config in Path(export_dir).rglob("adapter_config.json"):
-        write_labels(config.parent, names)
+        write_labels(config.parent, names, max_length)

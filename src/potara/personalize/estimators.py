@@ -1,4 +1,4 @@
-"""Estimators of the federated weight λ for one client (SPEC, "Estimating v_L and v_F").
+"""Estimators of the federated weight λ for one client (docs/method.md, "Estimators of λ").
 
 Each takes a :class:`ClientSession` and returns an :class:`Estimate`; none sends anything.
 """

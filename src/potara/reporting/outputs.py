@@ -154,11 +154,12 @@ def bound_rule(columns: int) -> str:
 
 
 def _mean_lambda(rows: list[dict]) -> str:
-    values = [_scalar(r["lambda"]) for r in rows if r.get("lambda") is not None]
+    values = [mean_lambda(r["lambda"]) for r in rows if r.get("lambda") is not None]
     return f"{sum(values) / len(values):.2f}" if values else "–"
 
 
-def _scalar(lam: float | dict | list) -> float:
+def mean_lambda(lam: float | dict | list) -> float:
+    """One number for a λ: the mean over modules (or list entries) when there are several."""
     if isinstance(lam, dict):
         return sum(lam.values()) / len(lam)
     if isinstance(lam, list):
@@ -168,22 +169,22 @@ def _scalar(lam: float | dict | list) -> float:
 
 def write_outputs(out_dir: str | Path, summary_: dict[str, Any], rounds: list[dict], plots: bool = True) -> None:
     out = Path(out_dir)
-    atomic_write(out / "summary.json", json.dumps(_finite(summary_), indent=2))
-    atomic_write(out / "rounds.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in rounds))
+    atomic_write(out / "summary.json", json.dumps(json_safe(summary_), indent=2))
+    atomic_write(out / "rounds.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in rounds))
     if not plots:
         return
     plot_accuracy_vs_bytes(summary_, rounds, out / "accuracy_vs_bytes.png")
     plot_lambda_vs_oracle(summary_, out / "lambda_vs_oracle.png")
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN: write null instead."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -237,10 +238,10 @@ def oracle_of(methods: Iterable[str]) -> str | None:
 
 def lambdas_against(methods: dict[str, dict], oracle: str) -> dict[str, list]:
     """Per method that chooses λ per client, (oracle's λ, its λ, training examples) of every client both have."""
-    ref = {r["client"]: _scalar(r["lambda"]) for r in methods[oracle]["per_client"] if r.get("lambda") is not None}
+    ref = {r["client"]: mean_lambda(r["lambda"]) for r in methods[oracle]["per_client"] if r.get("lambda") is not None}
     out = {}
     for name, m in methods.items():
-        points = [(ref[r["client"]], _scalar(r["lambda"]), r["n_train"]) for r in m["per_client"]
+        points = [(ref[r["client"]], mean_lambda(r["lambda"]), r["n_train"]) for r in m["per_client"]
                   if r.get("lambda") is not None and r["client"] in ref]
         if points and name != oracle and name.split("@")[0] not in FIXED_LAMBDA:
             out[name] = points
