@@ -9,7 +9,6 @@ fixed-clipping accountant allows no amplification by sampling at all; with ``q <
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 ACCOUNTING = "rdp (dp-accounting), poisson-subsampled gaussian, add-or-remove-one client"
@@ -32,13 +31,7 @@ def epsilon(noise_multiplier: float, fraction: float, rounds: int, delta: float)
     accountant = rdp_privacy_accountant.RdpAccountant()
     event = dp_accounting.PoissonSampledDpEvent(fraction, dp_accounting.GaussianDpEvent(noise_multiplier))
     accountant.compose(event, rounds)
-    absl = logging.getLogger("absl")  # it warns per low order it cannot evaluate and drops it: ε stays an upper bound
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        return float(accountant.get_epsilon(delta))
-    finally:
-        absl.setLevel(level)
+    return float(accountant.get_epsilon(delta))
 
 
 def privacy_summary(config: dict[str, Any]) -> dict[str, Any] | None:
