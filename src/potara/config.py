@@ -114,7 +114,8 @@ class PotaraSettings:
     fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
     fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
     fisher_max_examples: int = 64
-    damping: float = 1e-8  # δ of the `fisher` estimator's Laplace traces f/(n·f + δ) (and potara_module's shape): > 0
+    # δ of the `fisher` estimator's Laplace traces f/(n·f + δ) (and potara_module's shape): > 0
+    damping: float = 1e-8
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)
     merge_space: str = "delta"
@@ -456,7 +457,8 @@ def _check_privacy(cfg: RunConfig) -> None:
     """The DP settings: each bad value is a one-line error naming its key."""
     p = cfg.privacy
     _check(p.noise_multiplier >= 0, f"privacy.noise_multiplier must be >= 0 (0 turns DP off), got {p.noise_multiplier}")
-    _check(p.delta is None or 0 < p.delta < 1, f"privacy.delta must be in (0, 1) or null (min(1e-5, 1/num_clients²)), got {p.delta}")
+    _check(p.delta is None or 0 < p.delta < 1,
+           f"privacy.delta must be in (0, 1) or null (min(1e-5, 1/num_clients²)), got {p.delta}")
     if p.noise_multiplier == 0:
         return
     _check(p.clip_norm > 0, f"privacy.clip_norm must be > 0 when privacy.noise_multiplier > 0, got {p.clip_norm}")

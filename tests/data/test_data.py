@@ -86,8 +86,6 @@ def test_fortunes_clients_deterministic(fortunes: datasets.Dataset, fortune_clie
     assert texts(_clients(fortunes, seed=1)) != texts(fortune_clients)
 
 
-
-
 def test_missing_fortunes_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
         load_fortunes(tmp_path / "nope")

@@ -103,8 +103,6 @@ def test_rewriting_a_round_replaces_it_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["round-000003"]
 
 
-
-
 @pytest.mark.parametrize("text", ['{"seed": 0, "fed": {"rounds": [1, 2', "fed:\n  rounds: [1,\n"])
 def test_truncated_config_file_is_named(tmp_path, text):
     path = tmp_path / "run.yaml"

@@ -138,4 +138,3 @@ def test_a_run_with_dp_reports_its_epsilon(tmp_path, tiny_overrides):
     assert main(["run", "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
     private = json.loads((out / "summary.json").read_text())["privacy"]
     assert private["epsilon"] == pytest.approx(epsilon(0.8, 1.0, 1, 1e-5)) and private["delta"] == 1e-5
-

@@ -70,8 +70,6 @@ def test_degenerate_inputs_have_defined_answers():
         fit_three_points(float("inf"), 1.0, 1.0)
 
 
-
-
 def test_module_lambdas_keep_the_pooled_scale():
     traces = {"a": 1.0, "b": 4.0, "c": 0.5}
     dist = {"a": 3.0, "b": 5.0, "c": 2.0}

@@ -114,10 +114,6 @@ def _number(x: float | None, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
 
-
-
-
-
 def plot_grid(numbers: dict[str, dict], path: Path) -> None:
     """Two heatmaps per Potara variant (− best other, − fedit_ft_es): rows × columns, colour the mean difference,
     each cell annotated with its interval; a corrected win or loss framed in black."""

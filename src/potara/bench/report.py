@@ -126,12 +126,6 @@ STATISTICS = (
 )
 
 
-
-
-
-
-
-
 def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
     """``report.json``: ``paired`` (as in summary.json) per setting and pooled over the settings that are not
     compared with another (``suite.compare``); ``potara_versus``: Potara against every other method, pooled
@@ -165,10 +159,6 @@ def paired_report(cells: dict[str, list[Cell]], suite: Suite) -> dict:
 def pooled_settings(cells: dict[str, list[Cell]], suite: Suite) -> list[str]:
     """The settings pooled into the overall numbers: all but those compared with another setting."""
     return [s for s in cells if s not in suite.compare]
-
-
-
-
 
 
 def compare_settings(source: list[Cell], target: list[Cell]) -> dict[str, dict]:
@@ -409,14 +399,6 @@ def cross_setting_table(source: str, target: str, numbers: dict[str, dict], cell
 def _columns(diff: dict | None) -> str:
     """Δ [CI] | p | W/T/L | verdict."""
     return f"{delta_text(diff)} | {p_text(diff)} | {wtl_text(diff)} | {diff['verdict'] if diff else '–'}"
-
-
-
-
-
-
-
-
 
 
 def mean_curve(group: list[Cell], name: str) -> list[tuple[float, float]]:

@@ -55,8 +55,6 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
     return out
 
 
-
-
 def _accs(group: list[Cell]) -> dict[str, dict[tuple, float]]:
     """Per method, the test accuracy of every ("", seed, client) of a setting's cells: one stratum, so that the
     compared settings pair seed by seed."""
@@ -80,10 +78,6 @@ def _change(now: dict[tuple, float], base: dict[tuple, float]):
 
 def _minus(a: dict[tuple, float], b: dict[tuple, float]) -> dict[tuple, float]:
     return {u: a[u] - b[u] for u in a if u in b}
-
-
-
-
 
 
 def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: Suite) -> str:
@@ -170,10 +164,6 @@ def _bytes(group: list[Cell], name: str, parts: tuple[str, ...] = ("bytes_up", "
     """A method's bytes per run (``parts`` of them: up and down by default), mean over the seeds."""
     rows = [c.methods[name] for c in group if name in c.methods]
     return sum(sum(r[p] for p in parts) for r in rows) / len(rows) if rows else math.nan
-
-
-
-
 
 
 def plot_sweep(cells: dict[str, list[Cell]], suite: Suite, out: Path) -> list[Path]:

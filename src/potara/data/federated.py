@@ -339,4 +339,3 @@ def _label_names(ds: datasets.Dataset) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     return [str(y) for y in range(max(ds["label"]) + 1)]
-

@@ -242,8 +242,6 @@ def _json_of(path: Path, data: bytes) -> Any:
         raise CheckpointError(f"file '{path}' is not valid JSON (truncated or altered?): {err}") from err
 
 
-
-
 def _tensors_of(path: Path, data: bytes) -> AdapterState:
     try:
         return st_load(data)

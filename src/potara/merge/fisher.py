@@ -5,8 +5,8 @@ For a linear module ``y = W x`` the per-example gradient with respect to ``ΔW``
 ``E[G²]`` (a weight-sized buffer); the factored one is ``E[Σ_t g_t²] ⊗ E_t[x_t²]`` (``d_out + d_in``
 numbers), exact for one token and one example. Labels come from the model's own predictive
 distribution, not the data: the empirical Fisher underestimates curvature at a model that fits
-its data (Kunstner et al. 2019, "Limitations of the empirical Fisher approximation"). For a causal LM (per-token ``labels``) every target position
-draws its next token from the model and an example's log-likelihood sums over them. PyTorch hooks
+its data (Kunstner et al. 2019, "Limitations of the empirical Fisher approximation"). For a causal LM
+(per-token ``labels``) every target position draws its next token from the model and an example's log-likelihood sums over them. PyTorch hooks
 are used because no library computes this diagonal for PEFT's factored layers.
 """
 

@@ -2,7 +2,6 @@
 
 For ``τ(λ) = λ τ_F + (1−λ) τ_L`` the bound ``½[λ² v_F + (1−λ)² v_L]`` is minimised at
 ``λ* = v_L / (v_F + v_L)``, where it equals ``½ v_F v_L / (v_F + v_L) < ½ min(v_F, v_L)``.
-With M models and independent errors, ``w_i ∝ 1 / v_i``.
 """
 
 from __future__ import annotations
@@ -69,8 +68,6 @@ def bound(lam: float, v_fed: float, v_local: float) -> float:
     return 0.5 * (lam**2 * v_fed + (1 - lam) ** 2 * v_local)
 
 
-
-
 def moment_fed_variance(sq_distance: float, v_local: float, eps: float = EPS) -> float:
     """``E‖τ_F − τ_L‖²_D = v_F + v_L`` so ``v_F = max(‖τ_F − τ_L‖²_D − v_L, ε)`` (independent errors)."""
     return max(sq_distance - v_local, eps)
@@ -97,12 +94,6 @@ def fit_three_points(f0: float, f_half: float, f1: float) -> QuadraticFit:
         return QuadraticFit(0.0, 0.0, 1.0 if f1 < f0 else 0.0, False)
     lam = min(max(v_local / curvature, 0.0), 1.0)
     return QuadraticFit(curvature - v_local, v_local, lam, True)
-
-
-
-
-
-
 
 
 def module_lambdas(
