@@ -31,13 +31,13 @@ class TwoHalvesSession:
     def local(self) -> dict:
         return {"local": torch.zeros(1)}
 
-    def predict_merged(self, states, weights, data: Encoded) -> torch.Tensor:
+    def logits(self, states, weights, data: Encoded) -> torch.Tensor:
         lam = weights[0]
         right = torch.tensor([(i in self.right_at_zero) == (lam == 0.0) for i in data.tensors["input_ids"].tolist()])
         return torch.stack([right.float(), (~right).float()], 1)  # class 0 (the label) when right
 
     def fed_local_eval(self, lam: float, data: Encoded):
-        return score(self.predict_merged(None, [lam, 1 - lam], data), data.tensors["labels"])
+        return score(self.logits(None, [lam, 1 - lam], data), data.tensors["labels"])
 
 
 def test_each_half_is_scored_by_the_lambda_picked_on_the_other():

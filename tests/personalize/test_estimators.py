@@ -228,6 +228,24 @@ def test_cached_evaluations_never_answer_for_a_freed_split(tiny):
         assert cached == pytest.approx(evaluate_split(tiny.model, part, batch_size=8).loss)
 
 
+def test_the_bounds_and_a_prior_correction_read_one_lambda_sweep_of_the_test_split(tiny, monkeypatch):
+    """oracle_test's sweep over the grid on the test split is the only forward pass on it that oracle_split and a
+    prior-corrected merge need: they score the cached logits (oracle_split made three sweeps before)."""
+    session, test = session_of(tiny), tiny.clients[0].test
+    passes = []
+    forward = session.predict_merged
+    monkeypatch.setattr(session, "predict_merged", lambda *args, **kw: passes.append(args[2]) or forward(*args, **kw))
+    grid = list(tiny.cfg.potara.grid)
+    for spec in ("oracle_test", "oracle_split", "oracle_test@potara.prior_correction=counts"):
+        session.begin()
+        choice = build(spec, tiny.cfg).personalize(session)
+        (choice.logits or (lambda data: session.logits(choice.states, choice.weights, data)))(test)
+        assert len(passes) == len(grid) and all(data is test for data in passes), spec
+    cached = session.logits([tiny.fed, tiny.local], [0.3, 0.7], test)
+    assert torch.equal(cached, forward([tiny.fed, tiny.local], [0.3, 0.7], test))
+    assert not torch.equal(cached, session.logits([tiny.fed, tiny.local], [0.4, 0.6], test))
+
+
 def test_halves_are_the_same_data_on_every_call(tiny):
     session = session_of(tiny)
     (_, second), (_, first) = session.halves()

@@ -15,6 +15,7 @@ from ..config import RunConfig
 from ..data.encoding import Encoded
 from ..personalize.session import ClientSession
 from ..training.causal_lm import PromptTargets
+from ..training.loop import score
 from .base import Choice, Method
 
 
@@ -46,27 +47,34 @@ def halves(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
 def build_split(cfg: RunConfig) -> Method:
     grid = list(cfg.potara.grid)
 
-    def cross_picks(session: ClientSession, data: Encoded) -> list[tuple[Tensor, float]]:
-        """Each half's indices with the λ picked on the *other* half; a split under two examples: its own pick."""
-        if len(data) < 2:
-            return [(torch.arange(len(data)), best_lambda(session, grid, data))]
-        first, second = halves(len(data), session.generator("oracle_split", "halves"))
-        a, b = data.subset(first), data.subset(second)
-        return [(first, best_lambda(session, grid, b)), (second, best_lambda(session, grid, a))]
-
     def personalize(session: ClientSession) -> Choice:
         if isinstance(session.split("test"), PromptTargets):
             raise ValueError("oracle_split scores a classifier's logits; on causal-LM data use oracle_test")
         states = [session.fed, session.local()]
 
+        def cross_picks(data: Encoded) -> list[tuple[Tensor, float]]:
+            """Each half's indices with the λ picked on the *other* half (a split under two examples: its own
+            pick), scored from the split's cached logits at each λ: one forward pass per λ for both halves."""
+            at = {lam: session.logits(states, [lam, 1 - lam], data) for lam in grid}
+            labels = data.tensors["labels"]
+
+            def pick(index: Tensor) -> float:
+                scored = [(score(at[lam][index], labels[index]), lam) for lam in grid]
+                return max(scored, key=lambda item: (item[0].acc, -item[0].loss))[1]
+
+            if len(data) < 2:
+                return [(torch.arange(len(data)), pick(torch.arange(len(data))))]
+            first, second = halves(len(data), session.generator("oracle_split", "halves"))
+            return [(first, pick(second)), (second, pick(first))]
+
         def logits(data: Encoded) -> Tensor:
             """Every example's logits under the merge at the λ picked on the other half of ``data``."""
-            parts = cross_picks(session, data)
-            out = torch.cat([session.predict_merged(states, [lam, 1 - lam], data.subset(index)) for index, lam in parts])
+            parts = cross_picks(data)
+            out = torch.cat([session.logits(states, [lam, 1 - lam], data)[index] for index, lam in parts])
             return out.index_select(0, torch.argsort(torch.cat([index for index, _ in parts])))
 
         test = session.split("test")
-        picks = [lam for _, lam in cross_picks(session, test)] if len(test) else [1.0]
+        picks = [lam for _, lam in cross_picks(test)] if len(test) else [1.0]
         lam = sum(picks) / len(picks)
         note = "" if len(picks) == 2 else "test split under two examples: λ picked and scored on it"
         return Choice(states, [lam, 1 - lam], lam=lam, note=note, logits=logits)

@@ -20,7 +20,7 @@ def with_prior_correction(method: Method) -> Method:
     def personalize(session: ClientSession) -> Choice:
         choice = method.personalize(session)
         states, weights = choice.states, choice.weights
-        raw = choice.logits or (lambda data: session.predict_merged(states, weights, data))
+        raw = choice.logits or (lambda data: session.logits(states, weights, data))
         note = "; ".join(filter(None, [choice.note, "logits prior-corrected by the training label counts"]))
         return dataclasses.replace(choice, logits=prior_corrected(raw, session.split("train")), note=note)
 

@@ -34,7 +34,7 @@ from ..models.adapters import adapter_parameters, get_state, set_state
 from ..models.loading import MERGE_ADAPTER, TRAIN_ADAPTER
 from ..training.causal_lm import PromptTargets, evaluate_generative
 from ..training.cost import Cost, PassMeter
-from ..training.loop import Budget, Evaluation, Proximal, evaluate, predict, train
+from ..training.loop import Budget, Evaluation, Proximal, evaluate, predict, score, train
 
 
 @dataclass
@@ -104,8 +104,11 @@ class ClientSession:
         self.settings, self.timers = settings, timers
         self.meter = meter or PassMeter()
         self._locals: dict[tuple, AdapterState] = {} if local is None else {(settings.local_init, "all"): local}
-        # (merge, split) by identity -> evaluation, has accuracy, and the keyed objects (kept alive: ids stay unique)
+        # (merge, split) by identity -> causal-LM evaluation, has accuracy, and the keyed objects (kept alive: ids
+        # stay unique); classification keeps the logits instead, which every score on the split (a part, a prior
+        # correction, another λ's pick) reads without a forward pass
         self._evals: dict[tuple, tuple[Evaluation, bool, tuple]] = {}
+        self._logits: dict[tuple, tuple[torch.Tensor, tuple]] = {}
         self._half_data: tuple[Encoded, Encoded] | None = None
         self._fishers: dict[str, Metric] = {}  # local init -> Fisher at that local adapter
         self._papers: dict[tuple, tuple[Metric, dict[str, torch.Tensor]]] = {}
@@ -241,17 +244,37 @@ class ClientSession:
     def evaluate(
         self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, accuracy: bool = True
     ) -> Evaluation:
-        """Evaluation of the exact merge on ``data``, cached per (merge, split); ``accuracy=False``: loss suffices.
-        Zero-weight adapters are dropped first, so equal functions (λ = 0 or 1 and the plain models) share a pass."""
-        kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
-        states, weights = [s for s, _ in kept], [w for _, w in kept]
-        key = (tuple(id(s) for s in states), _freeze(weights), id(data), self._space if len(states) > 1 else "")
+        """Evaluation of the exact merge on ``data``, cached per (merge, split); ``accuracy=False``: loss suffices
+        (causal-LM data then skips generation)."""
+        if not isinstance(data, PromptTargets):
+            return score(self.logits(states, weights, data), data.tensors["labels"])
+        states, weights, key = self._merge_key(states, weights, data)
         cached = self._evals.get(key)
         if cached is None or (accuracy and not cached[1]):
             ev = self._measured(("eval", *key), lambda: self._evaluate_now(states, weights, data, accuracy))
-            self._evals[key] = (ev, accuracy or not isinstance(data, PromptTargets), (tuple(states), data))
+            self._evals[key] = (ev, accuracy, (tuple(states), data))
         self._use(("eval", *key))
         return self._evals[key][0]
+
+    def logits(self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded) -> torch.Tensor:
+        """Logits of the exact merge on classification ``data``, cached per (merge, split) and charged like
+        :meth:`evaluate` (which scores them)."""
+        states, weights, key = self._merge_key(states, weights, data)
+        if key not in self._logits:
+            out = self._measured(("eval", *key), lambda: self.predict_merged(states, weights, data))
+            self._logits[key] = (out, (tuple(states), data))
+        self._use(("eval", *key))
+        return self._logits[key][0]
+
+    def _merge_key(
+        self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded
+    ) -> tuple[list[AdapterState], list[Weights], tuple]:
+        """The merge without its zero-weight adapters (so equal functions, λ = 0 or 1 and the plain models, share a
+        pass), and its cache key: the adapters and split by identity, the weights, the merge space."""
+        kept = [(s, w) for s, w in zip(states, weights) if not (isinstance(w, (int, float)) and w == 0)]
+        states, weights = [s for s, _ in kept], [w for _, w in kept]
+        return states, weights, (tuple(id(s) for s in states), _freeze(weights), id(data),
+                                 self._space if len(states) > 1 else "")
 
     def _evaluate_now(
         self, states: Sequence[AdapterState], weights: Sequence[Weights], data: Encoded, accuracy: bool
