@@ -274,7 +274,9 @@ def write_fake_cells(out, federated: bool = False) -> bench_suite.Suite:
                       "method_s": dict.fromkeys(methods, 0.5)}
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
-            (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "timing": timing}))
+            code = {"code": {"commit": "0123abcd"}} if seed == 0 else {}  # the others as before commits were kept
+            summary = {"config": {}, "methods": methods, "timing": timing, **code}
+            (where / "summary.json").write_text(json.dumps(summary))
             (where / "rounds.jsonl").write_text("".join(json.dumps(fake_round(r, federated)) + "\n" for r in (1, 2)))
     return bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
 
@@ -363,11 +365,14 @@ def test_the_report_regenerates_from_its_csv_records_alone(tmp_path, monkeypatch
                          "broadcast_bytes,mean_acc")
     assert "b,3,2,federation,apfl,10,10,20,20,5,0.3" in rounds and "b,3,2,method,potara,,,,,,0.4" in rounds
     cells = (tmp_path / "run" / "fake-cells.csv").read_text().splitlines()
-    assert "b,3,apfl,apfl,300,350,30,0,1.5,20.0,1.0,4.0,0.5,0.1,," in cells  # no DP, no CPU record: blank
-    assert "b,3,oracle_test,,0,0,30,0,0.5,20.0,0.0,4.0,0.5,0.1,," in cells
+    assert "b,3,apfl,apfl,300,350,30,0,1.5,20.0,1.0,4.0,0.5,0.1,,," in cells  # no DP, CPU or commit: blank
+    assert "b,3,oracle_test,,0,0,30,0,0.5,20.0,0.0,4.0,0.5,0.1,,," in cells
+    assert "a,0,oracle_test,,0,0,30,0,0.5,20.0,0.0,1.0,0.5,0.1,,,0123abcd" in cells
 
     regenerated = bench_report.report_from_units(tmp_path / "run" / "fake-units.csv", suite, tmp_path / "again")
     assert regenerated == original
+    assert ("Code that ran the cells: `0123abcd` (3 cells), not recorded (10 cells, run before cells recorded their "
+            "commit).") in original
     assert "| apfl | 0.375 ± 0.000 | 0.250 ± 0.000 | +0.000 [+0.000, +0.000] | 0/24/0 | 0.3 kB | 0.3 kB |" in original
     assert "| b | 2 | 0.375 ± 0.000 | apfl | 6/6 | r2 | s0: r2 (0.0 kB)," in original  # its own federation's bytes
     assert "| b | 2 | 0.375 ± 0.000 | potara | 6/6 | r2 | s0: r2 (0.7 kB)," in original

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,11 @@ ACCS = {
 TIMING = {"local_epoch_s": 0.1, "fisher_s": 0.0, "mixing_s": 0.0, "federation_s": 1.0}
 
 
+def git_head() -> str:
+    root = Path(outputs.__file__).resolve().parents[3]
+    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def fake_result() -> RunResult:
     methods = {
         name: MethodResult([{"client": k, "n_train": 10 * (k + 1), "acc": acc, "lambda": None}
@@ -34,7 +41,8 @@ def fake_result() -> RunResult:
 
 def test_summary_marks_bounds_and_keeps_the_existing_keys():
     summary = outputs.summary({"seed": 0}, fake_result())
-    assert set(summary) == {"config", "methods", "timing", "paired"}
+    assert set(summary) == {"config", "methods", "timing", "paired", "code"}
+    assert summary["code"]["commit"].startswith(git_head()[:12])  # the checkout the tests run in
     for name, m in summary["methods"].items():
         assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "compute", "per_client", "bound"}
         assert m["bound"] is (name in ("oracle_val", "oracle_test"))

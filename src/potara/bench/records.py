@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cell import Cell
 from .rounds import read_rounds, write_rounds
-from .totals import CELL_TIMES, COMPUTE, CPU_TIME, by_cell, read_totals, write_totals
+from .totals import CELL_TIMES, COMMIT, COMPUTE, CPU_TIME, by_cell, read_totals, write_totals
 from .units import cells_from_units, write_units
 
 UNITS, ROUNDS, TOTALS = "units", "rounds", "cells"
@@ -51,6 +51,8 @@ def _completed(setting: str, cell: Cell, rounds: dict, totals: dict) -> Cell:
         row = next(iter(totals[key].values()))
         timing = {k: row[k] for k in (*CELL_TIMES, CPU_TIME) if row.get(k) is not None}
         cell.summary["timing"] = {**{k: v for k, v in cell.summary["timing"].items() if k not in CELL_TIMES}, **timing}
+        if row.get(COMMIT):
+            cell.summary["code"] = {COMMIT: row[COMMIT]}
         if row.get("epsilon") is not None:
             cell.summary["privacy"] = {"epsilon": row["epsilon"]}
     return Cell(cell.seed, cell.summary, rounds.get(key, []))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..reporting.communication import FEDIT, TARGET, Reach, analyse, curve, median_round
@@ -40,7 +40,7 @@ from .paired import POTARA, cell_of, delta_text, p_text, setting_of, unit_accs, 
 from .records import UNITS, cells_from_records, record_path, write_records
 from .suite import Suite, cell_dir
 from .sweep import plot_sweep, sweep_numbers, sweep_tables
-from .totals import CPU_TIME
+from .totals import COMMIT, CPU_TIME
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 
@@ -83,7 +83,7 @@ def report_from_units(units_csv: Path, suite: Suite, out: Path) -> str:
 def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
     """``write_report``'s files from ``cells``; the accuracy-vs-bytes plot only for cells with round records."""
     parts = [f"# potara bench: suite `{suite.name}`"] + ([suite.description.strip()] if suite.description else [])
-    parts.append(STATISTICS)
+    parts += [provenance(suite, cells), STATISTICS]
     for setting, group in cells.items():
         parts.append(setting_table(setting, group, suite))
         if any(c.rounds for c in group):
@@ -109,6 +109,20 @@ def render(out: Path, suite: Suite, cells: dict[str, list[Cell]]) -> str:
     atomic_write(out / "report.json", json.dumps(json_safe(numbers), indent=2))
     atomic_write(out / "report.md", text)
     return text
+
+
+def provenance(suite: Suite, cells: dict[str, list[Cell]]) -> str:
+    """Where this report's numbers come from and which code ran its cells (the same text from cells or records)."""
+    commits = Counter(c.summary.get("code", {}).get(COMMIT, "") for group in cells.values() for c in group)
+    ran = [f"`{sha}` ({n} cells)" for sha, n in sorted(commits.items()) if sha]
+    if commits.get(""):
+        ran.append(f"not recorded ({commits['']} cells, run before cells recorded their commit)")
+    return (
+        f"**Provenance.** `potara bench --suite {suite.name}` ran the cells; every number and plot here regenerates "
+        f"from the records beside this report (`{record_path(Path(), suite.name, UNITS)}` and its `-rounds.csv` and "
+        f"`-cells.csv`) with `potara bench --suite {suite.name} --report-from <this folder> --out <folder>`. "
+        f"Code that ran the cells: {', '.join(ran) or 'none yet'}."
+    )
 
 
 STATISTICS = (

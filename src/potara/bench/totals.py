@@ -5,7 +5,8 @@ personalization) with the part of it spent in its federation's rounds (``federat
 and ``federation``: the one it personalizes from (blank: none; ``fedit``: the shared FedIT federation; its own
 name: a federation of its own, Ditto's or FFA-LoRA's). The cell's times (``wall_s``, ``federation_s``,
 ``local_epoch_s``), its client-level DP ``epsilon`` (blank: no DP) and ``cpu_s`` (the bench process's CPU seconds
-on the cell, every thread; blank for a cell run before it was recorded) repeat on each of its methods' rows.
+on the cell, every thread; blank for a cell run before it was recorded) and ``commit``, the code that ran it
+(``potara.reporting.provenance``; blank for a cell run before it was recorded), repeat on each of its methods' rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ CPU_TIME = "cpu_s"  # the bench process's CPU seconds for the cell (summary.json
 COMPUTE = ("train_passes", "forward_passes", "seconds")
 COLUMNS = ("setting", "seed", "method", "federation", "bytes_up", "bytes_down", *COMPUTE, "federated_passes",
            "federated_s", *CELL_TIMES)
-OPTIONAL = ("epsilon", CPU_TIME)  # after the required columns; an older file lacks them
+COMMIT = "commit"  # the code that ran the cell (summary.json ``code``), where recorded
+OPTIONAL = ("epsilon", CPU_TIME, COMMIT)  # after the required columns; an older file lacks them
+TEXT = ("setting", "method", "federation", COMMIT)
 
 
 def federated_share(method: dict, key: str) -> float:
@@ -49,13 +52,15 @@ def total_rows(cells: dict) -> list[dict]:
             times = {k: cell.summary.get("timing", {}).get(k, "") for k in CELL_TIMES}
             epsilon = cell.summary.get("privacy", {}).get("epsilon", "")
             cpu = cell.summary.get("timing", {}).get(CPU_TIME, "")
+            commit = cell.summary.get("code", {}).get(COMMIT, "")
             for name, m in cell.methods.items():
                 compute = {k: m.get("compute", {}).get(k, "") for k in COMPUTE}
                 rows.append({"setting": setting, "seed": cell.seed, "method": name,
                              "federation": federation_of(cell, name), "bytes_up": m["bytes_up"],
                              "bytes_down": m["bytes_down"], **compute,
                              "federated_passes": federated_share(m, "train_passes"),
-                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon, CPU_TIME: cpu})
+                             "federated_s": federated_share(m, "seconds"), **times, "epsilon": epsilon, CPU_TIME: cpu,
+                             COMMIT: commit})
     return rows
 
 
@@ -65,7 +70,7 @@ def write_totals(path: str | Path, cells: dict) -> None:
 
 def read_totals(path: str | Path) -> list[dict]:
     """``total_rows`` as written at ``path``: numbers parsed (None when blank), ``seed`` an int."""
-    return [{k: v if k in ("setting", "method", "federation") else number(v) for k, v in row.items()}
+    return [{k: v if k in TEXT else number(v) for k, v in row.items()}
             for row in read_rows(path, COLUMNS, OPTIONAL)]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from .communication import FEDIT, curve, per_round_methods
 from .plots import Final, accuracy_figure, lambda_figure, pyplot
 from .privacy import privacy_line, privacy_summary
+from .provenance import code_version
 from .results import RunResult
 from .stats import PairedDiff, paired_difference
 from .styles import is_bound, is_personalized, row_label
@@ -48,7 +49,7 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
     }
     accs = {name: {row["client"]: row["acc"] for row in m["per_client"]} for name, m in methods.items()}
     out = {"config": config, "methods": methods, "timing": result.timing, "paired": paired(accs, one_federation),
-           **({"federation": result.federation} if result.federation else {})}
+           **({"federation": result.federation} if result.federation else {}), "code": code_version()}
     private = privacy_summary(config)
     return {**out, "privacy": private} if private else out
 
