@@ -13,8 +13,10 @@ from potara.models.adapters import (
     deserialize,
     export_peft_dir,
     get_state,
+    input_length,
     serialize,
     set_state,
+    write_labels,
 )
 from potara.models.loading import MERGE_ADAPTER, TRAIN_ADAPTER, load_peft_classifier
 
@@ -77,3 +79,16 @@ def test_set_state_rejects_missing_tensors(model):
     state.pop(next(iter(state)))
     with pytest.raises(KeyError, match="missing"):
         set_state(model, state)
+
+
+def test_inputs_are_truncated_as_asked_else_as_trained_else_at_the_run_default(tmp_path):
+    legacy, recorded, broken = (tmp_path / name for name in ("legacy", "recorded", "broken"))
+    for folder in (legacy, recorded, broken):
+        folder.mkdir()
+    write_labels(legacy, ["a", "b"])  # saved before the length was recorded
+    write_labels(recorded, ["a", "b"], max_length=24)
+    (broken / "labels.json").write_text('{"max_length": 0}')
+    assert input_length(recorded, 64) == 64 and input_length(recorded) == 24
+    assert input_length(legacy) == ModelConfig().max_length == input_length(tmp_path)  # no labels.json at all
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        input_length(broken)

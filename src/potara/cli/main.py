@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--num-labels", type=int, default=None, help="classifier size (default: the adapter's labels.json or head)"
     )
     merge.add_argument("--max-length", type=int, default=None,
-                       help="input tokens (default: the length the adapters were trained at, else 48)")
+                       help="input tokens (default: the length the adapters were trained at, else model.max_length's default)")
     merge.set_defaults(func=cmd_merge)
     predict = sub.add_parser("predict", parents=[common], help="label texts with a saved adapter (names from its labels.json)")
     predict.add_argument("--adapter", required=True, help="PEFT adapter directory (e.g. runs/X/adapters/client_00)")
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--data", help="csv/json/jsonl file; prints label<TAB>text, and the accuracy if it has labels")
     predict.add_argument("--text-column", default="text", help="the --data file's text column")
     predict.add_argument("--max-length", type=int, default=None,
-                         help="input tokens (default: the length the adapter was trained at, else 128)")
+                         help="input tokens (default: the length the adapter was trained at, else model.max_length's default)")
     predict.set_defaults(func=cmd_predict)
     prof = sub.add_parser(
         "profile", parents=[common],

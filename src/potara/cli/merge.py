@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from ..config import LoraSettings, ModelConfig
 from ..data.encoding import encode_text
 from ..data.federated import load_local_files
-from ..models.adapters import export_peft_dir, read_labels, read_max_length, write_labels
+from ..models.adapters import export_peft_dir, input_length, read_labels, write_labels
 from ..models.loading import load_peft_classifier, load_tokenizer
 from ..personalize.estimators import heldout
 from ..personalize.session import ClientSession, ClientSplits, SessionSettings, Timers
@@ -20,7 +20,6 @@ from ..training.loop import Budget
 WEIGHTS = "adapter_model.safetensors"
 MIN_TRUSTED_EXAMPLES = 20
 
-DEFAULT_MAX_LENGTH = 48  # for adapters saved without their training length
 
 
 def read_adapter(path: Path) -> tuple[dict, dict]:
@@ -49,8 +48,8 @@ def merge_saved(
     max_length: int | None = None,
 ) -> dict:
     """Merge two saved adapters with λ fitted on ``data``; inputs truncated at ``max_length`` tokens (default: the
-    length recorded with the federated adapter, else ``DEFAULT_MAX_LENGTH``)."""
-    max_length = max_length or read_max_length(federated) or DEFAULT_MAX_LENGTH
+    length recorded with the federated adapter, else a run's default)."""
+    max_length = input_length(federated, max_length)
     fed_cfg, fed_state = read_adapter(federated)
     loc_cfg, loc_state = read_adapter(local)
     if fed_cfg.get("r") != loc_cfg.get("r") or set(fed_state) != set(loc_state):

@@ -9,10 +9,8 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..data.precheck import read_rows
-from ..models.adapters import read_labels, read_max_length
+from ..models.adapters import input_length, read_labels
 from .merge import read_adapter
-
-DEFAULT_MAX_LENGTH = 128  # for an adapter saved without its training length
 
 
 def load_classifier(adapter: Path) -> tuple[PeftModel, AutoTokenizer, list[str]]:
@@ -37,8 +35,8 @@ def _id_names(tensors: dict) -> list[str]:
 @torch.no_grad()
 def predict(adapter: Path, texts: list[str], max_length: int | None = None, batch_size: int = 32) -> list[str]:
     """The adapter's label name for each text, truncated at ``max_length`` tokens (default: the length the adapter
-    was trained at, from its labels.json, else ``DEFAULT_MAX_LENGTH``)."""
-    max_length = max_length or read_max_length(adapter) or DEFAULT_MAX_LENGTH
+    was trained at, from its labels.json, else a run's default)."""
+    max_length = input_length(adapter, max_length)
     model, tokenizer, names = load_classifier(adapter)
     out = []
     for start in range(0, len(texts), batch_size):

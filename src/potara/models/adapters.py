@@ -13,6 +13,7 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ..config import ModelConfig
 from ..merge.taskvec import AdapterState, check_finite
 from .loading import MERGE_ADAPTER, TRAIN_ADAPTER
 
@@ -223,6 +224,12 @@ def read_max_length(adapter_dir: str | Path) -> int | None:
     if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f"'{path}': max_length must be a positive integer, got {value!r}")
     return value
+
+
+def input_length(adapter_dir: str | Path, given: int | None = None) -> int:
+    """The tokens to truncate an adapter's inputs at: ``given``, else the length it was trained at (recorded with
+    it), else a run's default ``model.max_length`` (an adapter saved before the length was recorded)."""
+    return given or read_max_length(adapter_dir) or ModelConfig().max_length
 
 
 def read_labels(adapter_dir: str | Path) -> list[str] | None:
