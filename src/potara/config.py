@@ -114,7 +114,7 @@ class PotaraSettings:
     fisher: str = "auto"  # "exact", "kfac", or "auto" (exact when d_out*d_in is small)
     fisher_samples: int = 1  # labels drawn from the model per example (model Fisher)
     fisher_max_examples: int = 64
-    # δ of the `fisher` estimator's Laplace traces f/(n·f + δ) (and potara_module's shape): > 0
+    # δ of the `fisher` estimator's Laplace traces f/(n·f + δ): > 0
     damping: float = 1e-8
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)

@@ -49,7 +49,7 @@ def build(cfg: RunConfig) -> Method:
         n = len(session.split("train"))
         if n == 0:
             return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
-        extra = matched_examples(session.cost_apart(lambda: estimate(session, cfg.potara.damping)))
+        extra = matched_examples(session.cost_apart(lambda: estimate(session)))
         budget: Budget = session.settings.local_budget
         steps = steps_for(budget.epochs * n + extra, n, budget.batch_size)
         stopped = early_stopped(session, dataclasses.replace(budget, steps=steps))

@@ -25,7 +25,7 @@ def build_estimator(estimator: str, name: str, exports: bool = False):
         def personalize(session: ClientSession) -> Choice:
             if len(session.split("train")) == 0:
                 return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
-            est = estimate(session, cfg.potara.damping)
+            est = estimate(session)
             if cfg.potara.safety == "val_loss":
                 est = safe(session, est, cfg.potara.safety_min_val)
             return Choice([session.fed, session.local()], [est.lam, complement(est.lam)], lam=est.lam, note=est.note)
@@ -41,11 +41,11 @@ def build_module(cfg: RunConfig) -> Method:
     def personalize(session: ClientSession) -> Choice:
         if len(session.split("train")) == 0:
             return Choice([session.fed], [1.0], lam=1.0, note="no training data: federated model")
-        pooled = estimate(session, cfg.potara.damping).lam
+        pooled = estimate(session).lam
         if isinstance(pooled, dict):
             raise ValueError("potara_module scales a pooled λ; the estimator gave one per module already "
                              "(potara.paper_traces=module or potara.granularity=head_lora): set it back")
-        traces, dist = module_shape(session, cfg.potara.damping)
+        traces, dist = module_shape(session)
         lams = module_lambdas(traces, dist, pooled)
         return Choice([session.fed, session.local()], [lams, {k: 1 - v for k, v in lams.items()}], lam=lams)
 

@@ -32,7 +32,7 @@ class Estimate:
     note: str = ""
 
 
-def heldout(session: ClientSession, damping: float = 1e-8, granularity: str = "one") -> Estimate:
+def heldout(session: ClientSession, granularity: str = "one") -> Estimate:
     """Fit the bound's quadratic to the validation loss of the exact merge at λ = 0, ½, 1; with ``granularity``
     ``head_lora``, then a λ for the head and one for the LoRA modules (:func:`head_then_lora`)."""
     val = session.split("val")
@@ -65,7 +65,7 @@ def head_then_lora(session: ClientSession, joint: Estimate) -> Estimate:
     return Estimate(lams, at_lora.v_fed, at_lora.v_local, note)
 
 
-def crossfit(session: ClientSession, damping: float = 1e-8) -> Estimate:
+def crossfit(session: ClientSession) -> Estimate:
     """Pool held-out losses: each half-data local adapter scored on the other half, plus validation."""
     pooled = [0.0, 0.0, 0.0]
     count = 0
@@ -92,7 +92,7 @@ def fisher(session: ClientSession, damping: float = 1e-8) -> Estimate:
     return _from_variances(moment_fed_variance(dist, v_local), v_local)
 
 
-def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
+def folds(session: ClientSession) -> Estimate:
     """``v_L = ‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` from two half-data local adapters, ``v_F`` by moments."""
     if len(session.split("train")) < 2:
         return Estimate(1.0, note="fewer than two training examples")
@@ -104,7 +104,7 @@ def folds(session: ClientSession, damping: float = 1e-8) -> Estimate:
     return _from_variances(moment_fed_variance(dist, v_local), v_local)
 
 
-def spread(session: ClientSession, damping: float = 1e-8, scale: str = "mean") -> Estimate:
+def spread(session: ClientSession, scale: str = "mean") -> Estimate:
     """``v_F`` from the spread ``s²`` of the ``m`` client updates the server aggregated in the last round: ``s²/m``,
     the noise of their average (``scale`` ``mean``), or ``s²``, one client's deviation from it (``client``);
     ``v_L = max(‖τ_F − τ_L‖² − v_F, ε)`` by moments (Euclidean). No training and no forward passes: the spread came
@@ -113,7 +113,7 @@ def spread(session: ClientSession, damping: float = 1e-8, scale: str = "mean") -
     sent = session.update_spread
     if sent is None or sent.count < 2:
         why = "no update spread" if sent is None else f"update spread of {sent.count} update(s)"
-        fallback = heldout(session, damping)
+        fallback = heldout(session)
         note = "; ".join(filter(None, [f"{why}: used heldout", fallback.note]))
         return Estimate(fallback.lam, fallback.v_fed, fallback.v_local, note)
     v_fed = sent.spread / sent.count if scale == "mean" else sent.spread
@@ -121,11 +121,11 @@ def spread(session: ClientSession, damping: float = 1e-8, scale: str = "mean") -
     return _from_variances(v_fed, moment_fed_variance(dist, v_fed))  # the same moment identity, solved for v_L
 
 
-def cautious(session: ClientSession, damping: float = 1e-8) -> Estimate:
+def cautious(session: ClientSession) -> Estimate:
     """The more local of ``folds`` and ``heldout``: two estimates of one λ*, from the training data's spread and
     from the validation loss. Erring federated costs far more accuracy than erring local (the federated head
     can be biased against a small client's classes), and each fails alone on tiny clients (docs/earlier-measurements.md)."""
-    return min(folds(session, damping), heldout(session, damping), key=lambda est: est.lam)
+    return min(folds(session), heldout(session), key=lambda est: est.lam)
 
 
 @dataclass(frozen=True)
@@ -146,9 +146,9 @@ class PaperOptions:
                    potara.paper_traces, potara.paper_cross, potara.paper_assign)
 
 
-def paper(session: ClientSession, damping: float = 1e-8, options: PaperOptions = PaperOptions()) -> Estimate:
+def paper(session: ClientSession, options: PaperOptions = PaperOptions()) -> Estimate:
     """The paper's practice as read: diagonal Fisher of both models on a few training examples, inverse traces,
-    a clipped gradient correlation, ``λ_F = (b − c)/(a + b − 2c)``. Its δ is ``options.damping``, not ``damping``."""
+    a clipped gradient correlation, ``λ_F = (b − c)/(a + b − 2c)``; its δ is ``options.damping``."""
     if len(session.split("train")) == 0:
         return Estimate(1.0, note="no training data")
     pieces = [session.paper_pieces(at, options.space, options.fisher, options.samples) for at in ("fed", "local")]
@@ -172,7 +172,7 @@ def _from_variances(v_fed: float, v_local: float) -> Estimate:
     return Estimate(closed_form_lambda(v_fed, v_local), v_fed, v_local)
 
 
-def module_shape(session: ClientSession, damping: float = 1e-8) -> tuple[dict[str, float], dict[str, float]]:
+def module_shape(session: ClientSession) -> tuple[dict[str, float], dict[str, float]]:
     """Per module: the local estimator's spread ``‖τ_L⁽¹⁾ − τ_L⁽²⁾‖²_D / 4`` (the shape of ``v_L``) and the
     Fisher distance ``‖τ_F − τ_L‖²_D``. The Laplace traces are no shape: they are ~P_m/n everywhere."""
     metric = session.fisher()
@@ -197,7 +197,7 @@ class Estimator:
 ESTIMATORS: dict[str, Estimator] = {
     "heldout": Estimator(heldout, 0, lambda p: {"granularity": p.granularity}),
     "crossfit": Estimator(crossfit, 1),
-    "fisher": Estimator(fisher, 0),
+    "fisher": Estimator(fisher, 0, lambda p: {"damping": p.damping}),
     "folds": Estimator(folds, 1),
     "cautious": Estimator(cautious, 1),
     "paper": Estimator(paper, 0, lambda p: {"options": PaperOptions.of(p)}),
@@ -206,7 +206,7 @@ ESTIMATORS: dict[str, Estimator] = {
 """Every estimator by the name ``potara.estimator`` and the ``potara_<name>`` methods use: the one registry."""
 
 
-def configured(name: str, potara: PotaraSettings) -> Callable[[ClientSession, float], Estimate]:
+def configured(name: str, potara: PotaraSettings) -> Callable[[ClientSession], Estimate]:
     """The estimator ``name`` with its own settings taken from ``potara`` (a method variant's, in a sweep)."""
     estimator = ESTIMATORS[name]
     return partial(estimator.estimate, **estimator.options(potara)) if estimator.options else estimator.estimate
