@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from potara import config
 from potara.bench import suite as bench_suite
 from potara.reporting.stats import MIN_CLUSTERS
@@ -168,12 +170,13 @@ def test_the_map_check_differs_from_the_map_only_in_seeds_and_regimes():
 
 
 def test_the_privacy_suite_has_a_setting_at_epsilon_8_or_less_and_the_compression_suite_has_int8():
-    from potara.reporting.privacy import privacy_summary
+    from potara.reporting.privacy import epsilon, privacy_summary
 
     suite = bench_suite.load_suite("privacy")
     eps = {s: (privacy_summary(bench_suite.cell_config(suite, s, suite.seeds[0]).to_dict()) or {}).get("epsilon")
            for s in suite.settings}
     assert eps["z0"] is None and any(e is not None and e <= 8 for e in eps.values()), eps
+    assert eps["z1"] == pytest.approx(epsilon(1.0, 0.3, 10, 1e-5)) and 7.75 < eps["z1"] < 7.85  # 30 of 100 a round
     assert bench_suite.cell_config(suite, "z0", 600).data.num_clients >= 100
     dtypes = {bench_suite.cell_config(bench_suite.load_suite("compression"), s, 500).fed.payload_dtype
               for s in ("fp32", "bf16", "fp16", "int8")}

@@ -12,7 +12,8 @@ from flwr.supercore.differential_privacy import compute_clip_model_update, compu
 
 from potara import config
 from potara.config import ConfigError, PrivacyConfig, RunConfig
-from potara.federation.privacy import DPFedAvg, adaptive_noise_multiplier, privatized
+from potara.federation.privacy import DPFedAvg, EqualWeightFedAvg, adaptive_noise_multiplier, privatized
+from potara.federation.rounds import screening
 from potara.federation.strategies import FedAvg
 from potara.reporting.outputs import summary, table
 from potara.reporting.privacy import default_delta, epsilon, privacy_summary
@@ -70,6 +71,33 @@ def test_clipping_and_noise_match_flowers_server_side_fixed_clipping():
     assert noisy.noise_std() == pytest.approx(compute_stdv(1.5, 2.0, 3))
 
 
+def test_a_rejected_upload_adds_zero_the_mean_stays_over_the_sampled_clients():
+    """McMahan et al.'s fixed denominator: with 2 of 3 sampled uploads accepted the update is (Δ₁ + Δ₂)/3, not /2,
+    so one client moves it by at most C/3 whoever else is rejected (the noise is z·C/3); Flower's path (the equal-
+    weight sum beneath its wrapper) and its SecAgg+ path (each survivor's reply is the survivors' mean) agree."""
+    current, first, second = state(1.0, 1.0, 0.0), state(2.0, 1.0, 1.0), state(1.0, 3.0, -1.0)
+    dp = DPFedAvg(PrivacyConfig(noise_multiplier=0.0, clip_norm=100.0), sampled=3)
+    ours = dp.aggregate([(first, 5), (second, 9)], current)
+    expected = {k: current[k] + (first[k] - current[k] + second[k] - current[k]) / 3 for k in current}
+    beneath_flower = EqualWeightFedAvg(3)
+    survivors_mean = {k: (first[k] + second[k]) / 2 for k in current}
+    for got in (ours, beneath_flower.aggregate([(first, 1), (second, 1)], current),
+                beneath_flower.aggregate([(survivors_mean, 1), (survivors_mean, 1)], current)):
+        for key in current:
+            torch.testing.assert_close(got[key], expected[key])
+
+
+def test_under_dp_no_upload_is_screened_against_the_others(caplog):
+    limits = config.ValidationConfig()
+    assert limits.max_norm_ratio == 10.0
+    private = DPFedAvg(PrivacyConfig(noise_multiplier=1.0), sampled=3)
+    with caplog.at_level("INFO"):
+        assert screening(limits, private, "fp32", say=True).max_norm_ratio is None
+    assert "validation.max_norm_ratio is off" in caplog.text
+    assert screening(limits, FedAvg(), "int8").max_norm_ratio == 10.0
+    assert screening(limits, EqualWeightFedAvg(3), "fp32").max_norm_ratio is None  # Flower's DP path
+
+
 def test_noise_has_std_z_c_over_m_and_is_seeded_by_the_run_seed_and_release():
     settings, current = PrivacyConfig(noise_multiplier=2.0, clip_norm=0.5), {"w": torch.zeros(200_000)}
     dp, twin, other = DPFedAvg(settings, 4, seed=3), DPFedAvg(settings, 4, seed=3), DPFedAvg(settings, 4, seed=4)
@@ -116,6 +144,14 @@ def test_the_accountant_missing_is_a_clear_error_before_training(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'potara\[privacy\]'"):
         config.load(None, ["privacy.noise_multiplier=1"])
     config.load(None, [])  # no DP: no accountant needed
+
+
+def test_epsilon_is_accounted_at_the_rate_the_engines_sample():
+    """6 clients at fed.fraction 0.1: one a round, a rate of 1/6 (ε 6.4 at z 1, 20 rounds), not 0.1 (ε 4.2)."""
+    cfg = config.load(None, ["privacy.noise_multiplier=1", "fed.rounds=20", "fed.fraction=0.1"]).to_dict()
+    block = privacy_summary(cfg)
+    assert block["sampling_fraction"] == pytest.approx(1 / 6)
+    assert block["epsilon"] == pytest.approx(epsilon(1.0, 1 / 6, 20, 1e-5)) and block["epsilon"] > epsilon(1.0, 0.1, 20, 1e-5)
 
 
 def test_summary_has_epsilon_and_delta_and_the_table_shows_them():

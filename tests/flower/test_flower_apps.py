@@ -172,6 +172,8 @@ def test_same_adapter_and_lambdas_as_the_embedded_engine(clean_run, embedded_run
         assert [r["acc"] for r in mine] == pytest.approx([r["acc"] for r in theirs])
         if name == "potara":
             assert [r["lambda"] for r in mine] == pytest.approx([r["lambda"] for r in theirs], abs=1e-6)
+    verdicts = {d["verdict"] for m in summary["paired"].values() for d in m.values() if isinstance(d, dict)}
+    assert verdicts == {"too few clusters"}  # one federation is one cluster, as the embedded engine says
 
 
 def test_the_server_receives_only_the_federated_adapter(clean_run, overrides):

@@ -205,4 +205,4 @@ def test_a_malformed_upload_under_server_side_dp_is_rejected_before_flowers_clip
     [rejected] = round_["errors"]
     assert rejected["client"] == "client_02" and "shape" in rejected["reason"]
     assert round_["aggregated"] == ["client_00", "client_01"]
-    assert summary["privacy"]["epsilon"] > 0
+    assert summary["privacy"]["epsilon"] == pytest.approx(epsilon(TINY, 1.0, 1, 1e-5))  # 3 of 3 sampled, 1 round

@@ -7,7 +7,8 @@ import sys
 
 from potara import config
 from potara.methods import available
-from potara.reporting.styles import STYLES, colour_marker, style
+from potara.reporting.outputs import best_peer
+from potara.reporting.styles import STYLES, colour_marker, is_bound, style
 
 
 def test_every_shipped_method_has_its_own_colour_and_marker():
@@ -33,3 +34,9 @@ def test_a_variant_gets_the_same_style_in_every_process():
         for seed in ("1", "2")
     }
     assert seen == {f"{colour_marker(variant)}\n"}
+
+
+def test_a_variant_of_a_bound_is_a_bound_never_the_best_peer():
+    variant = "oracle_test@local.init=pretrained"
+    assert is_bound(variant) and style(variant)["linestyle"] == "--"
+    assert best_peer("potara", {"ditto": 0.6, variant: 0.7}) == "ditto"

@@ -7,11 +7,15 @@ The math is that of Flower 1.42's server-side wrappers (``flwr.serverapp.strateg
 
 - each accepted upload's *update* (its travelling tensors minus the global adapter the client received) is clipped
   to L2 norm ``C`` over all its tensors together (FlatClip, ``min(1, C / ‖Δ‖)``);
-- the clipped updates are averaged with *equal* weights (Flower requires equal client weights to account; the
-  example counts ``n_k`` never enter, so one client moves the mean by at most ``C / m``);
+- the clipped updates are summed with *equal* weights and divided by ``m``, the number of clients sampled, not by
+  the number accepted (McMahan et al.'s fixed-denominator estimator: a rejected or missing upload adds 0, so one
+  client moves the mean by at most ``C / m`` whoever else is rejected; the example counts ``n_k`` never enter, as
+  Flower requires equal weights to account). Upload validation relative to the round's other uploads
+  (``validation.max_norm_ratio``) is off: one client could change which others are dropped. Clipping bounds
+  every update instead;
 - Gaussian noise of std ``z · C / m`` is added to every element of the mean, ``m`` the number of sampled clients;
-- adaptive: ``C ← C · exp(−η (b̃ − γ))`` after each round, ``b̃`` the fraction of updates *within* ``C`` (left
-  unclipped) plus Gaussian noise of std ``σ_b / m`` with ``σ_b = m / 20``, ``γ`` = ``privacy.target_quantile`` (0.5) and
+- adaptive: ``C ← C · exp(−η (b̃ − γ))`` after each round, ``b̃`` the count of updates *within* ``C`` (left
+  unclipped) plus Gaussian noise of std ``σ_b``, over ``m`` with ``σ_b = m / 20``, ``γ`` = ``privacy.target_quantile`` (0.5) and
   ``η`` = ``privacy.clip_lr`` (0.2), Flower's and Andrew et al.'s defaults; the mean's noise multiplier is raised to
   ``(z⁻² − (2σ_b)⁻²)^(−1/2)`` so that both releases together spend what ``z`` alone would.
 
@@ -69,11 +73,12 @@ class ClippedMean(RunningSum):
         self.unclipped += int(not was_clipped)
 
     def result(self) -> AdapterState:
-        """``current`` + the noised mean update; ``current`` when nothing was folded in."""
+        """``current`` + the noised sum of the clipped updates over the ``m`` sampled clients; ``current`` when
+        nothing was folded in."""
         if self.folded <= 0:
             return self.current
-        mean = {k: v / self.folded for k, v in self.sums.items()}
-        return self.strategy.release(self.current, mean, self.unclipped, self.folded)
+        mean = {k: v / self.strategy.sampled for k, v in self.sums.items()}
+        return self.strategy.release(self.current, mean, self.unclipped)
 
 
 class DPFedAvg(FedAvg):
@@ -81,6 +86,7 @@ class DPFedAvg(FedAvg):
 
     name = "dp_fedavg"
     releases_spread = False  # the accountant covers the noised mean alone, not statistics of single updates
+    relative_bound = False  # sensitivity C/m needs each upload's fate to depend on itself alone
 
     def __init__(self, settings: PrivacyConfig, sampled: int, seed: int = 0) -> None:
         self.settings, self.sampled, self.clip_norm = settings, sampled, settings.clip_norm
@@ -104,7 +110,7 @@ class DPFedAvg(FedAvg):
         """The std of the noise on each element of the mean update: ``z · C / m``."""
         return self.noise_multiplier * self.clip_norm / self.sampled
 
-    def release(self, current: AdapterState, mean: AdapterState, unclipped: int, folded: int) -> AdapterState:
+    def release(self, current: AdapterState, mean: AdapterState, unclipped: int) -> AdapterState:
         """``current + mean`` with the round's noise; then, adaptive, the clipping norm's update."""
         std, noise = self.noise_std(), self.next_generator()
         out = {
@@ -112,7 +118,7 @@ class DPFedAvg(FedAvg):
             for k in sorted(mean)  # a fixed order: a resumed state's keys come back sorted from safetensors
         }
         if self.settings.adaptive:
-            self.adapt(unclipped, folded, noise)
+            self.adapt(unclipped, noise)
         return out
 
     def next_generator(self) -> torch.Generator:
@@ -120,9 +126,10 @@ class DPFedAvg(FedAvg):
         self.releases += 1
         return torch.Generator().manual_seed((self.seed * 1_000_003 + self.releases) % 2**63)
 
-    def adapt(self, unclipped: int, folded: int, noise: torch.Generator) -> None:
-        """Andrew et al.'s geometric update of the clipping norm toward the target quantile, from a noised count."""
-        noisy = (unclipped + self.count_std * float(torch.randn((), generator=noise))) / folded
+    def adapt(self, unclipped: int, noise: torch.Generator) -> None:
+        """Andrew et al.'s geometric update of the clipping norm toward the target quantile, from a noised count
+        over the ``m`` sampled clients (a rejected upload counts as clipped)."""
+        noisy = (unclipped + self.count_std * float(torch.randn((), generator=noise))) / self.sampled
         self.clip_norm *= math.exp(-self.settings.clip_lr * (noisy - self.settings.target_quantile))
 
 
@@ -133,11 +140,18 @@ def privatized(strategy: FedAvg, settings: PrivacyConfig, sampled: int, seed: in
 
 
 class EqualWeightFedAvg(FedAvg):
-    """FedAvg with every accepted update weighted 1: what Flower's DP wrappers need beneath them (the same
-    equal-weight mean :class:`ClippedMean` takes), with the clipping and noise left to the wrapper."""
+    """What Flower's DP wrappers need beneath them: ``current`` plus the accepted updates summed with weight 1 and
+    divided by the ``sampled`` clients (the fixed-denominator mean :class:`ClippedMean` takes), the clipping and
+    noise left to the wrapper. Under SecAgg+ every surviving reply carries the survivors' mean: the same sum."""
 
     name = "fedavg_equal"
     releases_spread = False  # beneath a DP wrapper, as DPFedAvg
+    relative_bound = False  # as DPFedAvg
+
+    def __init__(self, sampled: int) -> None:
+        self.sampled = sampled
 
     def aggregate(self, updates: Sequence[tuple[AdapterState, int]], current: AdapterState) -> AdapterState:
-        return super().aggregate([(state, 1) for state, _ in updates], current)
+        if not updates:
+            return current
+        return {k: v + sum(state[k] - v for state, _ in updates) / self.sampled for k, v in current.items()}

@@ -188,7 +188,7 @@ def run_rounds(
     the quantization error of its last int8 upload, error feedback's memory). Both directions travel in
     ``payload_dtype`` (which validation then accepts; int8: uploads only, the global adapter goes down in fp32);
     aggregation is in fp32."""
-    state, limits = initial, accepting(limits or ValidationConfig(), payload_dtype)
+    state, limits = initial, screening(limits or ValidationConfig(), strategy, payload_dtype, say=True)
     kept = {} if kept is None else kept
     residuals = {} if residuals is None else residuals
     for r in range(start_round, rounds + 1):
@@ -219,9 +219,18 @@ def run_rounds(
     return state
 
 
-def accepting(limits: ValidationConfig, dtype: str) -> ValidationConfig:
-    """``limits`` with the configured wire dtype added to the dtypes an update may use."""
-    return limits if dtype in limits.dtypes else dataclasses.replace(limits, dtypes=[*limits.dtypes, dtype])
+def screening(limits: ValidationConfig, strategy: FedAvg, dtype: str, say: bool = False) -> ValidationConfig:
+    """``limits`` as ``strategy`` may screen with: the wire dtype added to the dtypes an update may use, and
+    ``max_norm_ratio`` off where the strategy forbids bounds relative to the other uploads (client-level DP;
+    ``say``: log why)."""
+    if dtype not in limits.dtypes:
+        limits = dataclasses.replace(limits, dtypes=[*limits.dtypes, dtype])
+    if strategy.relative_bound or limits.max_norm_ratio is None:
+        return limits
+    if say:
+        log.info("client-level DP: validation.max_norm_ratio is off (a bound relative to the round's other uploads "
+                 "would let one client change which others are dropped); clipping bounds every update")
+    return dataclasses.replace(limits, max_norm_ratio=None)
 
 
 @dataclass(frozen=True)

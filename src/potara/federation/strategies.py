@@ -82,6 +82,7 @@ class FedAvg:
     name = "fedavg"
     running = RunningSum
     releases_spread = True  # the server may compute the spread of the updates it aggregates (rounds.round_spread)
+    relative_bound = True  # uploads may be screened against the round's others (validation.max_norm_ratio)
 
     def start(self, current: AdapterState, total: int) -> RunningSum:
         """An empty running aggregate whose updates' example counts will sum to ``total``."""

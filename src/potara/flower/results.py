@@ -8,7 +8,7 @@ from typing import Any
 
 from ..methods import resolve
 from ..models.adapters import serialize
-from ..reporting.outputs import atomic_write, is_bound, json_safe, paired
+from ..reporting.outputs import atomic_write, is_bound, json_safe, one_federation, paired
 from ..reporting.privacy import privacy_summary
 from .grid import MeteredGrid
 from .settings import FlowerSettings
@@ -51,7 +51,8 @@ def build_summary(
     summary = {
         "config": cfg.to_dict(),
         "methods": methods,
-        "paired": paired({name: {r["client"]: r["acc"] for r in m["per_client"]} for name, m in methods.items()}),
+        "paired": paired({name: {r["client"]: r["acc"] for r in m["per_client"]} for name, m in methods.items()},
+                         one_federation),
         "timing": {**_node_timings(personal), **timing},
         "flower": {
             "clients": {

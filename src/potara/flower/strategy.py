@@ -21,10 +21,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from ..config import ValidationConfig
+from ..config import ValidationConfig, sampled_clients
 from ..federation.privacy import EqualWeightFedAvg
 from ..federation.recipes import FEDIT
-from ..federation.rounds import accepting, aggregate_round, client_seed, sample_clients
+from ..federation.rounds import aggregate_round, client_seed, sample_clients, screening
 from ..federation.update import ClientUpdate
 from ..federation.validation import Expectation, InvalidUpdate, check_update
 from ..merge.spread import UpdateSpread
@@ -97,7 +97,8 @@ class PotaraFedAvg(FedAvg):
         self.clients = sorted(clients, key=lambda c: c.partition)
         self.state = initial
         private = settings.run.privacy.noise_multiplier > 0
-        self.aggregator = EqualWeightFedAvg() if private else FEDIT.strategy(settings.run.fed.aggregation)
+        self.aggregator = (EqualWeightFedAvg(sampled_clients(settings.run)) if private
+                           else FEDIT.strategy(settings.run.fed.aggregation))
         self.spread: UpdateSpread | None = None  # the last round's
         self.spread_travels = any(m.needs_spread for m in resolve(settings.run))
         self.rounds: list[dict[str, Any]] = []
@@ -345,8 +346,8 @@ class PotaraFedAvg(FedAvg):
 
     @property
     def _limits(self) -> ValidationConfig:
-        """The run's validation, accepting its payload dtype (as the embedded engine's ``run_rounds``)."""
-        return accepting(self.settings.run.validation, self.settings.run.fed.payload_dtype)
+        """The run's validation, screening its payload dtype, as the embedded engine's ``run_rounds`` screens."""
+        return screening(self.settings.run.validation, self.aggregator, self.settings.run.fed.payload_dtype)
 
     def _down(self, arrays: ArrayRecord) -> ArrayRecord:
         """The global adapter as it travels down: in ``fed.payload_dtype`` (an int8 run's: fp32, as it is)."""

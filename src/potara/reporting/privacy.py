@@ -1,8 +1,9 @@
 """The (ε, δ) of a run with client-level DP, from Google's ``dp-accounting`` RDP accountant.
 
-Each round is one Poisson-subsampled Gaussian mechanism (sampling fraction ``q = fed.fraction``, noise multiplier
-``z = privacy.noise_multiplier``), composed over ``fed.rounds``, add-or-remove-one neighbouring clients. The engine
-samples a fixed number ``round(q·N)`` of clients rather than each with probability ``q``: Poisson accounting is the
+Each round is one Poisson-subsampled Gaussian mechanism (sampling fraction ``q = m/N``, the rate the engines sample
+at: ``m = max(1, round(fed.fraction·N))`` of the ``N`` clients; noise multiplier ``z = privacy.noise_multiplier``),
+composed over ``fed.rounds``, add-or-remove-one neighbouring clients. The engine samples a fixed number ``m`` of
+clients rather than each with probability ``q``: Poisson accounting is the
 usual approximation for that (McMahan et al. 2018 account the same way), and exact at ``q = 1``. Flower's own
 fixed-clipping accountant allows no amplification by sampling at all; with ``q < 1`` our ε is the smaller, Poisson one.
 """
@@ -39,13 +40,20 @@ def privacy_summary(config: dict[str, Any]) -> dict[str, Any] | None:
     p = config.get("privacy")
     if not p or p["noise_multiplier"] <= 0:
         return None
-    fed = config["fed"]
-    delta = p["delta"] if p["delta"] is not None else default_delta(config["data"]["num_clients"])
+    fed, clients = config["fed"], config["data"]["num_clients"]
+    delta = p["delta"] if p["delta"] is not None else default_delta(clients)
+    rate = sampling_rate(fed["fraction"], clients)
     return {
-        "epsilon": epsilon(p["noise_multiplier"], fed["fraction"], fed["rounds"], delta), "delta": delta,
+        "epsilon": epsilon(p["noise_multiplier"], rate, fed["rounds"], delta), "delta": delta,
         "noise_multiplier": p["noise_multiplier"], "clip_norm": p["clip_norm"], "adaptive": p["adaptive"],
-        "sampling_fraction": fed["fraction"], "rounds": fed["rounds"], "accounting": ACCOUNTING,
+        "sampling_fraction": rate, "rounds": fed["rounds"], "accounting": ACCOUNTING,
     }
+
+
+def sampling_rate(fraction: float, clients: int) -> float:
+    """The share of the clients a round samples: ``max(1, round(fraction·N)) / N``, not ``fraction`` itself (6
+    clients at ``fed.fraction = 0.1`` sample one a round: 1/6)."""
+    return max(1, round(fraction * clients)) / clients
 
 
 def privacy_line(block: dict[str, Any]) -> str:

@@ -45,7 +45,8 @@ SPARE_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "X")
 
 
 def is_bound(name: str) -> bool:
-    return name in BOUNDS
+    """Whether the method picks λ on held-out or test data (an oracle, or an ``@`` variant of one): never a peer."""
+    return name.split("@")[0] in BOUNDS
 
 
 def is_personalized(name: str) -> bool:
