@@ -64,6 +64,7 @@ def test_packaged_offline_suite_names_every_setting_and_method():
     [
         ({"rounds": 3}, "suite 's': unknown key 'rounds'"),
         ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"seeds": [3, 4, 3]}, "suite 's': seed 3 is listed twice; list each seed once"),
         ({"settings": {"a": {"fed.nope": 1}}}, "suite 's', setting 'a': unknown config key 'fed.nope'"),
         ({"settings": {"a": {"seed": 1}}}, "'seed' is set by the suite"),
         ({"methods": ["fedit", "magic"]}, "setting 'a': methods names unknown method 'magic'"),
@@ -137,8 +138,16 @@ def test_tiny_suite_runs_reports_and_resumes(tiny_model_dir, synthetic_csv, tmp_
     assert code == 2 and "was run with another config (fed.rounds: 2 there, 3 now)" in err
     code, printed, err = bench_cli(["--suite", str(path), "--out", str(out), "--set", "threads=1"], capsys)
     assert code == 0 and "0 cell(s) run, 4 already done" in printed, err  # threads: how fast, not what
-    code, printed, _ = bench_cli(["--suite", str(path), "--out", str(out), "--report-only", "--only", "iid"], capsys)
-    assert code == 0 and "## iid" in printed and "## two_classes" not in printed
+    units = (out / "tiny-units.csv").read_text()
+    code, printed, _ = bench_cli(["--suite", str(path), "--out", str(out), "--only", "iid", "--seeds", "1"], capsys)
+    assert code == 0 and "0 cell(s) run, 1 already done" in printed
+    assert "## two_classes" in printed and (out / "tiny-units.csv").read_text() == units  # the whole suite's records
+    for seeds, message in ((["1", "1"], "seed 1 is given twice"), (["7"], "suite 'tiny' has no seed 7; seeds: 0, 1")):
+        code, _, err = bench_cli(["--suite", str(path), "--out", str(out), "--seeds", *seeds], capsys)
+        assert code == 2 and message in err
+    code, _, err = bench_cli(["--suite", str(path), "--out", str(out), "--report-only", "--set", "fed.rounds=3"], capsys)
+    assert code == 2 and "was run with another config (fed.rounds: 2 there, 3 now)" in err  # never reported as this
+    assert (out / "tiny-units.csv").read_text() == units
 
 
 def record(round_: int, fedit: float, per_round: int = 100, **methods: float) -> dict:
@@ -266,6 +275,7 @@ def fake_round(r: int, federated: bool) -> dict:
 def write_fake_cells(out, federated: bool = False) -> bench_suite.Suite:
     """Finished cells as `potara run` writes them, with made-up accuracies: no engine. ``federated``: every
     method but the oracle sends bytes over 2 rounds, apfl in a federation of its own; cell times vary."""
+    suite = bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
     for setting, seeds in FAKE_SEEDS.items():
         for seed in seeds:
             methods = {name: fake_method(accs, federated and name != "oracle_test")
@@ -275,10 +285,11 @@ def write_fake_cells(out, federated: bool = False) -> bench_suite.Suite:
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
             code = {"code": {"commit": "0123abcd"}} if seed == 0 else {}  # the others as before commits were kept
-            summary = {"config": {}, "methods": methods, "timing": timing, **code}
+            config = bench_suite.cell_config(suite, setting, seed).to_dict()
+            summary = {"config": config, "methods": methods, "timing": timing, **code}
             (where / "summary.json").write_text(json.dumps(summary))
             (where / "rounds.jsonl").write_text("".join(json.dumps(fake_round(r, federated)) + "\n" for r in (1, 2)))
-    return bench_suite.Suite("fake", list(range(6)), list(fake_accs("a", 0)), {s: {} for s in FAKE_SEEDS})
+    return suite
 
 
 def pooling_a_and_b(suite: bench_suite.Suite) -> bench_suite.Suite:

@@ -39,10 +39,13 @@ def fake_method(name: str, seed: int) -> dict:
 def write_dev(out: Path) -> Path:
     """Fake dev cells (one setting, three seeds) with Ditto's candidates in federations of their own; the suite."""
     methods = POTARA + DITTO + FIXED
+    raw = {"seeds": SEEDS, "methods": methods, "settings": {"s": {}}}
+    suite = bench_suite.parse_suite(raw, "dev")
     for seed in SEEDS:
         where = bench_suite.cell_dir(out, "s", seed)
         where.mkdir(parents=True)
-        summary = {"config": {}, "methods": {m: fake_method(m, seed) for m in methods},
+        summary = {"config": bench_suite.cell_config(suite, "s", seed).to_dict(),
+                   "methods": {m: fake_method(m, seed) for m in methods},
                    "timing": {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}}
         (where / "summary.json").write_text(json.dumps(summary))
         peer = {"cum_bytes_up": 1, "cum_bytes_down": 1, "broadcast_bytes": 1, "mean_acc": None}
@@ -50,7 +53,7 @@ def write_dev(out: Path) -> Path:
                    **dict.fromkeys(DITTO, peer)} for r in (1, 2)]
         (where / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
     path = out / "dev.yaml"
-    path.write_text(yaml.safe_dump({"seeds": SEEDS, "methods": methods, "settings": {"s": {}}}))
+    path.write_text(yaml.safe_dump(raw))
     return path
 
 

@@ -21,7 +21,7 @@ EDGE = {"far": {"potara": 0.10, "potara@potara.safety=val_loss": 0.04, "fedit_ft
                  "oracle_test": 0.2}}
 
 
-def fake_cell(setting: str, seed: int) -> dict:
+def fake_cell(setting: str, seed: int, config: dict) -> dict:
     rng = np.random.default_rng([seed, len(setting)])
     base = 0.4 + 0.2 * rng.random(len(CLIENTS))
     methods = {}
@@ -32,20 +32,22 @@ def fake_cell(setting: str, seed: int) -> dict:
                          "per_client": [{"client": c, "acc": float(a), "n_train": 16} for c, a in zip(CLIENTS, accs)]}
     skew = 0.7 if setting == "far" else 0.2
     federation = {"clients": {c: {"n_train": 16, "classes": 4, "label_skew": skew} for c in CLIENTS}}
-    return {"config": {}, "methods": methods, "federation": federation,
+    return {"config": config, "methods": methods, "federation": federation,
             "timing": {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": {}}}
 
 
 def write_map(out, raw_grid=None) -> bench_suite.Suite:
+    grid = raw_grid or {"far": ["Dirichlet 0.1", 16], "near": ["IID", 16]}
+    suite = bench_suite.parse_suite({"seeds": SEEDS, "methods": list(EDGE["far"]), "settings": dict.fromkeys(EDGE),
+                                     "grid": grid}, "fake-map")
     for setting in EDGE:
         for seed in SEEDS:
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
-            (where / "summary.json").write_text(json.dumps(fake_cell(setting, seed)))
+            config = bench_suite.cell_config(suite, setting, seed).to_dict()
+            (where / "summary.json").write_text(json.dumps(fake_cell(setting, seed, config)))
             (where / "rounds.jsonl").write_text("")
-    grid = raw_grid or {"far": ["Dirichlet 0.1", 16], "near": ["IID", 16]}
-    return bench_suite.parse_suite({"seeds": SEEDS, "methods": list(EDGE["far"]), "settings": dict.fromkeys(EDGE),
-                                    "grid": grid}, "fake-map")
+    return suite
 
 
 def test_the_map_marks_a_corrected_win_against_the_best_other_method_and_ties_elsewhere(tmp_path):

@@ -18,6 +18,7 @@ CLIENTS = {"client_0": (0.8, 0.05), "client_1": (0.7, 0.03), "client_2": (0.1, -
 
 def write_units(out) -> str:
     """Fake cells of one setting, written and read back as the committed units CSV."""
+    suite = bench_suite.Suite("fake", SEEDS, ["potara", "fedit_ft_es"], {"new": {}})
     for seed in SEEDS:
         where = bench_suite.cell_dir(out, "new", seed)
         where.mkdir(parents=True)
@@ -28,10 +29,10 @@ def write_units(out) -> str:
                    for name in ("potara", "fedit_ft_es")}
         federation = {"clients": {c: {"n_train": 32, "classes": 3, "label_skew": skew}
                                   for c, (skew, _) in CLIENTS.items()}}
-        (where / "summary.json").write_text(json.dumps({"config": {}, "methods": methods, "federation": federation,
+        config = bench_suite.cell_config(suite, "new", seed).to_dict()
+        (where / "summary.json").write_text(json.dumps({"config": config, "methods": methods, "federation": federation,
                                                         "timing": {"method_s": {}}}))
         (where / "rounds.jsonl").write_text("")
-    suite = bench_suite.Suite("fake", SEEDS, ["potara", "fedit_ft_es"], {"new": {}})
     write_records(out, "fake", load_cells(out, suite))
     return str(out / "fake-units.csv")
 

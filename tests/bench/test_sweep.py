@@ -18,7 +18,7 @@ CLIENTS = [f"client_{k}" for k in range(4)]
 DROP = {"potara": 0.01, "fedit_ft_es": 0.05, "local": 0.0}  # what the noise costs each method, on average
 
 
-def fake_cell(setting: str, seed: int, noisy: bool) -> dict:
+def fake_cell(setting: str, seed: int, noisy: bool, config: dict) -> dict:
     """A cell whose methods lose ``DROP`` (plus a little seeded noise) under DP, Potara's λ falling by 0.3."""
     rng = np.random.default_rng(seed)
     methods = {}
@@ -34,20 +34,22 @@ def fake_cell(setting: str, seed: int, noisy: bool) -> dict:
                             "n_train": 20, "lambda": lam, "cost": {"seconds": 0.1, "train_passes": 4}}
                            for c, a in zip(CLIENTS, accs)],
         }
-    summary = {"config": {}, "methods": methods,
+    summary = {"config": config, "methods": methods,
                "timing": {"wall_s": 1.0, "federation_s": 0.5, "local_epoch_s": 0.1, "method_s": dict.fromkeys(DROP, 0.1)}}
     return {**summary, "privacy": {"epsilon": 4.1}} if noisy else summary
 
 
 def write_sweep(out) -> bench_suite.Suite:
+    suite = bench_suite.parse_suite({"seeds": SEEDS, "methods": list(DROP), "settings": {"z0": {}, "z1": {}},
+                                     "compare": {"z1": "z0"}, "sweep": True}, "fake-privacy")
     for setting, noisy in (("z0", False), ("z1", True)):
         for seed in SEEDS:
             where = bench_suite.cell_dir(out, setting, seed)
             where.mkdir(parents=True)
-            (where / "summary.json").write_text(json.dumps(fake_cell(setting, seed, noisy)))
+            config = bench_suite.cell_config(suite, setting, seed).to_dict()
+            (where / "summary.json").write_text(json.dumps(fake_cell(setting, seed, noisy, config)))
             (where / "rounds.jsonl").write_text("")
-    return bench_suite.parse_suite({"seeds": SEEDS, "methods": list(DROP), "settings": {"z0": {}, "z1": {}},
-                                    "compare": {"z1": "z0"}, "sweep": True}, "fake-privacy")
+    return suite
 
 
 def test_potara_losing_less_to_noise_is_a_corrected_win_and_its_lambda_falls(tmp_path):

@@ -38,31 +38,35 @@ from .cell import Cell
 from .grid import grid_numbers, grid_table, plot_grid
 from .paired import POTARA, cell_of, delta_text, p_text, setting_of, unit_accs, versus, wtl_text
 from .records import UNITS, cells_from_records, record_path, write_records
-from .suite import Suite, cell_dir
+from .suite import Suite, cell_config, cell_dir, check_same_cell
 from .sweep import plot_sweep, sweep_numbers, sweep_tables
 from .totals import COMMIT, CPU_TIME
 
 BAR_METHODS = ("potara", "oracle_val", "local", "fedit")
 
 
-def load_cells(out: Path, suite: Suite) -> dict[str, list[Cell]]:
-    """The finished cells of every setting of ``suite`` under ``out`` (missing ones are left out)."""
+def load_cells(out: Path, suite: Suite, sets: list[str] = ()) -> dict[str, list[Cell]]:
+    """The finished cells of every setting of ``suite`` under ``out`` (missing ones are left out), each checked to
+    be the cell the suite (with ``sets``) runs: a cell of another config is an error, never reported as this one."""
     cells: dict[str, list[Cell]] = {}
     for setting in suite.settings:
         cells[setting] = []
         for seed in suite.seeds:
             where = cell_dir(out, setting, seed)
             if (where / "summary.json").is_file():
+                summary = json.loads((where / "summary.json").read_text())
+                check_same_cell(cell_config(suite, setting, seed, sets), summary["config"], where)
                 rounds = [json.loads(x) for x in (where / "rounds.jsonl").read_text().splitlines() if x.strip()]
-                cells[setting].append(Cell(seed, json.loads((where / "summary.json").read_text()), rounds))
+                cells[setting].append(Cell(seed, summary, rounds))
     return cells
 
 
-def write_report(out: Path, suite: Suite) -> str:
+def write_report(out: Path, suite: Suite, sets: list[str] = ()) -> str:
     """Aggregate the cells into ``out/report.md``, ``out/report.json``, ``out/plots/<setting>.*.png`` and the
     records every number and plot of it regenerates from (``out/<suite>-{units,rounds,cells}.csv``, ``records``);
-    return the markdown."""
-    cells = load_cells(out, suite)
+    return the markdown. ``suite`` is the whole suite: a report of a few settings or seeds would overwrite the
+    records of the others."""
+    cells = load_cells(out, suite, sets)
     write_records(out, suite.name, cells)
     return render(out, suite, cells)
 

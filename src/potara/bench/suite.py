@@ -52,7 +52,13 @@ class Suite:
     def narrowed(
         self, seeds: list[int] | None = None, only: list[str] | None = None, methods: list[str] | None = None
     ) -> Suite:
-        """The suite restricted to some seeds, settings (``--only``) and methods; unknown settings are an error."""
+        """The suite restricted to some of its seeds, settings (``--only``) and methods; a seed or setting it does
+        not have is an error."""
+        if seeds and _repeated(seeds) is not None:
+            raise ConfigError(f"--seeds: seed {_repeated(seeds)} is given twice; give each seed once")
+        outside = [s for s in seeds or [] if s not in self.seeds]
+        if outside:  # its cell would run, and never be reported: the report covers the suite's seeds
+            raise ConfigError(f"suite '{self.name}' has no seed {outside[0]}; seeds: {', '.join(map(str, self.seeds))}")
         unknown = [s for s in only or [] if s not in self.settings]
         if unknown:
             raise ConfigError(f"suite '{self.name}' has no setting '{unknown[0]}'; settings: {', '.join(self.settings)}")
@@ -90,6 +96,8 @@ def parse_suite(raw: Any, name: str) -> Suite:
         isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
         f"{where}: 'seeds' must be a non-empty list of integers",
     )
+    twice = _repeated(seeds)
+    _require(twice is None, f"{where}: seed {twice} is listed twice; list each seed once")
     _require(
         isinstance(methods, list) and methods and all(isinstance(m, str) for m in methods),
         f"{where}: 'methods' must be a non-empty list of method names",
@@ -123,6 +131,11 @@ def parse_suite(raw: Any, name: str) -> Suite:
     )
     return Suite(name, seeds, methods, {k: v or {} for k, v in settings.items()}, overrides,
                  raw.get("description", ""), compare, sweep, grid)
+
+
+def _repeated(seeds: list[int]) -> int | None:
+    """The first seed listed a second time (None: each once)."""
+    return next((seed for i, seed in enumerate(seeds) if seed in seeds[:i]), None)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -162,16 +175,21 @@ def cell_dir(out: Path, setting: str, seed: int) -> Path:
     return out / "cells" / setting / f"seed-{seed}"
 
 
+def check_same_cell(cfg: RunConfig, stored: dict, where: Path) -> None:
+    """A finished cell's stored config must be the one ``cfg`` would run (the thread count aside), or it is not this
+    suite's cell: an error naming the first difference."""
+    wanted, there = _identity(json.loads(json.dumps(cfg.to_dict()))), _identity(_as_now(stored))
+    if there != wanted:
+        raise ConfigError(
+            f"cell '{where}' was run with another config ({_first_difference(there, wanted)}); pass the --set items "
+            f"it ran with, use another --out, or delete '{where}' to run it again"
+        )
+
+
 def run_cell(cfg: RunConfig, where: Path) -> bool:
     """Run one cell into ``where`` unless it is already there (same config); True if it ran."""
-    wanted = _identity(json.loads(json.dumps(cfg.to_dict())))
     if (where / "summary.json").is_file():
-        stored = _identity(_as_now(json.loads((where / "summary.json").read_text())["config"]))
-        if stored != wanted:
-            raise ConfigError(
-                f"cell '{where}' was run with another config ({_first_difference(stored, wanted)}); "
-                f"use another --out, or delete '{where}' to run it again"
-            )
+        check_same_cell(cfg, json.loads((where / "summary.json").read_text())["config"], where)
         return False
     from .. import engine
     from ..reporting import outputs

@@ -89,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--suite", default="offline", help=f"a packaged suite ({suites}) or a YAML path")
     bench.add_argument("--out", help="output folder (default runs/bench-<suite>); run again to resume")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell")
-    bench.add_argument("--seeds", type=int, nargs="+", help="run only these seeds")
-    bench.add_argument("--only", nargs="+", metavar="SETTING", help="run only these settings")
+    bench.add_argument("--seeds", type=int, nargs="+",
+                       help="run only these of the suite's seeds (the report still covers every finished cell)")
+    bench.add_argument("--only", nargs="+", metavar="SETTING",
+                       help="run only these settings (the report still covers every finished cell)")
     bench.add_argument("--methods", help="comma-separated methods instead of the suite's")
     only_report = bench.add_mutually_exclusive_group()
     only_report.add_argument("--report-only", action="store_true", help="only aggregate the finished cells")
@@ -317,19 +319,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.suite import load_suite, run_suite
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    suite = load_suite(args.suite).narrowed(args.seeds, args.only, methods)
-    out = Path(args.out or f"runs/bench-{suite.name}")
+    whole = load_suite(args.suite).narrowed(methods=methods)  # the report's: every setting and seed finished
+    out = Path(args.out or f"runs/bench-{whole.name}")
     if args.report_from:
-        print(report_from_units(Path(args.report_from), suite, out))
+        print(report_from_units(Path(args.report_from), whole, out))
         print(f"wrote {out}/report.md, {out}/plots/ from the records in {args.report_from}")
         return 0
     if args.report_only:
         if not (out / "cells").is_dir():
             raise FileNotFoundError(f"no bench cells in '{out}' (looked for '{out / 'cells'}')")
     else:
-        ran, skipped, failed = run_suite(suite, out, args.set)
+        ran, skipped, failed = run_suite(whole.narrowed(args.seeds, args.only), out, args.set)
         print(f"{ran} cell(s) run, {skipped} already done, {len(failed)} failed")
-    print(write_report(out, suite))
+    print(write_report(out, whole, args.set))
     print(f"wrote {out}/report.md, {out}/plots/")
     if not args.report_only and failed:
         for cell, error in failed.items():
