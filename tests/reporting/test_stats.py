@@ -85,8 +85,11 @@ def test_holm_by_hand():
     assert [family[k].p_t for k in "abc"] == pytest.approx([0.01, 0.04, 0.03], rel=1e-6)
     adjusted = holm(family)
     assert [adjusted[k].p_holm for k in "abc"] == pytest.approx([0.03, 0.06, 0.06], rel=1e-5)
-    assert [adjusted[k].level for k in "abc"] == pytest.approx([1 - 0.05 / 3, 1 - 0.05, 1 - 0.05 / 2])
+    # c (rank 2) is where Holm stops: b (rank 3) keeps c's level, at which its interval holds 0 as its verdict says
+    assert [adjusted[k].level for k in "abc"] == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2])
     assert [adjusted[k].verdict for k in "abc"] == ["win", "tie", "tie"]
+    assert [adjusted[k].low > 0 for k in "abc"] == [True, False, False]
+    assert family["b"].low > 0  # at 95%, b's interval would exclude 0 under a tie verdict
     assert [family[k].verdict for k in "abc"] == ["win", "win", "win"]  # uncorrected
     assert adjusted["a"].high - adjusted["a"].low > family["a"].high - family["a"].low
     assert adjusted["a"].to_dict()["p_holm"] == adjusted["a"].p_holm and "p_holm" not in family["a"].to_dict()

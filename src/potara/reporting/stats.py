@@ -176,14 +176,19 @@ def holm(family: Mapping[str, PairedDiff], alpha: float = ALPHA) -> dict[str, Pa
     """The family with Holm-adjusted p-values (of ``p_t``) and intervals, verdicts read from the adjusted p.
 
     With the m defined p-values sorted ascending, the k-th (k = 1..m) gets p_holm = max over j ≤ k of
-    min(1, (m − j + 1)·p_(j)), and its interval is shown at level 1 − alpha / (m − k + 1): the level Holm's step
-    k tests at. Comparisons without a p (too few clusters for a variance) stay out of the family and unchanged.
+    min(1, (m − j + 1)·p_(j)), and its interval is shown at level 1 − alpha / (m − k + 1), the level Holm's step
+    k tests at, up to the first step Holm does not reject; that step's level holds for every later one (Holm stops
+    there), so an interval excludes 0 exactly when its verdict is a win or a loss. Comparisons without a p (too
+    few clusters for a variance) stay out of the family and unchanged.
     """
     ranked = sorted((name for name, d in family.items() if not math.isnan(d.p_t)), key=lambda k: family[k].p_t)
-    m, running, out = len(ranked), 0.0, dict(family)
+    m, running, stopped_at, out = len(ranked), 0.0, None, dict(family)
     for k, name in enumerate(ranked):
         running = max(running, min(1.0, (m - k) * family[name].p_t))
-        out[name] = replace(family[name], p_holm=running, level=1 - alpha / (m - k))
+        level = stopped_at or 1 - alpha / (m - k)
+        if running > alpha and stopped_at is None:
+            stopped_at = level
+        out[name] = replace(family[name], p_holm=running, level=level)
     return out
 
 
