@@ -21,6 +21,7 @@ from potara import config, engine
 from potara.config import ConfigError
 from potara.flower.client_app import RESIDUAL_KEY, build_client_app
 from potara.flower.grid import MeteredGrid
+from potara.flower.node import partition_of
 from potara.flower.server_app import run_federation
 from potara.flower.settings import from_run_config
 from potara.flower.strategy import FederationError
@@ -290,6 +291,24 @@ def test_too_few_updates_stop_the_run_with_a_clear_error(overrides, tmp_path):
 def test_unknown_flower_setting_is_an_error():
     with pytest.raises(ConfigError, match="unknown Flower setting 'rounds'"):
         from_run_config({"rounds": 3})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"min-train-nodes": 0}, "min-train-nodes must be >= 1, got 0"),
+    ({"min-train-nodes": 3, "overrides": "data.num_clients=4 fed.fraction=0.5"},
+     "min-train-nodes=3 exceeds the 2 clients sampled a round"),
+    ({"wait-nodes-timeout": 0}, "wait-nodes-timeout must be > 0 seconds, got 0"),
+    ({"evaluate-every": -1}, "evaluate-every must be >= 0, got -1"),
+])
+def test_flower_settings_that_cannot_run_are_one_line_errors_naming_the_key(values, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        from_run_config(values)
+    assert "\n" not in str(err.value)
+
+
+def test_a_partition_id_that_is_not_a_number_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"partition-id must be an integer, got 'two'"):
+        partition_of({"partition-id": "two"}, config.RunConfig())
 
 
 def test_flower_merges_in_factor_space_with_the_paper_estimator_as_the_embedded_engine(overrides, tmp_path):

@@ -475,7 +475,7 @@ def plot_per_client(setting: str, cell: Cell, path: Path) -> None:
                color=colour_marker(name)[0], edgecolor=colour_marker(name)[0],
                **({"fill": False, "hatch": "//"} if is_bound(name) else {}))
     sizes = [r["n_train"] for r in cell.methods[names[0]]["per_client"]] if names else []
-    ax.set_xticks(range(len(clients)), [f"{c}\nn={n}" for c, n in zip(clients, sizes)], fontsize=7)
+    ax.set_xticks(range(len(clients)), [c if n is None else f"{c}\nn={n}" for c, n in zip(clients, sizes)], fontsize=7)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{setting}: per client, seed {cell.seed}")
     ax.legend(fontsize=7)

@@ -83,7 +83,7 @@ def cells_from_units(path: str | Path) -> dict:
 def _method(rows: list[dict]) -> dict:
     per_client = [{"client": r["client"], "acc": _acc(r), "val_acc": _float(r["val_acc"]),
                    "lambda": _float(r["lambda"]) if r["lambda"] else None,
-                   "n_train": int(r["n_train"]) if r["n_train"] else 1} for r in rows]
+                   "n_train": int(r["n_train"]) if r["n_train"] else None} for r in rows]  # blank: not recorded
     accs = [r["acc"] for r in per_client]
     return {"per_client": per_client, "mean_acc": sum(accs) / len(accs), "worst_acc": min(accs),
             "bytes_up": math.nan, "bytes_down": math.nan, "compute": {"train_passes": _mean(rows, "train_passes")}}

@@ -44,7 +44,12 @@ def partition_of(node_config: Mapping[str, Any], cfg: RunConfig) -> int:
         raise ConfigError(
             "this SuperNode has no 'partition-id' in its node config (--node-config 'partition-id=0')"
         )
-    partition = int(node_config["partition-id"])
+    try:
+        partition = int(node_config["partition-id"])
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"partition-id must be an integer, got {node_config['partition-id']!r} (--node-config 'partition-id=0')"
+        ) from None
     if not 0 <= partition < cfg.data.num_clients:
         raise ConfigError(
             f"partition-id {partition} is outside 0..{cfg.data.num_clients - 1} (data.num_clients)"

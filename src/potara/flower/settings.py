@@ -159,11 +159,18 @@ def _share_count(value: Any) -> bool:
 
 def _check(settings: FlowerSettings) -> None:
     if settings.min_train_nodes < 1:
-        raise ConfigError("min-train-nodes must be >= 1")
-    if settings.round_timeout <= 0 or settings.wait_nodes_timeout <= 0:
-        raise ConfigError("round-timeout and wait-nodes-timeout must be > 0 seconds")
+        raise ConfigError(f"min-train-nodes must be >= 1, got {settings.min_train_nodes}")
+    sampled = config_mod.sampled_clients(settings.run)
+    if settings.min_train_nodes > sampled:
+        raise ConfigError(
+            f"min-train-nodes={settings.min_train_nodes} exceeds the {sampled} clients sampled a round "
+            "(fed.fraction × data.num_clients): no round could complete; lower it or sample more clients"
+        )
+    for key, seconds in (("round-timeout", settings.round_timeout), ("wait-nodes-timeout", settings.wait_nodes_timeout)):
+        if seconds <= 0:
+            raise ConfigError(f"{key} must be > 0 seconds, got {seconds}")
     if settings.evaluate_every < 0:
-        raise ConfigError("evaluate-every must be >= 0")
+        raise ConfigError(f"evaluate-every must be >= 0, got {settings.evaluate_every}")
     own = [m.name for m in resolve(settings.run) if m.federation is not FEDIT]
     if own:
         raise ConfigError(

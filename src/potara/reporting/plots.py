@@ -92,12 +92,12 @@ def lambda_figure(chosen: Mapping[str, list[tuple[float, float, int]]], oracle: 
     cols = min(4, max(1, len(chosen)))
     rows = -(-max(1, len(chosen)) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.8 * rows + 0.4), squeeze=False, sharex=True, sharey=True)
-    largest = max([n for pts in chosen.values() for _, _, n in pts] + [1])
+    largest = max([n for pts in chosen.values() for _, _, n in pts if n] + [1])  # n None: size not recorded
     for ax, (name, pts) in zip(axes.flat, chosen.items()):
         st = style(name)
         face = "none" if is_bound(name) else st["color"]
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":")
-        ax.scatter([x for x, _, _ in pts], [y for _, y, _ in pts], s=[14 + 70 * n / largest for _, _, n in pts],
+        ax.scatter([x for x, _, _ in pts], [y for _, y, _ in pts], s=[14 + 70 * (n or 0) / largest for _, _, n in pts],
                    marker=st["marker"], facecolors=face, edgecolors=st["color"], alpha=0.75)
         gap = sum(abs(y - x) for x, y, _ in pts) / len(pts)
         ax.set_title(f"{name}\nmean |λ − λ_oracle| {gap:.2f}", fontsize=8)
