@@ -140,7 +140,7 @@ def test_potara_module_refuses_an_estimate_that_is_already_per_module(monkeypatc
         def split(self, name):
             return [0] * 5
 
-    monkeypatch.setattr(potara_method, "configured", lambda name, cfg: lambda session, damping: type(
+    monkeypatch.setattr(potara_method, "configured", lambda name, cfg: lambda session: type(
         "Estimate", (), {"lam": {"a": 0.3}})())
     method = potara_method.build_module(config.load(None, []))
     with pytest.raises(ValueError, match="potara_module scales a pooled λ"):

@@ -120,7 +120,8 @@ class PotaraSettings:
     # "delta": the exact merge λ τ_F + (1−λ) τ_L (rank 2r); "factors": A and B averaged separately (the paper's practice)
     merge_space: str = "delta"
     # estimator "paper" (the paper's practice as read; docs/method.md). Its options stay as read so that `paper` is the
-    # paper's estimator; dev preferred δ 1e-2 and fed_is_b (benchmarks/results/lambda-study-dev.md), variants name them:
+    # paper's estimator, but for the cross term's form, which the paper leaves open and dev chose (below); dev preferred
+    # δ 1e-2 and fed_is_b (benchmarks/results/lambda-study-dev.md), variants name them:
     paper_samples: int = 30  # seeded training examples its two Fisher passes and two gradients use
     paper_space: str = "factors"  # Fisher and gradients of the LoRA factors and head ("factors") or in ΔW space ("delta")
     paper_fisher: str = "model"  # "model" (labels drawn from the model) or "empirical" (true labels)
@@ -430,6 +431,9 @@ def _check_paper(p: PotaraSettings) -> None:
     _check(p.paper_damping > 0, f"potara.paper_damping must be > 0, got {p.paper_damping}")
 
 
+CLASSIFIER_ONLY = ("oracle_split", "feddpa")  # methods that score per-instance logits of a classifier head
+
+
 def _check_task(cfg: RunConfig) -> None:
     """``model.task`` and the data source must agree: suites are causal-LM data, and causal LMs need a suite."""
     m, d = cfg.model, cfg.data
@@ -450,6 +454,18 @@ def _check_task(cfg: RunConfig) -> None:
             d.partition in ("task", "iid"),
             f"data.partition {d.partition!r} splits by label; causal-LM data has none: use 'task' (one task per client) "
             "or 'iid'",
+        )
+    if suite:
+        needs_head = [name for name in cfg.methods
+                      if name.split("@")[0] in CLASSIFIER_ONLY or "potara.prior_correction=counts" in name]
+        _check(
+            not needs_head,
+            f"method {needs_head[0] if needs_head else ''} scores a classifier's logits; causal-LM data (data.source "
+            f"{d.source!r}) has none: drop it from methods (oracle_test is the bound there)",
+        )
+        _check(
+            cfg.potara.prior_correction == "none",
+            "potara.prior_correction=counts shifts a classifier head's logits; causal-LM data has none: set it to none",
         )
 
 

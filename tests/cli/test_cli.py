@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,13 @@ def test_run_then_merge_saved_adapters(tiny_overrides, synthetic_csv, tmp_path, 
     lam = json.loads((merged / "lambda.json").read_text())["lambda"]
     assert 0.0 <= lam <= 1.0
     assert_reloads_as_the_interpolation(merged / "adapter", adapter, out / "adapters" / "client_01", lam)
+    other = tmp_path / "other_alpha"
+    shutil.copytree(out / "adapters" / "client_01", other)
+    adapter_config = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps({**adapter_config, "lora_alpha": 2 * adapter_config["lora_alpha"]}))
+    code, err = run_cli(["merge", "--federated", str(adapter), "--local", str(other), "--data", str(synthetic_csv),
+                         "--out", str(tmp_path / "wrong")], capsys)
+    assert code == 2 and "differ in lora_alpha" in err and not (tmp_path / "wrong").exists()
 
 
 def assert_reloads_as_the_interpolation(merged: Path, federated: Path, local: Path, lam: float) -> None:

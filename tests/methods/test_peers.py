@@ -239,7 +239,8 @@ def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
     test = session.split("test")
     alphas = feddpa.instance_weights(session, test, 0.2)
     assert alphas.min() >= 0 and alphas.max() <= 1 and alphas.unique().numel() > 1
-    assert choice.lam == pytest.approx(1 - float(alphas.mean()))
+    trained_on = feddpa.instance_weights(session, session.split("train"), 0.2)
+    assert choice.lam == pytest.approx(1 - float(trained_on.mean()))  # reported over train: test is only scored
     fed, local = choice.states
     assert any(local[k].abs().sum() > 0 for k in local if k.endswith(LORA_B))  # the local adapter trained
     with_local_head = {**fed, **{k: local[k] for k in extra_keys(fed)}}
@@ -249,6 +250,17 @@ def test_feddpa_weights_depend_on_the_instance(tiny, fedit_state):
     for i in (int(alphas.argmin()), int(alphas.argmax())):
         one = session.predict_merged(choice.states, feddpa.dual_weights(fed, float(levels[i])), test.subset(torch.tensor([i])))
         assert torch.allclose(logits[i], one[0], atol=1e-5)  # each instance gets its own weight's model
+
+
+def test_feddpa_passes_over_its_training_inputs_once_and_never_over_test(tiny, fedit_state):
+    """Its cost: the representations of the training inputs, one forward pass each (they were taken twice, and the
+    test split's a third time, only to report λ)."""
+    session = session_of(tiny, fedit_state)
+    with session.meter.attached(session.model):
+        session.begin()
+        variant(tiny, "feddpa@peers.feddpa_weight_cap=0.2").personalize(session)
+        cost = session.charge()
+    assert cost.forward_passes == len(session.split("train"))
 
 
 def test_feddpa_scales_only_the_local_lora_by_alpha_and_keeps_the_local_head_whole(tiny, fedit_state):

@@ -17,6 +17,8 @@ from potara.methods import build
 from potara.models.adapters import set_state
 from potara.personalize.estimators import PaperOptions, paper
 from potara.personalize.session import ClientSession, Timers, evaluate_split
+from potara.training.causal_lm import PromptTargets
+from potara.training.loop import Evaluation
 
 
 def test_without_a_cross_term_the_weight_is_the_closed_form():
@@ -246,6 +248,17 @@ def test_the_bounds_and_a_prior_correction_read_one_lambda_sweep_of_the_test_spl
     assert not torch.equal(cached, session.logits([tiny.fed, tiny.local], [0.4, 0.6], test))
 
 
+def test_a_loss_pass_redone_with_generation_is_charged_once(tiny, monkeypatch):
+    """Causal-LM data: a merge scored for its loss alone, then with accuracy (generation), keeps one cost: the
+    second pass redid the first (both were charged to every later method before)."""
+    session = session_of(tiny)
+    prompts = PromptTargets({"input_ids": torch.ones(3, 4, dtype=torch.long), "labels": torch.ones(3, 4, dtype=torch.long)})
+    monkeypatch.setattr(session, "_evaluate_now", lambda states, weights, data, accuracy: Evaluation(1.0, 0.5, 3))
+    session.evaluate([tiny.local], [1.0], prompts, accuracy=False)
+    session.evaluate([tiny.local], [1.0], prompts)
+    assert len([key for key in session._costs if key[0] == "eval"]) == 1
+
+
 def test_halves_are_the_same_data_on_every_call(tiny):
     session = session_of(tiny)
     (_, second), (_, first) = session.halves()
@@ -329,6 +342,10 @@ def test_paper_settings_the_merge_space_and_the_local_init_are_variant_keys():
     variant = build("potara_paper@potara.merge_space=factors@local.init=pretrained", cfg)
     assert (variant.merge_space, variant.local_init) == ("factors", "pretrained")
     assert (build("potara", cfg).merge_space, build("potara", cfg).local_init) == (None, None)  # the run's
+    assert PaperOptions.of(config.RunConfig().potara) == PaperOptions()  # paper(session) is potara_paper's default
+    factors = config.load(None, ["potara.merge_space=factors"])
+    for spec in ("apfl", "apfl_posthoc", "apfl@potara.merge_space=factors"):  # scored as trained: the exact merge
+        assert build(spec, factors).merge_space == "delta", spec
 
 
 def test_a_variant_with_its_own_local_init_and_merge_space_is_that_run(tiny_overrides):

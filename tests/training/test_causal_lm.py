@@ -183,6 +183,12 @@ def test_config_ties_suites_to_causal_lms():
         config.load(None, ["data.source=suite:flan8", "model.task=causal_lm"])
     with pytest.raises(config.ConfigError, match="model.task must be one of"):
         config.load(None, ["model.task=seq2seq"])
+    causal = ["data.source=suite:flan8", "model.task=causal_lm", "data.partition=task"]
+    for methods in ("methods=[potara,feddpa]", "methods=[oracle_split]", "methods=[local@potara.prior_correction=counts]"):
+        with pytest.raises(config.ConfigError, match="scores a classifier's logits; causal-LM data"):
+            config.load(None, [*causal, methods])  # refused before any training, not after the federation
+    with pytest.raises(config.ConfigError, match="potara.prior_correction=counts shifts a classifier head's logits"):
+        config.load(None, [*causal, "potara.prior_correction=counts"])
     with pytest.raises(config.ConfigError, match="model.device must be"):
         config.load(None, ["model.device=gpu"])
 

@@ -54,6 +54,12 @@ def merge_saved(
     loc_cfg, loc_state = read_adapter(local)
     if fed_cfg.get("r") != loc_cfg.get("r") or set(fed_state) != set(loc_state):
         raise ValueError(f"adapters '{federated}' and '{local}' have different shapes or modules; cannot merge")
+    for key in ("lora_alpha", "base_model_name_or_path"):  # one scale α/r and one base model for both
+        if fed_cfg.get(key) != loc_cfg.get(key):
+            raise ValueError(
+                f"adapters '{federated}' and '{local}' differ in {key} ({fed_cfg.get(key)!r} and {loc_cfg.get(key)!r} "
+                "in their adapter_config.json); merge adapters trained with the same LoRA settings on the same base"
+            )
     names = _shared_labels(federated, local)
     if names is not None and num_labels not in (None, len(names)):
         raise ValueError(f"--num-labels {num_labels} disagrees with the {len(names)} labels saved with the adapters")

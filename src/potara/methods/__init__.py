@@ -106,8 +106,10 @@ def build(spec: str, cfg: RunConfig) -> Method:
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
     return _corrected(dataclasses.replace(
-        method, name=spec, local_init=variant.local.init, merge_space=variant.potara.merge_space, exports=False
-    ), variant)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's
+        method, name=spec, local_init=variant.local.init, merge_space=method.merge_space or variant.potara.merge_space,
+        exports=False,
+    ), variant)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's; a method that
+    # pins its merge space (APFL's mixture is trained as the exact merge) keeps it
 
 
 def _corrected(method: Method, cfg: RunConfig) -> Method:

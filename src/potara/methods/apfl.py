@@ -30,4 +30,6 @@ def build(cfg: RunConfig) -> Method:
         return Choice([glob, personal], [1 - alpha, alpha], lam=1 - alpha)
 
     recipe = APFL(cfg.peers.apfl_alpha_lr, cfg.lora.alpha / cfg.lora.r, 2 * cfg.lora.r)
-    return Method("apfl", personalize, federation=scaled(recipe, cfg.peers.apfl_lr_scale))
+    # scored as it was trained, the exact merge in ΔW space (federation.personal.apfl_step), whatever
+    # potara.merge_space says
+    return Method("apfl", personalize, federation=scaled(recipe, cfg.peers.apfl_lr_scale), merge_space="delta")

@@ -34,7 +34,7 @@ def build(cfg: RunConfig) -> Method:
 
         def mixture() -> dict[str, torch.Tensor]:
             alpha = torch.sigmoid(logit)
-            return session.merged([local, fed], [alpha, 1 - alpha])
+            return session.merged([local, fed], [alpha, 1 - alpha], "delta")
 
         budget = dataclasses.replace(session.settings.local_budget, lr=session.settings.local_budget.lr * lr_scale)
         groups = [*lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__), {"params": [logit], "lr": alpha_lr}]
@@ -45,4 +45,4 @@ def build(cfg: RunConfig) -> Method:
         local = {k: t.detach() for k, t in local.items()}
         return Choice([fed, local], [1 - alpha, alpha], lam=1 - alpha)
 
-    return Method("apfl_posthoc", personalize)
+    return Method("apfl_posthoc", personalize, merge_space="delta")  # scored as trained: the exact ΔW merge

@@ -33,5 +33,5 @@ class Method:
     exports: bool = False  # its personalized adapters are the ones ``potara run --export`` writes
     federation: FedIT = FEDIT  # the federation it personalizes from (a recipe: what is trained, sent, kept)
     local_init: str | None = None  # its own ``local.init`` (a variant's); None: the run's
-    merge_space: str | None = None  # its own ``potara.merge_space`` (a variant's); None: the run's
+    merge_space: str | None = None  # its own merge space (pinned, or a variant's ``potara.merge_space``); None: the run's
     needs_spread: bool = False  # it reads the last round's update spread (it travels with the global adapter)

@@ -21,7 +21,8 @@ adapter, a local adapter, and an instance-wise weight on the local one.
   global head), so the model of ``x`` uses it at full weight: merge weights ``[1, α(x)]`` on the LoRA modules,
   ``[0, 1]`` on the head. Scaling the head by ``α(x)`` too would hand the inputs with small ``α`` the federated
   head, i.e. FedIT.
-- Reported ``lambda`` = ``1 − mean α(x)`` over the test inputs: on the LoRA modules
+- Reported ``lambda`` = ``1 − mean α(x)`` over the client's training inputs (the test split is only scored, and a
+  method is not charged for passes over it): on the LoRA modules
   ``τ_F + α τ_L = (1 − α) τ_F + α (τ_F + τ_L)``, so it is the federated weight against the dual model, as λ
   is everywhere.
 
@@ -66,8 +67,13 @@ def instance_weights(session: ClientSession, data: Encoded, cap: float = 1.0, re
     if len(data) == 0:
         return torch.empty(0)
     reference = training_reference(session) if reference is None else reference
-    reps = _unit(base_representations(session.model, data, session.settings.eval_batch_size))
-    return (cap * (reps @ reference)).clamp(0.0, 1.0)
+    return similarity_weights(_unit(base_representations(session.model, data, session.settings.eval_batch_size)),
+                              reference, cap)
+
+
+def similarity_weights(unit_reps: Tensor, reference: Tensor, cap: float) -> Tensor:
+    """``cap`` × each unit representation's cosine with the (mean) ``reference``, clipped to [0, 1]."""
+    return (cap * (unit_reps @ reference)).clamp(0.0, 1.0)
 
 
 def training_reference(session: ClientSession) -> Tensor:
@@ -92,7 +98,9 @@ def build(cfg: RunConfig) -> Method:
         fed, train = session.fed, session.split("train")
         if len(train) == 0:
             return Choice([fed], [1.0], lam=1.0, note="no training data: federated model")
-        reference = training_reference(session)  # the same for every split the model is asked about
+        train_reps = _unit(base_representations(session.model, train, session.settings.eval_batch_size))
+        reference = train_reps.mean(0)  # the same for every split the model is asked about
+        train_alpha = similarity_weights(train_reps, reference, cap)
         start = {**session.pretrained, **{k: fed[k] for k in extra_keys(fed)}}
         local = {k: t.clone().requires_grad_(True) for k, t in start.items()}
         budget = dataclasses.replace(session.settings.local_budget, lr=session.settings.local_budget.lr * lr_scale)
@@ -100,7 +108,7 @@ def build(cfg: RunConfig) -> Method:
             session.model, train, budget, session.generator("federated"),
             lr_groups(local, budget, is_head=set(extra_keys(fed)).__contains__),
             lambda alpha: session.merged([fed, local], dual_weights(fed, alpha), "delta"),
-            levels_of(instance_weights(session, train, cap, reference), levels),
+            levels_of(train_alpha, levels),
         )
         local = {k: t.detach() for k, t in local.items()}
 
@@ -114,8 +122,7 @@ def build(cfg: RunConfig) -> Method:
                 return torch.empty(0)
             return torch.cat(out).index_select(0, torch.argsort(torch.cat(parts)))
 
-        test = session.split("test")
-        mean_alpha = float(instance_weights(session, test, cap, reference).mean()) if len(test) else 0.0
+        mean_alpha = float(train_alpha.mean())
         return Choice([fed, local], dual_weights(fed, mean_alpha), lam=1 - mean_alpha, logits=logits)
 
     return Method("feddpa", personalize)

@@ -67,15 +67,19 @@ def build_split(cfg: RunConfig) -> Method:
             first, second = halves(len(data), session.generator("oracle_split", "halves"))
             return [(first, pick(second)), (second, pick(first))]
 
-        def logits(data: Encoded) -> Tensor:
-            """Every example's logits under the merge at the λ picked on the other half of ``data``."""
-            parts = cross_picks(data)
-            out = torch.cat([session.logits(states, [lam, 1 - lam], data)[index] for index, lam in parts])
-            return out.index_select(0, torch.argsort(torch.cat([index for index, _ in parts])))
-
         test = session.split("test")
         picks = [lam for _, lam in cross_picks(test)] if len(test) else [1.0]
         lam = sum(picks) / len(picks)
+
+        def logits(data: Encoded) -> Tensor:
+            """On the test split, every example's logits under the merge at the λ picked on its other half; on
+            another split (validation), the merge at the two picks' mean, the λ reported."""
+            if data is not test:
+                return session.logits(states, [lam, 1 - lam], data)
+            parts = cross_picks(data)
+            out = torch.cat([session.logits(states, [pick, 1 - pick], data)[index] for index, pick in parts])
+            return out.index_select(0, torch.argsort(torch.cat([index for index, _ in parts])))
+
         note = "" if len(picks) == 2 else "test split under two examples: λ picked and scored on it"
         return Choice(states, [lam, 1 - lam], lam=lam, note=note, logits=logits)
 

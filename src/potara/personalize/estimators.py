@@ -137,7 +137,7 @@ class PaperOptions:
     fisher: str = "model"
     damping: float = 1e-4
     traces: str = "pooled"
-    cross: str = "cosine"
+    cross: str = "signed"  # potara.paper_cross's default
     assign: str = "fed_is_a"
 
     @classmethod

@@ -145,6 +145,12 @@ class ClientSession:
         self._used.add(stamped)
         return value
 
+    def _forget(self, key: tuple) -> None:
+        """Drop the costs kept under ``key`` (a piece computed again, whole, replaces them)."""
+        for stale in [k for k in self._costs if k[:-1] == key]:
+            del self._costs[stale]
+            self._used.discard(stale)
+
     def _use(self, key: tuple) -> None:
         self._used.update(k for k in self._costs if k[:-1] == key)
 
@@ -251,6 +257,8 @@ class ClientSession:
         states, weights, key = self._merge_key(states, weights, data)
         cached = self._evals.get(key)
         if cached is None or (accuracy and not cached[1]):
+            if cached is not None:  # the loss-only pass is redone with generation: only the new one is charged
+                self._forget(("eval", *key))
             ev = self._measured(("eval", *key), lambda: self._evaluate_now(states, weights, data, accuracy))
             self._evals[key] = (ev, accuracy, (tuple(states), data))
         self._use(("eval", *key))

@@ -223,8 +223,11 @@ def predict(model: nn.Module, data: Encoded, batch_size: int) -> Tensor:
 
 
 def score(logits: Tensor, labels: Tensor) -> Evaluation:
+    """Mean cross-entropy and accuracy of ``logits`` (``predict``'s, on the CPU) against ``labels`` (wherever the
+    split lives: on an accelerator, the model's device)."""
     if labels.numel() == 0:
         return Evaluation(float("nan"), float("nan"), 0)
+    labels = labels.to(logits.device)
     loss = nn.functional.cross_entropy(logits, labels)
     acc = (logits.argmax(-1) == labels).float().mean()
     return Evaluation(float(loss), float(acc), int(labels.numel()))
