@@ -15,8 +15,8 @@ The math is that of Flower 1.42's server-side wrappers (``flwr.serverapp.strateg
   every update instead;
 - Gaussian noise of std ``z · C / m`` is added to every element of the mean, ``m`` the number of sampled clients;
 - adaptive: ``C ← C · exp(−η (b̃ − γ))`` after each round, ``b̃`` the count of updates *within* ``C`` (left
-  unclipped) plus Gaussian noise of std ``σ_b``, over ``m`` with ``σ_b = m / 20``, ``γ`` = ``privacy.target_quantile`` (0.5) and
-  ``η`` = ``privacy.clip_lr`` (0.2), Flower's and Andrew et al.'s defaults; the mean's noise multiplier is raised to
+  unclipped) plus Gaussian noise of std ``σ_b = m / 20``, over ``m``; ``γ`` = ``privacy.target_quantile`` (0.5)
+  and ``η`` = ``privacy.clip_lr`` (0.2), Flower's and Andrew et al.'s defaults; the mean's noise multiplier is raised to
   ``(z⁻² − (2σ_b)⁻²)^(−1/2)`` so that both releases together spend what ``z`` alone would.
 
 Two deliberate differences from Flower's adaptive wrapper, both to follow Andrew et al. (Algorithm 1): Flower counts
