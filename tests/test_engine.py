@@ -145,3 +145,14 @@ def test_potara_module_refuses_an_estimate_that_is_already_per_module(monkeypatc
     method = potara_method.build_module(config.load(None, []))
     with pytest.raises(ValueError, match="potara_module scales a pooled λ"):
         method.personalize(Session())
+
+
+def test_a_peer_and_its_post_hoc_variant_are_personalized_from_one_federation(tiny_overrides):
+    """Ditto's rounds run once for ``ditto`` and ``ditto@potara.prior_correction=counts`` (its logits alone change)."""
+    cfg = config.load(None, [*tiny_overrides, "fed.rounds=1", "methods=[ditto,ditto@potara.prior_correction=counts]"])
+    result = engine.run(cfg)
+    plain, corrected = result.methods["ditto"], result.methods["ditto@potara.prior_correction=counts"]
+    assert plain.federation == corrected.federation == "ditto" and plain.bytes_up == corrected.bytes_up > 0
+    [record] = result.rounds
+    assert "ditto" in record and not any(key.startswith("ditto@") for key in record)
+    assert [r["acc"] for r in plain.per_client] != [r["acc"] for r in corrected.per_client]

@@ -277,7 +277,7 @@ def _method_result(method: Method, rows: list[dict], fed: Federated, cfg: RunCon
     on = method.federated
     return MethodResult(
         rows, fed.totals["up"] if on else 0, fed.totals["down"] + fed.final_broadcast if on else 0,
-        cfg.fed.rounds if on else 0, compute,
+        cfg.fed.rounds if on else 0, compute, method.federation.name if on else "",
     )
 
 

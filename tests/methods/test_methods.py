@@ -30,6 +30,19 @@ def test_a_fedit_variant_shares_fedits_federation():
     assert plain.federation is FEDIT and corrected.federation is FEDIT and corrected.name != plain.name
 
 
+def test_a_peers_post_hoc_variant_shares_its_federation_a_tuning_variant_has_its_own():
+    """The label-prior correction changes the chosen model's logits, not what Ditto's rounds train: one federation
+    for both; μ changes the rounds: a federation of its own."""
+    plain, corrected, strong, fedsa, fedsa_corrected = methods(
+        "ditto", "ditto@potara.prior_correction=counts", "ditto@peers.ditto_mu=5.0", "fedsa_lora",
+        "fedsa_lora@potara.prior_correction=counts",
+    )
+    assert corrected.federation is plain.federation and fedsa_corrected.federation is fedsa.federation
+    assert strong.federation is not plain.federation and strong.federation.name == "ditto@peers.ditto_mu=5.0"
+    alone, = methods("ditto@potara.prior_correction=counts")
+    assert alone.federation.name == "ditto"
+
+
 def test_a_potara_variant_takes_its_estimator_and_exports_nothing(monkeypatch):
     import potara.methods.potara as potara_method
 

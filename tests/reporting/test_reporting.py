@@ -44,7 +44,8 @@ def test_summary_marks_bounds_and_keeps_the_existing_keys():
     assert set(summary) == {"config", "methods", "timing", "paired", "code"}
     assert summary["code"]["commit"].startswith(git_head()[:12])  # the checkout the tests run in
     for name, m in summary["methods"].items():
-        assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "compute", "per_client", "bound"}
+        assert set(m) == {"mean_acc", "worst_acc", "bytes_up", "bytes_down", "rounds", "compute", "per_client", "bound",
+                          "federation"}
         assert m["bound"] is (name in ("oracle_val", "oracle_test"))
     table = outputs.table(summary)
     assert "| oracle_test (bound) | 1.0000 |" in table and "| potara | 0.6250 |" in table

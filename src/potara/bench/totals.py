@@ -37,8 +37,11 @@ def federated_share(method: dict, key: str) -> float:
 
 
 def federation_of(cell: Cell, name: str) -> str:
-    """The federation ``name`` personalizes from in ``cell``: '' none, its own name when its round records are
-    under its name, else FedIT's."""
+    """The federation ``name`` personalizes from in ``cell``: as its summary records it, else (a cell run before it
+    was recorded) '' for none, its own name when its round records are under its name, else FedIT's."""
+    recorded = cell.methods[name].get("federation")
+    if recorded is not None:
+        return recorded
     if not cell.methods[name].get("rounds"):
         return ""
     return name if any(isinstance(r.get(name), dict) for r in cell.rounds) else FEDIT

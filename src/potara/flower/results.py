@@ -46,6 +46,7 @@ def build_summary(
             "per_client": rows,
             "missing": missing,
             "bound": is_bound(method.name),
+            "federation": method.federation.name if method.federated else "",
         }
     private = privacy_summary(cfg.to_dict())
     summary = {

@@ -33,6 +33,7 @@ VARIANT_KEYS = (
     "peers.", "potara.estimator", "potara.damping", "potara.grid", "potara.paper_", "potara.merge_space", "local.init",
     "potara.prior_correction", "potara.granularity", "potara.safety", "potara.spread_scale",
 )
+POST_HOC_KEYS = ("potara.prior_correction",)  # change the chosen model's logits only, never what a federation trains
 
 _FIXED_NAMES = {
     "local": local.build,
@@ -79,7 +80,16 @@ def resolve(cfg: RunConfig) -> list[Method]:
     unknown = [m for m in cfg.fed.eval_methods or [] if m not in cfg.methods and m.split(VARIANT)[0] not in names]
     if unknown:
         raise ConfigError(f"fed.eval_methods names unknown method {unknown[0]!r}; available: {', '.join(sorted(names))}")
-    return [build(spec, cfg) for spec in cfg.methods]
+    return _sharing_federations([build(spec, cfg) for spec in cfg.methods])
+
+
+def _sharing_federations(methods: list[Method]) -> list[Method]:
+    """``methods`` with one recipe object per federation name, so that a peer and its post-hoc variants
+    (``ditto@potara.prior_correction=counts``) are personalized from one federation, run once."""
+    first: dict[str, object] = {}
+    return [m if m.federation is FEDIT else dataclasses.replace(m, federation=first.setdefault(m.federation.name,
+                                                                                                 m.federation))
+            for m in methods]
 
 
 def build(spec: str, cfg: RunConfig) -> Method:
@@ -102,7 +112,8 @@ def build(spec: str, cfg: RunConfig) -> Method:
         apply_override(values, item)
     variant = from_dict(values)
     method = available(variant)[name](variant)
-    if method.federation is not FEDIT and method.federation.name == name:  # its own (Ditto's μ): one per variant
+    post_hoc = all(item.split("=", 1)[0].strip().startswith(POST_HOC_KEYS) for item in items)
+    if method.federation is not FEDIT and method.federation.name == name and not post_hoc:  # one per variant (μ)
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
         method.federation.name = spec
     return _corrected(dataclasses.replace(

@@ -43,7 +43,7 @@ def summary(config: dict[str, Any], result: RunResult) -> dict[str, Any]:
         name: {
             "mean_acc": r.mean_acc(), "worst_acc": r.worst_acc(), "bytes_up": r.bytes_up,
             "bytes_down": r.bytes_down, "rounds": r.rounds, "compute": r.compute, "per_client": r.per_client,
-            "bound": is_bound(name),
+            "bound": is_bound(name), "federation": r.federation,
         }
         for name, r in result.methods.items()
     }

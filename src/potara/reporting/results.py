@@ -12,6 +12,7 @@ class MethodResult:
     bytes_down: int = 0
     rounds: int = 0
     compute: dict[str, float] = field(default_factory=dict)  # mean per client: example passes and seconds
+    federation: str = ""  # the federation it personalizes from, by name ("": none; its rounds are that name's)
 
     def mean_acc(self) -> float:
         return sum(c["acc"] for c in self.per_client) / max(1, len(self.per_client))
