@@ -54,8 +54,9 @@ class Suite:
     ) -> Suite:
         """The suite restricted to some of its seeds, settings (``--only``) and methods; a seed or setting it does
         not have is an error."""
-        if seeds and _repeated(seeds) is not None:
-            raise ConfigError(f"--seeds: seed {_repeated(seeds)} is given twice; give each seed once")
+        twice = _repeated(seeds or [])
+        if twice is not None:
+            raise ConfigError(f"--seeds: seed {twice} is given twice; give each seed once")
         outside = [s for s in seeds or [] if s not in self.seeds]
         if outside:  # its cell would run, and never be reported: the report covers the suite's seeds
             raise ConfigError(f"suite '{self.name}' has no seed {outside[0]}; seeds: {', '.join(map(str, self.seeds))}")

@@ -67,8 +67,7 @@ def instance_weights(session: ClientSession, data: Encoded, cap: float = 1.0, re
     if len(data) == 0:
         return torch.empty(0)
     reference = training_reference(session) if reference is None else reference
-    return similarity_weights(_unit(base_representations(session.model, data, session.settings.eval_batch_size)),
-                              reference, cap)
+    return similarity_weights(unit_representations(session, data), reference, cap)
 
 
 def similarity_weights(unit_reps: Tensor, reference: Tensor, cap: float) -> Tensor:
@@ -78,11 +77,12 @@ def similarity_weights(unit_reps: Tensor, reference: Tensor, cap: float) -> Tens
 
 def training_reference(session: ClientSession) -> Tensor:
     """The mean unit representation of the client's training inputs (frozen base model)."""
-    train = session.split("train")
-    return _unit(base_representations(session.model, train, session.settings.eval_batch_size)).mean(0)
+    return unit_representations(session, session.split("train")).mean(0)
 
 
-def _unit(reps: Tensor) -> Tensor:
+def unit_representations(session: ClientSession, data: Encoded) -> Tensor:
+    """The frozen base model's mean-pooled representation of every input of ``data``, at unit length."""
+    reps = base_representations(session.model, data, session.settings.eval_batch_size)
     return torch.nn.functional.normalize(reps, dim=-1)
 
 
@@ -98,7 +98,7 @@ def build(cfg: RunConfig) -> Method:
         fed, train = session.fed, session.split("train")
         if len(train) == 0:
             return Choice([fed], [1.0], lam=1.0, note="no training data: federated model")
-        train_reps = _unit(base_representations(session.model, train, session.settings.eval_batch_size))
+        train_reps = unit_representations(session, train)
         reference = train_reps.mean(0)  # the same for every split the model is asked about
         train_alpha = similarity_weights(train_reps, reference, cap)
         start = {**session.pretrained, **{k: fed[k] for k in extra_keys(fed)}}

@@ -15,13 +15,17 @@ from ..config import RunConfig
 from ..data.encoding import Encoded
 from ..personalize.session import ClientSession
 from ..training.causal_lm import PromptTargets
-from ..training.loop import score
+from ..training.loop import Evaluation, score
 from .base import Choice, Method
 
 
 def best_lambda(session: ClientSession, grid: list[float], data: Encoded) -> float:
     """The grid's λ with the best accuracy of the merge on ``data`` (ties: the lower loss, then the first)."""
-    scored = [(session.fed_local_eval(lam, data), lam) for lam in grid]
+    return best_scored([(session.fed_local_eval(lam, data), lam) for lam in grid])
+
+
+def best_scored(scored: list[tuple[Evaluation, float]]) -> float:
+    """The λ of the best (evaluation, λ): the highest accuracy, ties to the lower loss, then the first."""
     return max(scored, key=lambda item: (item[0].acc, -item[0].loss))[1]
 
 
@@ -59,8 +63,7 @@ def build_split(cfg: RunConfig) -> Method:
             labels = data.tensors["labels"]
 
             def pick(index: Tensor) -> float:
-                scored = [(score(at[lam][index], labels[index]), lam) for lam in grid]
-                return max(scored, key=lambda item: (item[0].acc, -item[0].loss))[1]
+                return best_scored([(score(at[lam][index], labels[index]), lam) for lam in grid])
 
             if len(data) < 2:
                 return [(torch.arange(len(data)), pick(torch.arange(len(data))))]
