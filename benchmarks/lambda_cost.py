@@ -23,8 +23,12 @@ def cells(outs: list[str]) -> list[dict]:
 
 def training(summary: dict) -> tuple[float, float]:
     """Mean per client: (seconds, training passes) of its federated rounds plus its local adapter, which is
-    exactly FedIT + FT's compute (its share of the federation, then the local training)."""
-    return summary["timing"]["train_s"], summary["methods"]["fedit_ft"]["compute"]["train_passes"]
+    exactly the compute of FedIT + FT, or of the one-λ merge where a setting runs no FedIT + FT (its share of the
+    federation, then the local training)."""
+    reference = next((summary["methods"][m] for m in ("fedit_ft", "fixed") if m in summary["methods"]), None)
+    if reference is None:
+        raise SystemExit(f"{summary['config']['seed']}: no fedit_ft nor fixed to measure the training against")
+    return summary["timing"]["train_s"], reference["compute"]["train_passes"]
 
 
 def table(outs: list[str]) -> str:
