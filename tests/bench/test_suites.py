@@ -49,8 +49,8 @@ def test_every_cell_of_the_suites_is_a_valid_config():
         bench_suite.check_cells(bench_suite.load_suite(name))
 
 
-MAP_METHODS = {"local", "fedit", "fedit_ft", "fedit_ft_es", "fixed", "potara", "ditto", "fedsa_lora", "oracle_split",
-               "oracle_test"}
+MAP_METHODS = {"local", "fedit", "fedit_ft", "fedit_ft_es", "fixed", "potara", "ditto_posthoc", "feddpa",
+               "oracle_split", "oracle_test"}  # the report's two strongest peers: ditto_posthoc (μ 0.01) and FedDPA
 
 
 def test_the_map_has_its_own_seeds_and_crosses_heterogeneity_with_client_size():
@@ -155,8 +155,9 @@ def test_the_map_compression_and_privacy_run_with_the_reports_frozen_values():
         suite = bench_suite.load_suite(name)
         cfg = bench_suite.cell_config(suite, next(iter(suite.settings)), suite.seeds[0])
         assert cfg.potara.estimator == report.potara.estimator, name
-        assert (cfg.peers.ditto_mu, cfg.peers.fedsa_lora_lr_scale) == (
-            report.peers.ditto_mu, report.peers.fedsa_lora_lr_scale), name
+        peers = ("ditto_mu", "ditto_lr_scale", "fedsa_lora_lr_scale")
+        peers += ("feddpa_weight_cap", "feddpa_lr_scale") if name.startswith("map") else ()
+        assert [getattr(cfg.peers, k) for k in peers] == [getattr(report.peers, k) for k in peers], name
         for part in ("lora", "local"):
             assert getattr(cfg, part).__dict__ == getattr(report, part).__dict__, (name, part)
         assert (cfg.fed.lr, cfg.fed.local_epochs, cfg.fed.batch_size) == (
