@@ -156,3 +156,23 @@ def test_a_peer_and_its_post_hoc_variant_are_personalized_from_one_federation(ti
     [record] = result.rounds
     assert "ditto" in record and not any(key.startswith("ditto@") for key in record)
     assert [r["acc"] for r in plain.per_client] != [r["acc"] for r in corrected.per_client]
+
+
+def test_eval_clients_scores_a_seeded_subset_the_same_in_every_setting_of_a_seed(tiny_overrides):
+    """``data.eval_clients``: the federation trains on every client, a seeded subset is personalized and scored,
+    the same subset whatever else the setting changes (here the noise-free upload dtype)."""
+    picked = []
+    for dtype in ("fp32", "bf16"):
+        cfg = config.load(None, [*tiny_overrides, "data.num_clients=4", "data.eval_clients=2",
+                                 "methods=[local,fedit,potara]", f"fed.payload_dtype={dtype}"])
+        result = engine.run(cfg)
+        assert {len(m.per_client) for m in result.methods.values()} == {2}
+        assert len(result.rounds[0]["clients"]) == 4  # every client still trains
+        picked.append([row["client"] for row in result.methods["potara"].per_client])
+    assert picked[0] == picked[1]
+    assert engine.evaluated_clients(list(range(4)), None, 0) == [0, 1, 2, 3]
+
+
+def test_eval_clients_above_the_federation_is_a_config_error():
+    with pytest.raises(config.ConfigError, match=r"data.eval_clients \(7\) must be at most data.num_clients \(6\)"):
+        config.load(None, ["data.eval_clients=7"])

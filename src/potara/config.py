@@ -79,6 +79,9 @@ class DataConfig:
     # that read it (Potara, fedit_ft_es, oracle_val) and costs every method training data
     val_fraction: float = 0.2
     min_val: int = 3
+    # clients personalized and scored (drawn by the seed: every setting of a seed scores the same ones); the
+    # federation trains on all of them. None: every client. For large federations, whose personalization dominates
+    eval_clients: int | None = None
 
 
 @dataclass
@@ -367,6 +370,9 @@ def validate(cfg: RunConfig) -> None:
     _check_ranges(cfg)
     _check(cfg.seed < 2**32, f"seed must be < 2**32 (numpy's and torch's seeds), got {cfg.seed}")
     _check_privacy(cfg)
+    _check(cfg.data.eval_clients is None or cfg.data.eval_clients <= cfg.data.num_clients,
+           f"data.eval_clients ({cfg.data.eval_clients}) must be at most data.num_clients ({cfg.data.num_clients}), "
+           "or null for every client")
 
 
 # Numeric settings and their least value (``AT_LEAST``), those that must be > 0 (``POSITIVE``) and the
@@ -374,7 +380,7 @@ def validate(cfg: RunConfig) -> None:
 AT_LEAST = {
     "eval_batch_size": 1, "threads": 1, "model.max_length": 1, "model.max_new_tokens": 1, "lora.r": 1,
     "data.num_clients": 1, "data.classes_per_client": 1, "data.test_size": 1, "data.min_val": 1,
-    "data.max_per_task": 1,
+    "data.max_per_task": 1, "data.eval_clients": 1,
     "fed.rounds": 1, "fed.local_epochs": 1, "fed.local_steps": 1, "fed.batch_size": 1, "fed.eval_every": 0,
     "local.epochs": 1, "local.batch_size": 1, "potara.fisher_samples": 1, "potara.fisher_max_examples": 1,
     "peers.ditto_mu": 0, "seed": 0, "peers.feddpa_levels": 2, "validation.min_updates": 1,

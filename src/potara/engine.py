@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,6 +98,15 @@ def session_settings(cfg: RunConfig) -> SessionSettings:
         fisher_samples=cfg.potara.fisher_samples, fisher_max_examples=cfg.potara.fisher_max_examples,
         seed=cfg.seed, max_new_tokens=cfg.model.max_new_tokens, merge_space=cfg.potara.merge_space,
     )
+
+
+def evaluated_clients(clients: list[ClientSplits], count: int | None, seed: int) -> list[ClientSplits]:
+    """The clients personalized and scored: every one, or ``count`` of them drawn by ``seed`` (kept in order), so
+    that the settings of one seed score the same clients (``data.eval_clients``)."""
+    if count is None or count >= len(clients):
+        return clients
+    chosen = set(random.Random(seed).sample(range(len(clients)), count))
+    return [c for i, c in enumerate(clients) if i in chosen]
 
 
 def personalize(
@@ -208,6 +218,7 @@ def run(
     device = resolve_device(cfg.model.device)
     clients = [ClientSplits(c.name, c.train.to(device), c.val.to(device), c.test.to(device))
                for c in encode_clients(cfg, fed_data)]
+    scored = evaluated_clients(clients, cfg.data.eval_clients, cfg.seed)
     model = load_peft_model(cfg.model, cfg.lora, len(fed_data.label_names), cfg.seed).to(device)
     pretrained = get_state(model)
     settings, timers = session_settings(cfg), Timers()
@@ -221,7 +232,7 @@ def run(
         record = _round_record(model, clients, fed, entry, cfg, "fedit_mean_acc")
         if cfg.fed.eval_every and entry.round % cfg.fed.eval_every == 0 and entry.round < cfg.fed.rounds:
             per = personalize(
-                model, clients, as_received(fed.state, dtype), pretrained, intermediate, settings, Timers(),
+                model, scored, as_received(fed.state, dtype), pretrained, intermediate, settings, Timers(),
                 f"round {entry.round}", spread=entry.spread,
             )
             record["methods"] = {name: _mean(rows) for name, rows in per.items()}
@@ -238,15 +249,15 @@ def run(
         feds[recipe.name] = _federate(recipe, model, clients, pretrained, cfg, peer_record, None, where)
     fed_seconds = time.perf_counter() - began
     per = personalize(
-        model, clients, as_received(feds[FEDIT.name].state, dtype), pretrained, fedit_methods, settings, timers,
+        model, scored, as_received(feds[FEDIT.name].state, dtype), pretrained, fedit_methods, settings, timers,
         export_dir=export_dir, export_parts=export_parts, spread=feds[FEDIT.name].spread,
     )
     if export_dir is not None:
         label_adapters(export_dir, fed_data.label_names, cfg.model.max_length)
     for recipe in peers:
         fed, own = feds[recipe.name], [m for m in methods if m.federation is recipe]
-        fed_of = {c.name: fed.of(c.name, dtype) for c in clients}
-        per.update(personalize(model, clients, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
+        fed_of = {c.name: fed.of(c.name, dtype) for c in scored}
+        per.update(personalize(model, scored, fed.state, pretrained, own, settings, timers, recipe.name, fed_of=fed_of))
     results = {m.name: _method_result(m, per[m.name], feds[m.federation.name], cfg) for m in methods}
     fedit_client_s = feds[FEDIT.name].totals.get("client_s", 0.0) / max(1, len(clients))
     timing = {

@@ -299,6 +299,7 @@ def test_unknown_flower_setting_is_an_error():
      "min-train-nodes=3 exceeds the 2 clients sampled a round"),
     ({"wait-nodes-timeout": 0}, "wait-nodes-timeout must be > 0 seconds, got 0"),
     ({"evaluate-every": -1}, "evaluate-every must be >= 0, got -1"),
+    ({"overrides": "methods=[fedit] data.eval_clients=2"}, "data.eval_clients .* is the embedded engine's"),
 ])
 def test_flower_settings_that_cannot_run_are_one_line_errors_naming_the_key(values, message):
     with pytest.raises(ConfigError, match=message) as err:

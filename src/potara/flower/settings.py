@@ -179,6 +179,11 @@ def _check(settings: FlowerSettings) -> None:
         )
     _check_private(settings)
     run = settings.run
+    if run.data.eval_clients is not None:
+        raise ConfigError(
+            "data.eval_clients (score a drawn subset of the clients) is the embedded engine's: in the Flower app every "
+            "node personalizes itself; set data.eval_clients=null (or use `potara run`)"
+        )
     if run.fed.payload_dtype != "fp32" and run.privacy.noise_multiplier > 0:
         raise ConfigError(
             f"fed.payload_dtype={run.fed.payload_dtype} cannot combine with privacy.noise_multiplier > 0 in the Flower "
