@@ -1,12 +1,13 @@
 """Score a written rule for "use Potara on this client" against "always fine-tune" (issue 21).
 
     .venv/bin/python benchmarks/rule.py --units benchmarks/results/map/map-units.csv \
-        --rule "label_skew>=0.5,n_train>=64" --settings new_a new_b [--write benchmarks/results/rule.json]
+        --rule "label_skew>=0.5,n_train>=64" --settings new_a new_b [--potara METHOD] [--write rule.json]
 
 A rule is a conjunction of thresholds on what a client measures before training (``potara profile``: ``n_train``,
 its training examples, and ``label_skew``, the total-variation distance of its training labels to the
 federation's): ``key>=value`` or ``key<value`` items, comma-separated. On every (setting, seed, client) of the
-given settings it picks Potara where the rule holds and ``fedit_ft_es`` (FedIT + FT early-stopped on
+given settings it picks Potara (``potara``, or the variant ``--potara`` names, e.g.
+``potara@potara.prior_correction=counts``) where the rule holds and ``fedit_ft_es`` (FedIT + FT early-stopped on
 validation) elsewhere; "always fine-tune" picks ``fedit_ft_es`` everywhere. Two scores, test accuracy read:
 
 - agreement: the share of clients on which the pick is the better of the two on test (a tie counts as right for
@@ -51,19 +52,20 @@ def holds(rule: list[tuple[str, str, float]], client: dict) -> bool:
     return all(OPS[op](client[key], value) for key, op, value in rule)
 
 
-def client_table(cells: dict, settings: list[str]) -> list[dict]:
-    """Per (setting, seed, client) of ``settings``: its profile and Potara's and ``fedit_ft_es``'s test accuracy."""
+def client_table(cells: dict, settings: list[str], potara: str = POTARA) -> list[dict]:
+    """Per (setting, seed, client) of ``settings``: its profile, and the test accuracy of ``potara`` (as "potara")
+    and of ``fedit_ft_es``."""
     rows = []
     for setting in settings:
         for cell in cells.get(setting, []):
             profile = cell.summary.get("federation", {}).get("clients", {})
             accs = {name: {r["client"]: r["acc"] for r in cell.methods[name]["per_client"]}
-                    for name in (POTARA, FINE_TUNE) if name in cell.methods}
+                    for name in (potara, FINE_TUNE) if name in cell.methods}
             if len(accs) < 2 or not profile:
-                raise SystemExit(f"rule.py: {setting} seed {cell.seed} lacks {POTARA}, {FINE_TUNE} or the clients' "
+                raise SystemExit(f"rule.py: {setting} seed {cell.seed} lacks {potara}, {FINE_TUNE} or the clients' "
                                  "label_skew (a units CSV written before profiles were recorded)")
             rows += [{"setting": setting, "seed": cell.seed, "client": c, **profile[c],
-                      POTARA: accs[POTARA][c], FINE_TUNE: accs[FINE_TUNE][c]} for c in accs[POTARA]]
+                      POTARA: accs[potara][c], FINE_TUNE: accs[FINE_TUNE][c]} for c in accs[potara]]
     return rows
 
 
@@ -96,14 +98,16 @@ def main() -> None:
     parser.add_argument("--units", required=True, help="a bench's <suite>-units.csv (with its label_skew column)")
     parser.add_argument("--rule", required=True, help='e.g. "label_skew>=0.5,n_train>=64"')
     parser.add_argument("--settings", nargs="+", required=True, help="the settings to score it on")
+    parser.add_argument("--potara", default=POTARA, help="the Potara method or variant the rule picks (default potara)")
     parser.add_argument("--write", help="also write the result as JSON here")
     args = parser.parse_args()
     rule = parse_rule(args.rule)
-    result = score(rule, client_table(cells_from_units(args.units), args.settings))
+    result = score(rule, client_table(cells_from_units(args.units), args.settings, args.potara))
     print(report(args.rule, args.settings, result))
     if args.write:
         record = {"command": f"benchmarks/rule.py --units {args.units} --rule '{args.rule}' --settings "
-                             f"{' '.join(args.settings)}", "rule": args.rule, "settings": args.settings, **result}
+                             f"{' '.join(args.settings)} --potara '{args.potara}'", "rule": args.rule,
+                  "potara": args.potara, "settings": args.settings, **result}
         atomic_write(Path(args.write), json.dumps(record, indent=2) + "\n")
 
 
