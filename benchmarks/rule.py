@@ -1,7 +1,8 @@
 """Score a written rule for "use Potara on this client" against "always fine-tune" (issue 21).
 
-    .venv/bin/python benchmarks/rule.py --units benchmarks/results/map/map-units.csv \
+    .venv/bin/python benchmarks/rule.py --units benchmarks/results/map-check/map-check-units.csv \
         --rule "label_skew>=0.5,n_train>=64" --settings new_a new_b [--potara METHOD] [--write rule.json]
+    .venv/bin/python benchmarks/rule.py --units benchmarks/results/map/map-units.csv --fit --settings ...
 
 A rule is a conjunction of thresholds on what a client measures before training (``potara profile``: ``n_train``,
 its training examples, and ``label_skew``, the total-variation distance of its training labels to the
@@ -16,7 +17,9 @@ validation) elsewhere; "always fine-tune" picks ``fedit_ft_es`` everywhere. Two 
   the (setting, seed) means stratified by setting (``potara.reporting.stats``).
 
 The rule is written, and committed, before the settings it is scored on are run: scored on the cells it was read
-from, it is only a description of them.
+from, it is only a description of them. ``--fit`` is how it is read: every rule of at most one threshold per key
+(thresholds midway between the clients' distinct values of ``n_train``, and at the deciles of ``label_skew``; plus
+"always Potara"), ranked by its value on the given settings, the simpler rule first on a tie; the top ones printed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import json
 import operator
 import re
 from pathlib import Path
+
+import numpy as np
 
 from potara.bench.units import cells_from_units
 from potara.reporting.outputs import atomic_write
@@ -38,7 +43,10 @@ ITEM = re.compile(r"^\s*(\w+)\s*(>=|<)\s*([0-9.eE+-]+)\s*$")
 
 
 def parse_rule(text: str) -> list[tuple[str, str, float]]:
-    """``"label_skew>=0.5,n_train>=64"`` as [(key, op, value)]; a malformed item or unknown key is an error."""
+    """``"label_skew>=0.5,n_train>=64"`` as [(key, op, value)], ``"always"`` as []; a malformed item or unknown key
+    is an error."""
+    if text.strip() == "always":
+        return []
     items = []
     for part in text.split(","):
         match = ITEM.match(part)
@@ -80,6 +88,28 @@ def score(rule: list[tuple[str, str, float]], rows: list[dict]) -> dict:
             "always_fine_tune_right": sum(ft_right) / len(rows), "value": value.to_dict()}
 
 
+def candidate_rules(rows: list[dict]) -> list[list[tuple[str, str, float]]]:
+    """Every rule with at most one threshold per key: the empty rule (always Potara), one item, or one per key."""
+    sizes = sorted({r["n_train"] for r in rows})
+    skews = [r["label_skew"] for r in rows]
+    cuts = {"n_train": [(a + b) / 2 for a, b in zip(sizes, sizes[1:])],
+            "label_skew": sorted({round(float(q), 3) for q in np.quantile(skews, np.linspace(0.1, 0.9, 9))})}
+    items = {key: [(key, op, cut) for cut in values for op in OPS] for key, values in cuts.items()}
+    return ([[]] + [[item] for key in KEYS for item in items[key]]
+            + [[a, b] for a in items[KEYS[0]] for b in items[KEYS[1]]])
+
+
+def rule_text(rule: list[tuple[str, str, float]]) -> str:
+    return ",".join(f"{key}{op}{value:g}" for key, op, value in rule) or "always"
+
+
+def fit(rows: list[dict], top: int = 5) -> list[tuple[str, dict]]:
+    """The ``top`` candidate rules by value (mean accuracy gained over always fine-tuning), simplest first on a tie."""
+    scored = [(rule, score(rule, rows)) for rule in candidate_rules(rows)]
+    scored.sort(key=lambda pair: (-round(pair[1]["value"]["mean"], 9), len(pair[0])))
+    return [(rule_text(rule), result) for rule, result in scored[:top]]
+
+
 def report(rule_text: str, settings: list[str], result: dict) -> str:
     v = result["value"]
     low, high = v["ci"]
@@ -96,13 +126,18 @@ def report(rule_text: str, settings: list[str], result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", required=True, help="a bench's <suite>-units.csv (with its label_skew column)")
-    parser.add_argument("--rule", required=True, help='e.g. "label_skew>=0.5,n_train>=64"')
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--rule", help='e.g. "label_skew>=0.5,n_train>=64"; "always" picks Potara everywhere')
+    which.add_argument("--fit", action="store_true", help="rank the candidate rules on these settings instead")
     parser.add_argument("--settings", nargs="+", required=True, help="the settings to score it on")
     parser.add_argument("--potara", default=POTARA, help="the Potara method or variant the rule picks (default potara)")
     parser.add_argument("--write", help="also write the result as JSON here")
     args = parser.parse_args()
-    rule = parse_rule(args.rule)
-    result = score(rule, client_table(cells_from_units(args.units), args.settings, args.potara))
+    rows = client_table(cells_from_units(args.units), args.settings, args.potara)
+    if args.fit:
+        print("\n".join(report(text, args.settings, result) for text, result in fit(rows)))
+        return
+    result = score(parse_rule(args.rule), rows)
     print(report(args.rule, args.settings, result))
     if args.write:
         record = {"command": f"benchmarks/rule.py --units {args.units} --rule '{args.rule}' --settings "

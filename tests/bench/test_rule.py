@@ -63,3 +63,12 @@ def test_the_rule_scores_the_potara_variant_it_is_given(rule, tmp_path):
 def test_a_malformed_rule_is_a_clear_error(rule, text):
     with pytest.raises(SystemExit, match="is not KEY>=VALUE or KEY<VALUE with KEY in n_train, label_skew"):
         rule.parse_rule(text)
+
+
+def test_fit_finds_the_skew_threshold_that_separates_the_clients_potara_helps(rule, tmp_path):
+    rows = rule.client_table(rule.cells_from_units(write_units(tmp_path)), ["new"])
+    (best, result), *rest = rule.fit(rows, top=3)
+    assert best.startswith("label_skew>=") and 0.2 < float(best.split(">=")[1]) <= 0.7
+    assert result["rule_right"] == 1.0 and result["value"]["mean"] == pytest.approx((0.05 + 0.03) / 4)
+    assert all(r["value"]["mean"] <= result["value"]["mean"] for _, r in rest)
+    assert rule.parse_rule("always") == [] and rule.rule_text([]) == "always"
