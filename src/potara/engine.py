@@ -146,7 +146,7 @@ def _personalize_one(session: ClientSession, method: Method, export_dir: Path | 
     """One method's choice on one client, its cost, and its accuracy on the test and validation splits."""
     session.begin(method.local_init, method.merge_space)
     try:
-        choice = method.personalize(session)
+        choice = session.choice(method.name, lambda: method.personalize(session))  # a corrected variant reuses it
     except ValueError as err:
         raise ValueError(f"method {method.name}, client {session.name}: {err}") from err
     cost = session.charge()

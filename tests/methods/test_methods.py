@@ -41,6 +41,8 @@ def test_a_peers_post_hoc_variant_shares_its_federation_a_tuning_variant_has_its
     assert strong.federation is not plain.federation and strong.federation.name == "ditto@peers.ditto_mu=5.0"
     alone, = methods("ditto@potara.prior_correction=counts")
     assert alone.federation.name == "ditto"
+    tuned, tuned_corrected = methods("ditto@peers.ditto_mu=5.0", "ditto@peers.ditto_mu=5.0@potara.prior_correction=counts")
+    assert tuned_corrected.federation is tuned.federation and tuned.federation.name == "ditto@peers.ditto_mu=5.0"
 
 
 def test_a_potara_variant_takes_its_estimator_and_exports_nothing(monkeypatch):

@@ -66,6 +66,40 @@ def test_a_corrected_method_shifts_its_own_logits_and_leaves_the_plain_one_alone
     assert not (shifted.argmax(-1) == absent).any() and "prior-corrected" in choice.note
 
 
+def engine_order(session: ClientSession, method):
+    """A method's choice and charge as the engine makes them: ``begin``, the choice (kept per name), ``charge``."""
+    session.begin(method.local_init, method.merge_space)
+    choice = session.choice(method.name, lambda: method.personalize(session))
+    return choice, session.charge()
+
+
+def test_a_corrected_variant_reuses_its_plain_methods_choice_and_is_charged_its_cost(tiny):
+    """``ditto_posthoc`` then its corrected variant on one client: fine-tuned once (a fine-tuning no session
+    cache keeps), the variant's logits are the plain model's shifted, and it is charged the training it reused."""
+    session = session_of(tiny)
+    plain, corrected = (build(spec, tiny.cfg) for spec in ("ditto_posthoc", "ditto_posthoc@potara.prior_correction=counts"))
+    with session.meter.attached(tiny.model):
+        first, plain_cost = engine_order(session, plain)
+        trained = session.meter.train
+        second, corrected_cost = engine_order(session, corrected)
+        assert session.meter.train == trained > 0  # no second fine-tuning
+    assert second.states is first.states and corrected_cost.train_passes == plain_cost.train_passes
+    split = tiny.clients[0]
+    raw = session.predict_merged(first.states, first.weights, split.test)
+    shift = log_prior_shift(split.train.tensors["labels"], raw.shape[-1])
+    assert torch.allclose(second.logits(split.test), raw + shift, atol=1e-5)
+
+
+def test_under_the_run_wide_correction_a_corrected_variant_does_not_correct_twice(tiny):
+    """Run-wide, the plain method is corrected already: its variant makes its own choice, corrected once."""
+    cfg = config.load(None, ["potara.prior_correction=counts"])
+    session = session_of(tiny)
+    plain, variant = (build(spec, cfg) for spec in ("fedit", "fedit@potara.prior_correction=counts"))
+    split = tiny.clients[0]
+    (a, _), (b, _) = engine_order(session, plain), engine_order(session, variant)
+    assert torch.allclose(a.logits(split.test), b.logits(split.test))
+
+
 def test_the_run_wide_setting_corrects_every_method_and_a_bad_value_is_a_config_error(tiny):
     cfg = config.load(None, ["potara.prior_correction=counts", "methods=[fedit,oracle_split]"])
     session = session_of(tiny)

@@ -112,20 +112,23 @@ def build(spec: str, cfg: RunConfig) -> Method:
         apply_override(values, item)
     variant = from_dict(values)
     method = available(variant)[name](variant)
-    post_hoc = all(item.split("=", 1)[0].strip().startswith(POST_HOC_KEYS) for item in items)
-    if method.federation is not FEDIT and method.federation.name == name and not post_hoc:  # one per variant (μ)
+    trained = [item for item in items if not item.split("=", 1)[0].strip().startswith(POST_HOC_KEYS)]
+    plain = VARIANT.join([name, *trained])  # the method this variant post-processes: itself if nothing is post hoc
+    if method.federation is not FEDIT and method.federation.name == name and trained:  # one per variant (μ)
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
-        method.federation.name = spec
+        method.federation.name = plain
+    shares = plain if plain != spec and cfg.potara.prior_correction != "counts" else None
     return _corrected(dataclasses.replace(
         method, name=spec, local_init=variant.local.init, merge_space=method.merge_space or variant.potara.merge_space,
         exports=False,
-    ), variant)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's; a method that
-    # pins its merge space (APFL's mixture is trained as the exact merge) keeps it
+    ), variant, shares)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's; a
+    # method that pins its merge space (APFL's mixture is trained as the exact merge) keeps it
 
 
-def _corrected(method: Method, cfg: RunConfig) -> Method:
-    """``method`` with its logits prior-corrected when ``cfg`` (the run's, or the variant's) asks for it."""
-    return with_prior_correction(method) if cfg.potara.prior_correction == "counts" else method
+def _corrected(method: Method, cfg: RunConfig, shares: str | None = None) -> Method:
+    """``method`` with its logits prior-corrected when ``cfg`` (the run's, or the variant's) asks for it; ``shares``:
+    the plain, uncorrected method whose choice on a client it reuses (a variant's)."""
+    return with_prior_correction(method, shares) if cfg.potara.prior_correction == "counts" else method
 
 
 __all__ = ["Choice", "Method", "available", "build", "resolve"]

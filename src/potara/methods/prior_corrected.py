@@ -14,11 +14,13 @@ from ..personalize.session import ClientSession
 from .base import Choice, Method
 
 
-def with_prior_correction(method: Method) -> Method:
-    """``method`` whose personalized logits are shifted by the log prior ratio of the client's label counts."""
+def with_prior_correction(method: Method, shares: str | None = None) -> Method:
+    """``method`` whose personalized logits are shifted by the log prior ratio of the client's label counts;
+    ``shares``: the name of the plain method it corrects (a variant's), whose choice on a client is made once and
+    reused (charged to both), instead of made again."""
 
     def personalize(session: ClientSession) -> Choice:
-        choice = method.personalize(session)
+        choice = session.choice(shares, lambda: method.personalize(session)) if shares else method.personalize(session)
         states, weights = choice.states, choice.weights
         raw = choice.logits or (lambda data: session.logits(states, weights, data))
         note = "; ".join(filter(None, [choice.note, "logits prior-corrected by the training label counts"]))

@@ -10,6 +10,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from peft import PeftModel
@@ -35,6 +36,8 @@ from ..models.loading import MERGE_ADAPTER, TRAIN_ADAPTER
 from ..training.causal_lm import PromptTargets, evaluate_generative
 from ..training.cost import Cost, PassMeter
 from ..training.loop import Budget, Evaluation, Proximal, evaluate, predict, score, train
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,6 +117,8 @@ class ClientSession:
         self._papers: dict[tuple, tuple[Metric, dict[str, torch.Tensor]]] = {}
         self._costs: dict[tuple, Cost] = {}  # cached piece of work -> what computing it cost
         self._used: set[tuple] = set()  # the pieces the current method used
+        self._choices: dict[str, tuple[Any, Cost, Cost]] = {}  # key -> a method's choice, its charge, its local's
+        self._reused, self._reused_local = Cost(), Cost()  # what the choices the current method reused cost
         self._began: Cost = self.meter.now()
         self._init, self._space = settings.local_init, settings.merge_space
 
@@ -121,6 +126,7 @@ class ClientSession:
         """Start charging a new method: nothing used yet; ``local_init``/``merge_space`` are its own (default: the
         session's), what ``local()``, ``halves()``, ``fisher()`` and ``merged()`` mean until the next ``begin``."""
         self._used, self._began = set(), self.meter.now()
+        self._reused, self._reused_local = Cost(), Cost()
         self._init = local_init or self.settings.local_init
         self._space = merge_space or self.settings.merge_space
 
@@ -129,12 +135,25 @@ class ClientSession:
         the cost of computing it (pieces computed during the method are counted once)."""
         elapsed = self.meter.now() - self._began
         fresh = [c for key, c in self._costs.items() if key in self._used and key[-1] >= self._began.seconds]
-        return elapsed - sum(fresh, Cost()) + sum((self._costs[key] for key in self._used), Cost())
+        return elapsed - sum(fresh, Cost()) + sum((self._costs[key] for key in self._used), self._reused)
 
     def charged_local(self) -> Cost:
         """What the client's full local adapter (``local()``) cost, if the current method used it."""
         key = self._local_key(self._init, "all")
-        return next((c for k, c in self._costs.items() if k[:-1] == key and k in self._used), Cost())
+        own = next((c for k, c in self._costs.items() if k[:-1] == key and k in self._used), Cost())
+        return own + self._reused_local
+
+    def choice(self, key: str, make: Callable[[], T]) -> T:
+        """``make()``, a method's choice on this client, made once per ``key``: a method that calls it first thing
+        after :meth:`begin` with a key already made (a prior-corrected variant, after its plain method) reuses that
+        choice and is charged what making it cost."""
+        if key in self._choices:
+            made, cost, local = self._choices[key]
+            self._reused, self._reused_local = self._reused + cost, self._reused_local + local
+            return made
+        made = make()
+        self._choices[key] = (made, self.charge(), self.charged_local())
+        return made
 
     def _measured(self, key: tuple, compute):
         """``compute()``, its cost kept under ``key`` (stamped with when it began) and marked used."""
