@@ -103,7 +103,7 @@ def build(spec: str, cfg: RunConfig) -> Method:
         return _corrected(available(cfg)[name](cfg), cfg)
     values = cfg.to_dict()
     for item in items:
-        key = item.split("=", 1)[0].strip()
+        key = _item_key(item)
         if not key.startswith(VARIANT_KEYS):
             raise ConfigError(
                 f"method variant {spec!r}: {key!r} is not a method-only key; a variant may set "
@@ -112,7 +112,7 @@ def build(spec: str, cfg: RunConfig) -> Method:
         apply_override(values, item)
     variant = from_dict(values)
     method = available(variant)[name](variant)
-    trained = [item for item in items if not item.split("=", 1)[0].strip().startswith(POST_HOC_KEYS)]
+    trained = [item for item in items if not _item_key(item).startswith(POST_HOC_KEYS)]
     plain = VARIANT.join([name, *trained])  # the method this variant post-processes: itself if nothing is post hoc
     if method.federation is not FEDIT and method.federation.name == name and trained:  # one per variant (μ)
         method = dataclasses.replace(method, federation=copy.copy(method.federation))
@@ -123,6 +123,11 @@ def build(spec: str, cfg: RunConfig) -> Method:
         exports=False,
     ), variant, shares)  # exports=False: adapters/<client>/ holds the plain method's merge, never a variant's; a
     # method that pins its merge space (APFL's mixture is trained as the exact merge) keeps it
+
+
+def _item_key(item: str) -> str:
+    """The key of a variant item ``key=value``."""
+    return item.split("=", 1)[0].strip()
 
 
 def _corrected(method: Method, cfg: RunConfig, shares: str | None = None) -> Method:
