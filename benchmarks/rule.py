@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--potara", default=POTARA, help="the Potara method or variant the rule picks (default potara)")
     parser.add_argument("--write", help="also write the result as JSON here")
     args = parser.parse_args()
+    if args.fit and args.write:
+        parser.error("--write records a written rule's score; --fit only ranks candidates (print, nothing written)")
     rows = client_table(cells_from_units(args.units), args.settings, args.potara)
     if args.fit:
         print("\n".join(report(text, args.settings, result) for text, result in fit(rows)))
