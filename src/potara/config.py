@@ -481,9 +481,9 @@ def _check_privacy(cfg: RunConfig) -> None:
     _check(p.noise_multiplier >= 0, f"privacy.noise_multiplier must be >= 0 (0 turns DP off), got {p.noise_multiplier}")
     _check(p.delta is None or 0 < p.delta < 1,
            f"privacy.delta must be in (0, 1) or null (min(1e-5, 1/num_clients²)), got {p.delta}")
+    _check(p.clip_norm > 0, f"privacy.clip_norm must be > 0 (each update's L2 bound), got {p.clip_norm}")
     if p.noise_multiplier == 0:
         return
-    _check(p.clip_norm > 0, f"privacy.clip_norm must be > 0 when privacy.noise_multiplier > 0, got {p.clip_norm}")
     _check(0 <= p.target_quantile <= 1, f"privacy.target_quantile must be in [0, 1], got {p.target_quantile}")
     _check(p.clip_lr > 0, f"privacy.clip_lr must be > 0, got {p.clip_lr}")
     _check(

@@ -30,6 +30,7 @@ def state(*values: float) -> dict[str, torch.Tensor]:
     [
         (["privacy.noise_multiplier=-0.5"], "privacy.noise_multiplier must be >= 0"),
         (["privacy.noise_multiplier=1", "privacy.clip_norm=0"], "privacy.clip_norm must be > 0"),
+        (["privacy.clip_norm=0"], "privacy.clip_norm must be > 0"),
         (["privacy.delta=1"], "privacy.delta must be in (0, 1)"),
         (["privacy.delta=0"], "privacy.delta must be in (0, 1)"),
         (["privacy.noise_multiplier=1", "fed.aggregation=product"], "needs fed.aggregation=factors"),
