@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from potara.cli.main import main
-from potara.data.profile import label_skew, profile_counts
+from potara.data.profile import RULE_SKEW, label_skew, profile_counts, profile_table, rule_pick
 
 
 def test_label_skew_is_the_total_variation_distance():
@@ -39,7 +39,16 @@ def test_potara_profile_prints_the_federation_a_config_makes_without_a_model(syn
     assert main(["profile", *[x for s in sets for x in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "| client_00 |" in out and "| client_02 |" in out and "3 clients, " in out
-    assert "label skew: mean" in out
+    assert "label skew: mean" in out and "the rule (label skew < 0.6" in out
+
+
+def test_the_rule_picks_potara_below_the_skew_threshold_and_fine_tuning_above():
+    assert rule_pick(RULE_SKEW - 1e-9) == "potara@potara.granularity=head_lora"
+    assert rule_pick(RULE_SKEW) == "fedit_ft_es"
+    table = profile_table(profile_counts({"near": [0, 1, 2, 3], "far": [5, 5], "mid": [0, 1, 2, 4]}))
+    assert "| near | 4 | 4 | 0.300 | `potara@potara.granularity=head_lora` |" in table
+    assert "| far | 2 | 1 | 0.800 | `fedit_ft_es` |" in table
+    assert "picks Potara for 2 of 3 clients" in table
 
 
 def test_data_without_class_labels_has_no_profile():

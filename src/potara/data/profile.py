@@ -17,6 +17,16 @@ from typing import Any
 
 from .federated import FederatedData
 
+# The rule read from the map and checked on map-check (docs/mechanisms.md, "The rule"): below this label skew a
+# client is better served by Potara with a head and a LoRA λ, above it by fine-tuning FedIT's adapter early-stopped.
+RULE_SKEW = 0.6
+RULE_PICKS = ("potara@potara.granularity=head_lora", "fedit_ft_es")
+
+
+def rule_pick(skew: float) -> str:
+    """The method the map's rule picks for a client of this label skew."""
+    return RULE_PICKS[0] if skew < RULE_SKEW else RULE_PICKS[1]
+
 
 def label_skew(counts: Mapping[int, int], pooled: Mapping[int, int]) -> float:
     """Total-variation distance between two label count tables' distributions (0 when either is empty)."""
@@ -49,10 +59,15 @@ def profile(data: FederatedData) -> dict[str, Any]:
 
 def profile_table(prof: dict[str, Any]) -> str:
     """The profile as a markdown table and a summary line."""
-    lines = ["| client | train examples | classes | label skew (TV to the federation) |", "|---|---|---|---|"]
-    lines += [f"| {name} | {c['n_train']} | {c['classes']} | {c['label_skew']:.3f} |"
+    lines = ["| client | train examples | classes | label skew (TV to the federation) | the rule picks |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {name} | {c['n_train']} | {c['classes']} | {c['label_skew']:.3f} | `{rule_pick(c['label_skew'])}` |"
               for name, c in prof["clients"].items()]
+    potara = sum(rule_pick(c["label_skew"]) == RULE_PICKS[0] for c in prof["clients"].values())
     lines += ["", f"{len(prof['clients'])} clients, {prof['pooled_classes']} classes; train examples per client: "
               f"median {prof['median_n_train']:g}, min {prof['min_n_train']}; label skew: mean "
-              f"{prof['mean_label_skew']:.3f}, max {prof['max_label_skew']:.3f}"]
+              f"{prof['mean_label_skew']:.3f}, max {prof['max_label_skew']:.3f}",
+              f"the rule (label skew < {RULE_SKEW:g}: Potara with a head and a LoRA λ, else FedIT + FT early-stopped; "
+              f"read from the map, checked on new cells: docs/mechanisms.md) picks Potara for {potara} of "
+              f"{len(prof['clients'])} clients"]
     return "\n".join(lines)
