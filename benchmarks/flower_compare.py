@@ -2,7 +2,14 @@
 loopback deployment (SuperLink + SuperNodes), in one run: s/round, wall, CPU and peak memory of every process.
 
     .venv/bin/python benchmarks/flower_compare.py [--clients 4] [--rounds 3] [--steps 1] [--actors 2]
-        [--methods fedit potara] [--engines embedded simulation deployment] [--out benchmarks/results/flower-compare.md]
+        [--methods fedit potara] [--engines embedded simulation deployment deployment-secure] [--dp]
+        [--out benchmarks/results/flower-compare.md]
+
+``deployment-secure`` is the same loopback deployment with TLS, SuperNode authentication (credentials made by
+``potara.flower.certs``) and SecAgg+ (``secagg = true``): what privacy costs in time against ``deployment``.
+``--dp`` turns client-level DP on in every engine at a noise multiplier of 1e-9 (clip norm 0.05, as the deployment
+test): the DP code paths run (clipping, noise, equal weights; on the client under SecAgg+) while the engines' noise
+(NumPy's in Flower, torch's in the embedded engine) stays below float32 resolution, so they can still be compared.
 
 Needs the flower extra (``pip install -e .[flower]``: flwr[simulation], which brings Ray). Every engine runs
 the same config overrides in its own process tree (a child of this script); a sampler reads every process
@@ -31,7 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "scripts" / "deploy_local.sh"
-ENGINES = ("embedded", "simulation", "deployment")
+ENGINES = ("embedded", "simulation", "deployment", "deployment-secure")
+DEPLOYMENTS = ("deployment", "deployment-secure")
+DP_OVERRIDES = ["privacy.noise_multiplier=1e-9", "privacy.clip_norm=0.05"]
 KIB, MB = 1024, 1e6
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -153,7 +162,7 @@ def overrides(args: argparse.Namespace, model: str) -> list[str]:
     return [
         f"model.name={model}", f"data.num_clients={args.clients}", "data.train_sizes=[15,60]", "data.test_size=20",
         f"fed.rounds={args.rounds}", f"fed.local_steps={args.steps}", "fed.eval_rounds=false", "local.epochs=1",
-        f"threads={args.threads}", f"methods=[{','.join(args.methods)}]",
+        f"threads={args.threads}", f"methods=[{','.join(args.methods)}]", *(DP_OVERRIDES if args.dp else []),
     ]
 
 
@@ -233,11 +242,17 @@ def write_result(out: Path, round_s: list[float], federation_s: float, personali
 
 def engine_command(engine: str, args: argparse.Namespace, over: list[str], out: Path) -> list[str]:
     """The child process that runs one engine, writing ``out/result.json``."""
-    if engine == "deployment":
+    if engine in DEPLOYMENTS:
         from potara.flower.ports import free_port_block
 
         run_config = [f"overrides='{' '.join(over)}'", f"out-dir='{out / 'flower'}'", "evaluate-every=0"]
-        return [str(DEPLOY), "-n", str(args.clients), "-p", str(free_port_block(args.clients + 1)),
+        secure = []
+        if engine == "deployment-secure":
+            from potara.flower.certs import make_credentials
+
+            secure = ["-c", str(make_credentials(out / "creds", args.clients))]
+            run_config.append("secagg=true")
+        return [str(DEPLOY), "-n", str(args.clients), "-p", str(free_port_block(args.clients + 1)), *secure,
                 "-w", str(out / "deploy"), "-t", str(args.timeout), "--", *run_config]
     return [sys.executable, __file__, "--child", engine, "--work", str(out), "--clients", str(args.clients),
             "--actors", str(args.actors), "--overrides", json.dumps(over)]
@@ -259,7 +274,7 @@ def measure(engine: str, args: argparse.Namespace, over: list[str], work: Path) 
     left = sampler.reap()
     if code:
         raise SystemExit(f"{engine} exited with {code}; see {out / 'log.txt'}")
-    if engine == "deployment":
+    if engine in DEPLOYMENTS:
         flower_result(out / "flower", out)
     result = json.loads((out / "result.json").read_text())
     return {"engine": engine, "wall_s": wall, "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
@@ -354,7 +369,8 @@ def report(rows: list[dict], argv: list[str], over: list[str], args: argparse.Na
         f"Machine: {machine()}", "",
         f"Work: {args.clients} clients, {args.rounds} rounds, {args.steps} local step(s) each, methods "
         f"{', '.join(args.methods)}; simulation: {args.actors} Ray actor(s) of 1 CPU; deployment: 1 SuperLink + "
-        f"{args.clients} SuperNodes on 127.0.0.1 (insecure). Overrides: `{' '.join(over)}`", "",
+        f"{args.clients} SuperNodes on 127.0.0.1 (insecure; deployment-secure: TLS, SuperNode authentication and "
+        f"SecAgg+). Overrides: `{' '.join(over)}`", "",
         table(rows), "", "CPU seconds by process name (processes), most first:", "",
         *(f"- {r['engine']}: {cpu_lines(r['cpu_by_name'])}" for r in rows), "",
     ])
@@ -379,6 +395,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=["fedit", "potara"])
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--dropout", action="store_true", help="keep MiniLM's dropout (engines then differ)")
+    parser.add_argument("--dp", action="store_true", help="client-level DP at a negligible noise in every engine")
     parser.add_argument("--timeout", type=int, default=900, help="seconds one engine may take")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flower-compare.md")
     parser.add_argument("--child", choices=ENGINES[:2], help=argparse.SUPPRESS)

@@ -69,3 +69,15 @@ def test_the_table_has_a_cell_per_column():
 def test_cpu_lines_show_the_top_names_then_the_rest():
     by_name = [("flwr-clientapp", 30, 500.0), ("python", 2, 40.0), ("bash", 3, 0.4)]
     assert fc.cpu_lines(by_name, top=2) == "flwr-clientapp 500 (30), python 40 (2), other 0 (3)"
+
+
+def test_the_secure_deployment_runs_with_credentials_and_secagg_and_dp_reaches_every_engine(tmp_path):
+    args = fc.parse(["--clients", "3", "--dp"])
+    over = fc.overrides(args, "offline:minilm")
+    assert "privacy.noise_multiplier=1e-9" in over and "privacy.clip_norm=0.05" in over
+    assert not any(o.startswith("privacy.") for o in fc.overrides(fc.parse([]), "offline:minilm"))
+    secure = fc.engine_command("deployment-secure", args, over, tmp_path / "secure")
+    plain = fc.engine_command("deployment", args, over, tmp_path / "plain")
+    creds = Path(secure[secure.index("-c") + 1])
+    assert (creds / "ca.crt").exists() and "secagg=true" in secure
+    assert "-c" not in plain and "secagg=true" not in plain
