@@ -15,7 +15,7 @@ from potara.config import ConfigError
 
 SEEDS = list(range(10))
 CLIENTS = [f"client_{k}" for k in range(4)]
-DROP = {"potara": 0.01, "fedit_ft_es": 0.05, "local": 0.0}  # what the noise costs each method, on average
+DROP = {"potara": 0.01, "fedit_ft_es": 0.05, "fedit_ft": 0.05, "local": 0.0}  # what the noise costs each method, on average
 
 
 def fake_cell(setting: str, seed: int, noisy: bool, config: dict) -> dict:
@@ -65,6 +65,8 @@ def test_potara_losing_less_to_noise_is_a_corrected_win_and_its_lambda_falls(tmp
     assert beyond["local"]["verdict"] == "loss"  # the noise costs Potara something, local nothing
     assert all(d["p_holm"] is not None for d in beyond.values())  # one Holm family: the other methods
     assert numbers["potara_lambda_change"]["mean"] == pytest.approx(-0.3)
+    assert set(numbers["vs_reference_at_base"]) == set(DROP)  # each method at z1 against fedit_ft at z0
+    assert numbers["bytes_up_ratio"] == {"potara": 1.0, "fedit_ft_es": 1.0, "fedit_ft": 1.0, "local": None}
     assert "## The sweep: each setting against its base" in report and "### `z1` − `z0`" in report
     assert "| z1 | 4.1 |" in report and "| z0 | – |" in report
     assert (tmp_path / "plots" / "sweep.accuracy.png").is_file() and (tmp_path / "plots" / "sweep.lambda.png").is_file()
@@ -81,15 +83,22 @@ def test_a_sweep_regenerates_from_its_csv_records_alone_epsilon_included(tmp_pat
 
 def test_without_dp_the_sweep_plots_accuracy_against_bytes(tmp_path, monkeypatch):
     suite = write_sweep(tmp_path)
-    for seed in SEEDS:  # no privacy block: a compression-like sweep
+    for seed in SEEDS:  # no privacy block, a quarter of the upload bytes: a compression-like sweep
         path = bench_suite.cell_dir(tmp_path, "z1", seed) / "summary.json"
-        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "privacy"}))
+        cell = {k: v for k, v in json.loads(path.read_text()).items() if k != "privacy"}
+        for row in cell["methods"].values():
+            row["bytes_up"] *= 0.26
+        path.write_text(json.dumps(cell))
     axes = []
     monkeypatch.setattr("potara.bench.sweep.save_png", lambda fig, path: axes.append((path.name, fig.axes[0])))
     bench_report.write_report(tmp_path, suite)
     (name, ax), _ = axes
     assert name == "sweep.accuracy.png" and ax.get_xscale() == "log" and "MB" in ax.get_xlabel()
-    assert set(ax.get_legend_handles_labels()[1]) == {"potara", "fedit_ft_es"}  # local sends nothing
+    assert set(ax.get_legend_handles_labels()[1]) == {"potara", "fedit_ft_es", "fedit_ft"}  # local sends nothing
+    numbers = json.loads((tmp_path / "report.json").read_text())["sweep"]["z1"]
+    assert numbers["bytes_up_ratio"]["potara"] == pytest.approx(0.26) and numbers["bytes_up_ratio"]["local"] is None
+    reference = numbers["vs_reference_at_base"]
+    assert reference["fedit_ft"] == numbers["change"]["fedit_ft"]  # its own base is the reference
 
 
 def test_sweep_needs_compare():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..reporting.outputs import difference, is_bound, mean_lambda, save_png, size_text
+from ..reporting.outputs import REFERENCE, difference, is_bound, mean_lambda, save_png, size_text
 from ..reporting.plots import pyplot
 from ..reporting.stats import holm, stratified_t, t_quantile
 from ..reporting.styles import label, style
@@ -35,7 +35,9 @@ def swept_settings(suite: Suite, cells: dict[str, list[Cell]]) -> list[str]:
 
 def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]:
     """Per compared setting: its base, each method's ``change``, Potara's change ``beyond`` each method's (Holm),
-    and the change of Potara's mean λ; each a ``PairedDiff.to_dict()``."""
+    each method against FedIT + FT at the base (``vs_reference_at_base``: does it reach personalized FedIT's base
+    accuracy), the change of Potara's mean λ (each a ``PairedDiff.to_dict()``), and each method's upload bytes as a
+    share of its base's (``bytes_up_ratio``)."""
     out = {}
     for source, target in suite.compare.items():
         if not (cells.get(source) and cells.get(target)):
@@ -48,11 +50,23 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
             own = _minus(now[POTARA], base[POTARA])
             beyond = holm({m: d for m in change if m != POTARA
                            if (d := difference(own, _minus(now[m], base[m]), cell_of, setting_of))})
+        reference = {m: d for m in change if REFERENCE in base and (d := _change(now[m], base[REFERENCE]))}
         lam = _change(_lambdas(cells[source]), _lambdas(cells[target]))
         out[source] = {"base": target, "change": {m: d.to_dict() for m, d in change.items()},
                        "potara_beyond": {m: d.to_dict() for m, d in beyond.items()},
+                       "vs_reference_at_base": {m: d.to_dict() for m, d in reference.items()},
+                       "bytes_up_ratio": {m: _ratio(_bytes(cells[source], m, UP), _bytes(cells[target], m, UP))
+                                          for m in change},
                        "potara_lambda_change": lam.to_dict() if lam else None}
     return out
+
+
+UP = ("bytes_up",)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    """a / b; None when b is zero or unknown (a method that sends nothing)."""
+    return a / b if b and not math.isnan(b) else None
 
 
 def _accs(group: list[Cell]) -> dict[str, dict[tuple, float]]:
@@ -104,13 +118,18 @@ def sweep_tables(numbers: dict[str, dict], cells: dict[str, list[Cell]], suite: 
                      + f" | {_ci(lam, 2)} |")
     for source, entry in numbers.items():
         lines += ["", f"### `{source}` − `{entry['base']}`", "",
-                  "| method | its change [95% CI] | p (t / sign-flip) | W/T/L | potara's change − its change "
-                  "[CI, Holm] | p (t / sign-flip / Holm) | verdict |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| method | its change [95% CI] | p (t / sign-flip) | W/T/L | potara's change − its change "
+                  f"[CI, Holm] | p (t / sign-flip / Holm) | verdict | it − {REFERENCE} at `{entry['base']}` [CI] "
+                  f"| bytes up ÷ `{entry['base']}`'s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for m, d in entry["change"].items():
-            b = entry["potara_beyond"].get(m)
+            b, ref, ratio = entry["potara_beyond"].get(m), entry["vs_reference_at_base"].get(m), entry["bytes_up_ratio"][m]
             lines.append(f"| {m} | {delta_text(d)} | {p_text(d)} | {wtl_text(d)} "
-                         f"| {delta_text(b)} | {p_text(b)} | {b['verdict'] if b else '–'} |")
+                         f"| {delta_text(b)} | {p_text(b)} | {b['verdict'] if b else '–'} | {delta_text(ref)} "
+                         f"| {'–' if ratio is None else f'{ratio:.3f}'} |")
+        lines += ["", f"`it − {REFERENCE} at {entry['base']}`: each method at `{source}` against FedIT + FT at "
+                  f"`{entry['base']}` on the same clients (uncorrected): whether it reaches personalized FedIT's "
+                  f"`{entry['base']}` accuracy."]
         lam = entry["potara_lambda_change"]
         lines += ["", f"Potara's λ, `{source}` − `{entry['base']}`: {delta_text(lam)} (p {p_text(lam)})."]
     return "\n".join(lines)
