@@ -241,7 +241,8 @@ def write_result(out: Path, round_s: list[float], federation_s: float, personali
 
 
 def engine_command(engine: str, args: argparse.Namespace, over: list[str], out: Path) -> list[str]:
-    """The child process that runs one engine, writing ``out/result.json``."""
+    """The child process that runs one engine, writing ``out/result.json`` (deployment-secure: its TLS and
+    SuperNode credentials are made here first, in ``out/creds``)."""
     if engine in DEPLOYMENTS:
         from potara.flower.ports import free_port_block
 
