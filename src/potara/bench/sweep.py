@@ -26,6 +26,8 @@ from .cell import Cell
 from .paired import POTARA, cell_of, delta_text, p_text, setting_of, unit_accs, wtl_text
 from .suite import Suite
 
+UP = ("bytes_up",)  # the bytes a ratio of upload sizes reads
+
 
 def swept_settings(suite: Suite, cells: dict[str, list[Cell]]) -> list[str]:
     """The settings of the sweep in suite order: every compared setting and its base, those with cells."""
@@ -50,7 +52,8 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
             own = _minus(now[POTARA], base[POTARA])
             beyond = holm({m: d for m in change if m != POTARA
                            if (d := difference(own, _minus(now[m], base[m]), cell_of, setting_of))})
-        reference = {m: d for m in change if REFERENCE in base and (d := _change(now[m], base[REFERENCE]))}
+        at_base = base.get(REFERENCE)
+        reference = {m: d for m in change if at_base and (d := _change(now[m], at_base))}
         lam = _change(_lambdas(cells[source]), _lambdas(cells[target]))
         out[source] = {"base": target, "change": {m: d.to_dict() for m, d in change.items()},
                        "potara_beyond": {m: d.to_dict() for m, d in beyond.items()},
@@ -59,9 +62,6 @@ def sweep_numbers(cells: dict[str, list[Cell]], suite: Suite) -> dict[str, dict]
                                           for m in change},
                        "potara_lambda_change": lam.to_dict() if lam else None}
     return out
-
-
-UP = ("bytes_up",)
 
 
 def _ratio(a: float, b: float) -> float | None:
