@@ -61,9 +61,10 @@ def profile_table(prof: dict[str, Any]) -> str:
     """The profile as a markdown table and a summary line."""
     lines = ["| client | train examples | classes | label skew (TV to the federation) | the rule picks |",
              "|---|---|---|---|---|"]
-    lines += [f"| {name} | {c['n_train']} | {c['classes']} | {c['label_skew']:.3f} | `{rule_pick(c['label_skew'])}` |"
+    picks = {name: rule_pick(c["label_skew"]) for name, c in prof["clients"].items()}
+    lines += [f"| {name} | {c['n_train']} | {c['classes']} | {c['label_skew']:.3f} | `{picks[name]}` |"
               for name, c in prof["clients"].items()]
-    potara = sum(rule_pick(c["label_skew"]) == RULE_PICKS[0] for c in prof["clients"].values())
+    potara = sum(pick == RULE_PICKS[0] for pick in picks.values())
     lines += ["", f"{len(prof['clients'])} clients, {prof['pooled_classes']} classes; train examples per client: "
               f"median {prof['median_n_train']:g}, min {prof['min_n_train']}; label skew: mean "
               f"{prof['mean_label_skew']:.3f}, max {prof['max_label_skew']:.3f}",
