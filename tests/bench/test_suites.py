@@ -45,7 +45,8 @@ def test_report_has_a_setting_dev_does_not_have():
 
 
 def test_every_cell_of_the_suites_is_a_valid_config():
-    for name in ("dev", "report", "dev-defaults", "map", "map-check", "dev-mechanisms", "compression", "privacy"):
+    for name in ("dev", "report", "dev-defaults", "map", "map-check", "dev-mechanisms", "compression", "privacy",
+                 "privacy-init"):
         bench_suite.check_cells(bench_suite.load_suite(name))
 
 
@@ -134,7 +135,7 @@ def test_dev_mechanisms_runs_on_devs_own_federations_and_offers_each_mechanism_a
         assert any(v.endswith("=none") for v in values) or against_heldout, values
 
 
-CLAIM_SUITES = ("report", "map", "map-check", "compression", "privacy")  # each reads test accuracy on seeds of its own
+CLAIM_SUITES = ("report", "map", "map-check", "compression", "privacy", "privacy-init")  # each reads test accuracy on seeds of its own
 
 
 def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_where_it_claims():
@@ -144,14 +145,14 @@ def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_wh
         suite = bench_suite.load_suite(name)
         assert not set(suite.seeds) & seen, f"{name} reuses seeds already read"
         seen |= set(suite.seeds)
-    for name in ("map", "map-check", "compression", "privacy"):
+    for name in ("map", "map-check", "compression", "privacy", "privacy-init"):
         assert len(bench_suite.load_suite(name).seeds) >= MIN_CLUSTERS, name
 
 
 def test_the_map_compression_and_privacy_run_with_the_reports_frozen_values():
     """Their keys that the report freezes on dev (training, estimator, peers) are the report's."""
     report = bench_suite.cell_config(bench_suite.load_suite("report"), "classes", 200)
-    for name in ("map", "map-check", "compression", "privacy"):
+    for name in ("map", "map-check", "compression", "privacy", "privacy-init"):
         suite = bench_suite.load_suite(name)
         cfg = bench_suite.cell_config(suite, next(iter(suite.settings)), suite.seeds[0])
         assert cfg.potara.estimator == report.potara.estimator, name
@@ -168,6 +169,12 @@ def test_the_map_check_differs_from_the_map_only_in_seeds_and_regimes():
     mapped, check = bench_suite.load_suite("map"), bench_suite.load_suite("map-check")
     assert check.methods == mapped.methods and check.overrides == mapped.overrides
     assert not set(check.settings) & set(mapped.settings) and set(check.grid) == set(check.settings)
+
+
+def test_privacy_init_is_the_privacy_suites_z1_cell_with_a_pretrained_init_potara_beside_plain_potara():
+    privacy, init = bench_suite.load_suite("privacy"), bench_suite.load_suite("privacy-init")
+    assert init.overrides == privacy.overrides and init.settings["z1"] == {"privacy.noise_multiplier": 1.0}
+    assert {"potara", "potara@local.init=pretrained", "local", "fedit_ft_es"} <= set(init.methods)
 
 
 def test_the_privacy_suite_has_a_setting_at_epsilon_8_or_less_and_the_compression_suite_has_int8():
