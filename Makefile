@@ -1,4 +1,4 @@
-# Quick start: `make run` (set up + the default run, about 4 minutes and 3 more to install), `make bench` (the
+# Quick start: `make run` (set up + the default run, about 2.5 minutes and 2 more to install), `make bench` (the
 # report suite the run points to), `make test` (set up + the layer contract + every test), `make test-fast` (the
 # same without the slow and the Flower deployment tests, under 2 minutes).
 VENV ?= .venv
