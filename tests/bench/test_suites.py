@@ -135,7 +135,8 @@ def test_dev_mechanisms_runs_on_devs_own_federations_and_offers_each_mechanism_a
         assert any(v.endswith("=none") for v in values) or against_heldout, values
 
 
-CLAIM_SUITES = ("report", "map", "map-check", "compression", "privacy", "privacy-init")  # each reads test accuracy on seeds of its own
+# each reads test accuracy on seeds of its own
+CLAIM_SUITES = ("report", "map", "map-check", "compression", "privacy", "privacy-init")
 
 
 def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_where_it_claims():
