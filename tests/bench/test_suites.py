@@ -137,6 +137,8 @@ def test_dev_mechanisms_runs_on_devs_own_federations_and_offers_each_mechanism_a
 
 # each reads test accuracy on seeds of its own
 CLAIM_SUITES = ("report", "map", "map-check", "compression", "privacy", "privacy-init")
+# the claim suites beside the report: each runs with the report's frozen values, ten seeds a setting
+BESIDE_REPORT = tuple(name for name in CLAIM_SUITES if name != "report")
 
 
 def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_where_it_claims():
@@ -146,14 +148,14 @@ def test_every_suite_that_reads_test_has_seeds_of_its_own_and_ten_per_setting_wh
         suite = bench_suite.load_suite(name)
         assert not set(suite.seeds) & seen, f"{name} reuses seeds already read"
         seen |= set(suite.seeds)
-    for name in ("map", "map-check", "compression", "privacy", "privacy-init"):
+    for name in BESIDE_REPORT:
         assert len(bench_suite.load_suite(name).seeds) >= MIN_CLUSTERS, name
 
 
 def test_the_map_compression_and_privacy_run_with_the_reports_frozen_values():
     """Their keys that the report freezes on dev (training, estimator, peers) are the report's."""
     report = bench_suite.cell_config(bench_suite.load_suite("report"), "classes", 200)
-    for name in ("map", "map-check", "compression", "privacy", "privacy-init"):
+    for name in BESIDE_REPORT:
         suite = bench_suite.load_suite(name)
         cfg = bench_suite.cell_config(suite, next(iter(suite.settings)), suite.seeds[0])
         assert cfg.potara.estimator == report.potara.estimator, name
