@@ -24,7 +24,7 @@ from potara.federation import checkpoint
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖ / ‖a‖ (0 when both are zero)."""
+    """‖a − b‖ / ‖a‖; ‖a − b‖ itself when ``a`` is zero."""
     scale = float(a.float().norm())
     return float((a.float() - b.float()).norm()) / scale if scale else float((a - b).float().norm())
 
